@@ -1,0 +1,103 @@
+"""The distiller contract: a loss at one or more spots that takes per-sample weights.
+
+Every distiller
+
+* declares the spots it consumes by role (``spot_role``, see :func:`sakd.models.resolve_spots`);
+  logit distillers use ``"logits"`` and receive ``[logits]`` as their single "feature";
+* is built from the paired spot descriptions of student and teacher (equal-length lists, paired in
+  order) and owns its trainable parts (regressors, embeddings, memory banks);
+* takes ``weights`` of shape (B, S) in [0, 1], one column per spot. With a 0/1 column the spot's
+  value equals the reference computation on the selected sub-batch times |selected| / B;
+  relational losses relate only the selected samples; 0 or 1 selected samples give exactly 0;
+* returns the **sum over its spots** of those gated values (not multiplied by beta: the caller does);
+* may declare a pre-training stage (FT's paraphraser, AB / FSP initialisation) through
+  ``pretrain_epochs`` > 0, :meth:`pretrain_loss` and :meth:`pretrain_parameters`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from sakd.models.staged import SpotInfo
+
+
+class DistillerParams(BaseModel):
+    """Hyperparameters of a distiller (subclass per distiller, with the published defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class DistillContext:
+    """Per-batch facts some distillers need beyond features: labels (B,), dataset indices (B,)."""
+
+    labels: Tensor
+    index: Tensor | None = None
+    epoch: int = 0
+
+
+class Distiller(nn.Module):
+    """Base class; see the module docstring for the contract."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    spot_role: ClassVar[str]
+    preact: ClassVar[bool] = False
+    pretrain_trains_student: ClassVar[bool] = False
+    Params: ClassVar[type[DistillerParams]] = DistillerParams
+
+    def __init__(
+        self,
+        student_spots: Sequence[SpotInfo],
+        teacher_spots: Sequence[SpotInfo],
+        params: DistillerParams,
+        num_classes: int,
+        num_train: int,
+    ) -> None:
+        super().__init__()
+        if len(student_spots) != len(teacher_spots):
+            raise ValueError("student_spots and teacher_spots must be paired (equal length)")
+        self.student_spots = list(student_spots)
+        self.teacher_spots = list(teacher_spots)
+        self.params = params
+        self.num_classes = num_classes
+        self.num_train = num_train
+
+    @property
+    def num_spots(self) -> int:
+        """Number of spots S (columns of ``weights``); 1 for logit distillers."""
+        return max(len(self.student_spots), 1)
+
+    @property
+    def pretrain_epochs(self) -> int:
+        """Epochs of the declared pre-training stage (0: none)."""
+        return int(getattr(self.params, "pretrain_epochs", 0))
+
+    def forward(
+        self,
+        student_feats: Sequence[Tensor],
+        teacher_feats: Sequence[Tensor],
+        weights: Tensor,
+        ctx: DistillContext,
+    ) -> Tensor:
+        """Sum over spots of the gated loss (a scalar); ``weights`` is (B, S)."""
+        raise NotImplementedError
+
+    def pretrain_loss(
+        self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], ctx: DistillContext
+    ) -> Tensor:
+        """Loss of the pre-training stage (only called when ``pretrain_epochs`` > 0)."""
+        raise NotImplementedError(f"{self.name} declares no pre-training stage")
+
+    def pretrain_parameters(self) -> list[nn.Parameter]:
+        """Parameters of this distiller trained by the pre-training stage."""
+        return []
+
+    def extra_state_for_checkpoint(self) -> dict:
+        """Non-parameter state to save (buffers are saved with ``state_dict`` already)."""
+        return {}

@@ -1,0 +1,169 @@
+"""The staged-network contract that every model in sakd follows.
+
+A staged network is a chain of stages followed by a head::
+
+    x -> stages[0] -> F[0] -> stages[1] -> F[1] -> ... -> stages[-1] -> F[-1] (pooled vector) -> head -> logits
+
+``F`` is the list of *spot features*. Each entry is described by a :class:`SpotInfo`: its role
+(``"stem"``, ``"stage"`` or ``"pooled"``), channels and spatial reduction. Distillers never address a
+feature by list position: they ask for spots by role through :func:`resolve_spots`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from sakd.errors import SakdError
+
+ROLES = ("stem", "stage", "pooled")
+
+
+@dataclass(frozen=True)
+class SpotInfo:
+    """Description of one spot feature ``F[index]`` of a staged network.
+
+    ``reduction`` is input size / feature size along height (1 for full resolution); ``shape`` is the
+    feature shape without the batch dimension for the input size the info was computed for.
+    """
+
+    index: int
+    role: str
+    channels: int
+    reduction: int
+    shape: tuple[int, ...]
+
+    @property
+    def is_map(self) -> bool:
+        """True for (C, H, W) feature maps, False for pooled vectors."""
+        return len(self.shape) == 3
+
+
+class StagedNet(nn.Module):
+    """A network as ``stages`` (an ``nn.ModuleList``) plus a ``head``; see the module docstring.
+
+    Subclasses build ``self.stages``, ``self.head`` and ``self.stage_roles`` (one role per stage).
+    A stage whose last submodule is an activation (``nn.ReLU``) exposes its pre-activation output
+    for distillers that need it (AB): the stage must then be an ``nn.Sequential``.
+    """
+
+    stages: nn.ModuleList
+    head: nn.Module
+    stage_roles: tuple[str, ...]
+    input_size: int = 32
+
+    @property
+    def num_stages(self) -> int:
+        """Number of stages, i.e. of spot features (the head not counted)."""
+        return len(self.stages)
+
+    def run(self, x: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
+        """Run the chain ``[*stages, head][start:stop]`` on ``x``; ``stop=None`` runs to the logits."""
+        chain = [*self.stages, self.head]
+        for module in chain[start:stop]:
+            x = module(x)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits (B, num_classes)."""
+        return self.run(x)
+
+    def forward_features(self, x: Tensor, preact: bool = False) -> tuple[list[Tensor], Tensor]:
+        """Spot features ``F`` (one per stage) and logits; with ``preact`` map features are pre-ReLU."""
+        feats: list[Tensor] = []
+        for stage in self.stages:
+            if preact and _ends_in_activation(stage):
+                pre = stage[:-1](x)
+                x = stage[-1](pre)
+                feats.append(pre)
+            else:
+                x = stage(x)
+                feats.append(x)
+        return feats, self.head(x)
+
+    def spot_info(self, input_size: int | None = None) -> list[SpotInfo]:
+        """Describe every spot feature for a square input of ``input_size`` (default: the model's)."""
+        size = input_size or self.input_size
+        key = ("_spot_info_cache", size)
+        cache = self.__dict__.setdefault("_spot_info_cache", {})
+        if key not in cache:
+            cache[key] = _describe(self, size)
+        return list(cache[key])
+
+
+def _ends_in_activation(stage: nn.Module) -> bool:
+    return isinstance(stage, nn.Sequential) and len(stage) > 1 and isinstance(stage[-1], nn.ReLU)
+
+
+@torch.no_grad()
+def _describe(net: StagedNet, size: int) -> list[SpotInfo]:
+    in_channels = _first_conv_channels(net)
+    x = torch.zeros(1, in_channels, size, size, device="meta")
+    infos = []
+    for i, (stage, role) in enumerate(zip(net.stages, net.stage_roles, strict=True)):
+        x = _meta_call(stage, x)
+        shape = tuple(x.shape[1:])
+        reduction = size // shape[1] if len(shape) == 3 else 0
+        infos.append(SpotInfo(index=i, role=role, channels=shape[0], reduction=reduction, shape=shape))
+    return infos
+
+
+def _first_conv_channels(net: nn.Module) -> int:
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    return 3
+
+
+def _meta_call(module: nn.Module, x: Tensor) -> Tensor:
+    """Shape inference without touching real weights or BN statistics (runs on a meta copy)."""
+    meta = _meta_copy(module)
+    meta.eval()
+    return meta(x)
+
+
+def _meta_copy(module: nn.Module) -> nn.Module:
+    import copy
+
+    clone = copy.deepcopy(module)
+    return clone.to_empty(device="meta")
+
+
+SPOT_ROLE_HELP = (
+    "'stages' (every stage output), 'stage:N' (output of stage N, counted from 1 after the stem), "
+    "'last_stage', 'maps' (stem and every stage output), 'pooled' (the pooled vector), 'logits'"
+)
+
+
+def resolve_spots(spots: Sequence[SpotInfo], role: str) -> list[SpotInfo]:
+    """The spot features a distiller asks for by ``role``; raises :class:`SakdError` when absent.
+
+    Roles: see :data:`SPOT_ROLE_HELP`. ``'logits'`` resolves to an empty list (no feature spots).
+    """
+    stages = [s for s in spots if s.role == "stage"]
+    if role == "logits":
+        return []
+    if role == "stages":
+        found = stages
+    elif role == "last_stage":
+        found = stages[-1:]
+    elif role == "maps":
+        found = [s for s in spots if s.role in ("stem", "stage")]
+    elif role == "pooled":
+        found = [s for s in spots if s.role == "pooled"]
+    elif role.startswith("stage:"):
+        n = int(role.split(":", 1)[1])
+        if not 1 <= n <= len(stages):
+            raise SakdError(
+                f"spot 'stage:{n}' does not exist: the model has {len(stages)} stages "
+                f"(choose a stage between 1 and {len(stages)})"
+            )
+        found = [stages[n - 1]]
+    else:
+        raise SakdError(f"unknown spot role {role!r}: use one of {SPOT_ROLE_HELP}")
+    if not found:
+        raise SakdError(f"the model has no spot of role {role!r}")
+    return found

@@ -1,7 +1,13 @@
-"""Distillation losses, one file per distiller, all taking per-sample weights."""
+"""Distillation losses, one file per distiller, all taking per-sample weights.
 
+Every module in this package is imported here, so its ``@register_distiller`` classes register.
+"""
+
+from sakd._autoload import import_submodules
 from sakd.losses.base import DistillContext, Distiller, DistillerParams
 from sakd.losses.registry import get_distiller, list_distillers, register_distiller
+
+import_submodules(__name__, __path__)
 
 __all__ = [
     "DistillContext",

@@ -98,6 +98,8 @@ class Distiller(nn.Module):
         """Parameters of this distiller trained by the pre-training stage."""
         return []
 
-    def extra_state_for_checkpoint(self) -> dict:
-        """Non-parameter state to save (buffers are saved with ``state_dict`` already)."""
-        return {}
+    def attach_train_labels(self, labels: Tensor) -> None:
+        """Called once before training with the labels (N,) of the whole training split.
+
+        Distillers that sample by class (CRD's negatives) override it; the default ignores it.
+        """

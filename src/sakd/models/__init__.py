@@ -1,6 +1,12 @@
-"""The model zoo: every model is a :class:`~sakd.models.staged.StagedNet`."""
+"""The model zoo: every model is a :class:`~sakd.models.staged.StagedNet`.
 
+Every module in this package is imported here, so its ``@register_model`` factories register.
+"""
+
+from sakd._autoload import import_submodules
 from sakd.models.registry import create_model, list_models, register_model
 from sakd.models.staged import SpotInfo, StagedNet, resolve_spots
+
+import_submodules(__name__, __path__)
 
 __all__ = ["SpotInfo", "StagedNet", "create_model", "list_models", "register_model", "resolve_spots"]

@@ -1,0 +1,145 @@
+"""The ``sakd`` command: parse arguments, validate, call the library. No training logic here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from sakd.errors import SakdError
+
+EXIT_USAGE = 2
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from sakd.config import load_config
+    from sakd.engine.run import run
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.teacher is not None or cfg.distiller is not None:
+        raise SakdError(f"{args.config!r} is a distillation recipe: run it with `sakd distill`")
+    _report(run(cfg), cfg.output_dir)
+
+
+def _cmd_distill(args: argparse.Namespace) -> None:
+    from sakd.config import load_config
+    from sakd.engine.run import run
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.teacher is None:
+        raise SakdError(
+            f"{args.config!r} has no teacher: set teacher.name and teacher.checkpoint "
+            "(or train a single network with `sakd train`)"
+        )
+    _report(run(cfg), cfg.output_dir)
+
+
+def _report(summary, output_dir: str) -> None:
+    print(
+        f"done: best top-1 {summary.best_top1:.2f}% (epoch {summary.best_epoch + 1}), "
+        f"last top-1 {summary.last_top1:.2f}%, {summary.seconds:.0f} s -> {output_dir}"
+    )
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from sakd.engine.evaluate_checkpoint import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, args.overrides)
+    print(json.dumps(result, indent=2))
+
+
+def _cmd_models(args: argparse.Namespace) -> None:
+    from sakd.models import create_model, list_models
+
+    for name in list_models():
+        if args.verbose:
+            model = create_model(name, num_classes=100)
+            params = sum(p.numel() for p in model.parameters()) / 1e6
+            spots = ", ".join(f"{s.role}:{s.channels}" for s in model.spot_info(32))
+            print(f"{name:20s} {params:7.2f}M  {spots}")
+        else:
+            print(name)
+
+
+def _cmd_recipes(args: argparse.Namespace) -> None:
+    from sakd.config import list_recipes
+
+    for name in list_recipes():
+        print(name)
+
+
+def _cmd_distillers(args: argparse.Namespace) -> None:
+    from sakd.losses import get_distiller, list_distillers
+
+    for name in list_distillers():
+        cls = get_distiller(name)
+        extra = f" (+{cls.Params().pretrain_epochs}-epoch pre-training)" if getattr(
+            cls.Params(), "pretrain_epochs", 0) else ""
+        print(f"{name:8s} spots={cls.spot_role:11s} {cls.description}{extra}")
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> None:
+    from sakd.quickstart import quickstart
+
+    quickstart(args.out, args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``sakd``."""
+    parser = argparse.ArgumentParser(
+        prog="sakd", description="Spot-adaptive knowledge distillation (Song et al., TIP 2022)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_overrides(p: argparse.ArgumentParser) -> None:
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+
+    p = sub.add_parser("train", help="train one network (teacher or student baseline)")
+    p.add_argument("config", help="YAML path or packaged recipe name (see `sakd recipes`)")
+    with_overrides(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("distill", help="distil a student from a teacher")
+    p.add_argument("config", help="YAML path or packaged recipe name (see `sakd recipes`)")
+    with_overrides(p)
+    p.set_defaults(func=_cmd_distill)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset")
+    p.add_argument("checkpoint")
+    with_overrides(p)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("models", help="list the model zoo")
+    p.add_argument("-v", "--verbose", action="store_true", help="with parameter counts and spots")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("recipes", help="list the packaged recipes")
+    p.set_defaults(func=_cmd_recipes)
+
+    p = sub.add_parser("distillers", help="list the distillers and the spots they use")
+    p.set_defaults(func=_cmd_distillers)
+
+    p = sub.add_parser("quickstart", help="the whole story on the embedded data, on the CPU")
+    p.add_argument("--out", default="runs/quickstart", help="output folder (default runs/quickstart)")
+    with_overrides(p)
+    p.set_defaults(func=_cmd_quickstart)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sakd`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SakdError as exc:
+        print(f"sakd: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("sakd: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Typed run configuration: YAML recipes + ``KEY=VALUE`` overrides, validated into pydantic models.
+
+Nothing downstream reads raw YAML: the CLI turns a recipe and its overrides into a :class:`RunConfig`
+here, and every builder takes that object. Unknown keys and wrong types are rejected with the key
+named (:class:`~sakd.errors.SakdError`).
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sakd.errors import SakdError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Which dataset, where it lives, and how much of it to use."""
+
+    name: str = "embedded"
+    root: str | None = None
+    download: bool = False
+    train_limit: int | None = Field(default=None, ge=1)
+    test_limit: int | None = Field(default=None, ge=1)
+    image_size: int | None = Field(default=None, ge=8)
+    augment: bool = True
+
+
+class ModelConfig(_Strict):
+    """A network from the zoo by name, or a user module split at named module paths."""
+
+    name: str
+    stages: list[str] | None = None
+    head: str | None = None
+    stem: str | None = None
+
+
+class OptimizerConfig(_Strict):
+    """SGD settings shared by the student (and distiller parts)."""
+
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    nesterov: bool = False
+
+
+class ScheduleConfig(_Strict):
+    """Step decay: lr × ``gamma`` at each milestone.
+
+    Milestones are given for ``reference_epochs`` and scaled to the run's ``epochs`` (so a 24-epoch
+    smoke run of the 240-epoch protocol decays at 15/18/21).
+    """
+
+    milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])
+    gamma: float = Field(default=0.1, gt=0, le=1)
+    reference_epochs: int = Field(default=240, ge=1)
+
+    def scaled_milestones(self, epochs: int) -> list[int]:
+        """Milestones for a run of ``epochs`` epochs."""
+        return [max(1, round(m * epochs / self.reference_epochs)) for m in self.milestones]
+
+
+class TeacherConfig(_Strict):
+    """The frozen teacher: architecture, checkpoint file and (optionally) its SHA-256."""
+
+    name: str
+    checkpoint: str
+    sha256: str | None = None
+
+
+class DistillerConfig(_Strict):
+    """The distiller at its spots: name, weight β and its own hyperparameters."""
+
+    name: str = "kd"
+    beta: float = Field(default=0.0, ge=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class LossConfig(_Strict):
+    """Weights of cross-entropy and vanilla KD at the logit spot (α), KD temperature."""
+
+    ce: float = Field(default=1.0, ge=0)
+    kd: float = Field(default=1.0, ge=0)
+    kd_temperature: float = Field(default=4.0, gt=0)
+
+
+class SpotsConfig(_Strict):
+    """Where to distil: the spot mode and, for adaptive/anti, the policy's settings."""
+
+    mode: Literal["fixed", "random", "adaptive", "anti"] = "fixed"
+    gamma: float = Field(default=1.0, gt=0)
+    tau: float = Field(default=5.0, gt=0)
+    homogeneous: bool = False
+    agent_lr: float | None = Field(default=None, gt=0)
+    agent_weight_decay: float = Field(default=1e-3, ge=0)
+
+
+class RunConfig(_Strict):
+    """Everything one run needs; ``teacher`` and ``distiller`` are set for distillation runs."""
+
+    name: str = "run"
+    output_dir: str = "runs/run"
+    seed: int = 0
+    epochs: int = Field(default=240, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    eval_batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=0.05, gt=0)
+    device: str = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    progress: bool = True
+    resume: bool = True
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    teacher: TeacherConfig | None = None
+    distiller: DistillerConfig | None = None
+    loss: LossConfig = Field(default_factory=LossConfig)
+    spots: SpotsConfig = Field(default_factory=SpotsConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value != "auto" and not (value == "cpu" or value.startswith("cuda")):
+            raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return value
+
+    @model_validator(mode="after")
+    def _distillation_complete(self) -> RunConfig:
+        if self.distiller is not None and self.teacher is None:
+            raise ValueError("a distiller needs a teacher: set teacher.name and teacher.checkpoint")
+        return self
+
+    @property
+    def agent_lr(self) -> float:
+        """Learning rate of the policy and adaptors (the authors': half the student's)."""
+        return self.spots.agent_lr if self.spots.agent_lr is not None else self.lr / 2
+
+
+RECIPES_PACKAGE = "sakd.recipes"
+
+
+def list_recipes() -> list[str]:
+    """Names of the packaged recipes (relative paths without ``.yaml``), sorted."""
+    root = resources.files(RECIPES_PACKAGE)
+    names: list[str] = []
+
+    def walk(node, prefix: str) -> None:
+        for child in node.iterdir():
+            if child.is_dir():
+                walk(child, f"{prefix}{child.name}/")
+            elif child.name.endswith(".yaml") and not child.name.startswith("_"):
+                names.append(prefix + child.name[: -len(".yaml")])
+
+    walk(root, "")
+    return sorted(names)
+
+
+def _read_recipe_text(ref: str, relative_to: Path | None) -> tuple[str, Path | None]:
+    """Text of a recipe given as a file path or a packaged recipe name."""
+    candidates = [Path(ref)]
+    if relative_to is not None:
+        candidates.insert(0, relative_to / ref)
+    for path in candidates:
+        if path.is_file():
+            return path.read_text(), path.parent
+    name = ref[: -len(".yaml")] if ref.endswith(".yaml") else ref
+    packaged = resources.files(RECIPES_PACKAGE).joinpath(*f"{name}.yaml".split("/"))
+    if packaged.is_file():
+        return packaged.read_text(), None
+    raise SakdError(
+        f"config {ref!r} is neither a file nor a packaged recipe: give a YAML path or one of the "
+        "names `sakd recipes` lists"
+    )
+
+
+def load_recipe_dict(ref: str, relative_to: Path | None = None, _seen: tuple = ()) -> dict:
+    """The recipe as a plain dict, with its ``base:`` chain merged in (the recipe's keys win)."""
+    if ref in _seen:
+        raise SakdError(f"recipe {ref!r} includes itself through 'base:'; remove the cycle")
+    text, folder = _read_recipe_text(ref, relative_to)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SakdError(f"config {ref!r} is not valid YAML{where}: fix the syntax") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SakdError(f"config {ref!r} must be a YAML mapping of keys to values")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    parent = load_recipe_dict(str(base), folder or relative_to, (*_seen, ref))
+    return deep_merge(parent, data)
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """``base`` updated by ``update``, recursing into nested mappings (new dict, inputs untouched)."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``KEY=VALUE`` overrides (dotted keys, YAML-typed values) to a recipe dict."""
+    result = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise SakdError(f"override {item!r} is not KEY=VALUE (e.g. epochs=2 or data.name=cifar100)")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        node = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise SakdError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def validate_config(data: dict, source: str = "config") -> RunConfig:
+    """Validate a recipe dict into a :class:`RunConfig`; errors name the offending key."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            msg = f"{source}: unknown key {key!r}; check its spelling (see the packaged recipes)"
+        elif err["type"] == "missing":
+            msg = f"{source}: key {key!r} is required; add it to the recipe or as {key}=VALUE"
+        else:
+            msg = f"{source}: key {key!r}: {err['msg']} (got {err.get('input')!r})"
+        raise SakdError(msg) from None
+
+
+def load_config(ref: str, overrides: list[str] | None = None) -> RunConfig:
+    """Recipe (path or packaged name) + overrides → validated :class:`RunConfig`."""
+    data = apply_overrides(load_recipe_dict(ref), overrides or [])
+    return validate_config(data, source=f"config {ref!r}")
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved configuration as YAML text."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

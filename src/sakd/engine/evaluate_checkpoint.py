@@ -1,0 +1,43 @@
+"""``sakd eval``: accuracy of a saved network on a dataset split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sakd.config import apply_overrides, validate_config
+from sakd.engine.build import build_model, load_data
+from sakd.engine.checkpoint import FORMAT, extract_state_dict, load_checkpoint, load_weights_strict
+from sakd.engine.evaluate import accuracy
+from sakd.engine.runtime import Runtime
+from sakd.errors import SakdError
+
+
+def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
+    """Top-1/top-5 of the student in ``path`` on the configured test split.
+
+    sakd checkpoints carry their config (override e.g. ``data.root`` or ``device``); other files
+    (e.g. RepDistiller's ``{'model': state_dict}``) need ``model.name=... data.name=...``.
+    """
+    data = load_checkpoint(path)
+    base = data["config"] if data.get("format") == FORMAT else {}
+    if not base and not any(o.startswith("model.name=") for o in overrides):
+        raise SakdError(f"{path!r} is not a sakd checkpoint: say which network it holds with model.name=NAME")
+    merged = apply_overrides(base, overrides)
+    for key in ("teacher", "distiller"):
+        merged.pop(key, None)
+    cfg = validate_config(merged, source=f"checkpoint {path!r}")
+    runtime = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
+    _, test_set = load_data(cfg.model_copy(update={"data": cfg.data.model_copy(update={"train_limit": 1})}))
+    model = build_model(cfg.model, test_set.num_classes, int(test_set.images.shape[-1]))
+    load_weights_strict(model, extract_state_dict(data), f"checkpoint {path!r} for {cfg.model.name!r}")
+    runtime.prepare_module(model)
+    top1, top5 = accuracy(model, test_set, runtime, cfg.eval_batch_size)
+    return {
+        "checkpoint": str(path),
+        "model": cfg.model.name,
+        "dataset": cfg.data.name,
+        "test_size": len(test_set.labels),
+        "test_top1": top1,
+        "test_top5": top5,
+        "epoch": data.get("epoch"),
+    }

@@ -1,0 +1,87 @@
+"""Run a configuration end to end: validate and build everything, then train into ``output_dir``."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sakd.config import RunConfig, dump_config
+from sakd.engine.build import build_task, load_data
+from sakd.engine.checkpoint import atomic_write_text, sha256_file
+from sakd.engine.evaluate import accuracy
+from sakd.engine.runtime import Runtime, seed_everything
+from sakd.engine.trainer import RunSummary, Trainer
+from sakd.errors import SakdError
+
+
+def run(cfg: RunConfig) -> RunSummary:
+    """Train the network (or distil the student) that ``cfg`` describes; returns its summary.
+
+    All inputs are checked before ``output_dir`` is touched. The run folder then holds
+    ``config.yaml`` (resolved), ``run.json`` (facts about the run), ``metrics.jsonl``,
+    TensorBoard files and ``checkpoints/{last,best}.pt`` (+ ``best.pt.sha256``).
+    """
+    if cfg.teacher is None and cfg.distiller is not None:
+        raise SakdError("a distiller needs a teacher")
+    seed_everything(cfg.seed)
+    runtime = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
+    train_set, test_set = load_data(cfg)
+    task, facts = build_task(cfg, train_set, runtime)
+    run_dir = Path(cfg.output_dir)
+    _check_output_dir(run_dir)
+    if cfg.teacher is not None:
+        teacher_top1, _ = accuracy(task.teacher, test_set, runtime, cfg.eval_batch_size)
+        facts["teacher_top1"] = teacher_top1
+    if not cfg.resume:
+        _clear_previous_run(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    info = {
+        **facts,
+        "torch": torch.__version__,
+        "device": str(runtime.device),
+        "device_name": _device_name(runtime.device),
+        "precision": cfg.precision,
+        "train_size": len(train_set.labels),
+        "test_size": len(test_set.labels),
+        "num_classes": train_set.num_classes,
+    }
+    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2) + "\n")
+    trainer = Trainer(cfg, task, train_set, test_set, runtime, run_dir)
+    summary = trainer.fit()
+    best = run_dir / "checkpoints" / "best.pt"
+    if best.is_file():
+        atomic_write_text(best.with_name("best.pt.sha256"), f"{sha256_file(best)}  best.pt\n")
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary.__dict__, indent=2) + "\n")
+    return summary
+
+
+def _check_output_dir(run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SakdError(f"output_dir {str(run_dir)!r} is a file: choose a folder path")
+
+
+
+def _clear_previous_run(run_dir: Path) -> None:
+    """With ``resume=false``: remove what an earlier run left, so this one starts from scratch."""
+    for name in ("metrics.jsonl", "pretrain.jsonl", "summary.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    for folder in ("checkpoints", "tb"):
+        if (run_dir / folder).is_dir():
+            shutil.rmtree(run_dir / folder)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def summary_dict(summary: RunSummary) -> dict[str, Any]:
+    """The summary as a plain dict."""
+    return dict(summary.__dict__)

@@ -1,0 +1,256 @@
+"""The training loop: phases of epochs, one backward per step, evaluation, checkpoints, resume.
+
+It steps whatever named losses and parameter groups a :class:`~sakd.engine.task.Task` gives it and
+knows no distiller. Every epoch of the main phase writes one record to ``metrics.jsonl`` and
+TensorBoard, and atomically rewrites ``checkpoints/last.pt`` (and ``best.pt`` on a new best test
+top-1). A run started again with the same configuration resumes from ``last.pt`` at the next epoch
+and ends with the same weights as an uninterrupted run (data order and augmentation are a pure
+function of seed and epoch; every RNG state is in the checkpoint).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from sakd.config import RunConfig
+from sakd.data import ImageSet, iterate_batches, num_batches
+from sakd.engine.evaluate import accuracy
+from sakd.engine.checkpoint import load_checkpoint, load_weights_strict, save_checkpoint
+from sakd.engine.metrics import MetricsLog
+from sakd.engine.runtime import Runtime, rng_state, set_rng_state
+from sakd.engine.task import Phase, Task
+from sakd.errors import SakdError
+
+NAN_CHECK_EVERY = 50
+RESUME_IGNORED_KEYS = ("progress", "resume", "device", "output_dir", "name")
+
+
+@dataclass
+class RunSummary:
+    """What a finished run reports."""
+
+    best_top1: float
+    best_epoch: int
+    last_top1: float
+    last_top5: float
+    epochs: int
+    seconds: float
+
+
+class Trainer:
+    """Runs a task's phases on a dataset with the settings of a :class:`RunConfig`."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        task: Task,
+        train_set: ImageSet,
+        test_set: ImageSet,
+        runtime: Runtime,
+        run_dir: Path,
+        extra_record: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.task = task
+        self.train_set = train_set
+        self.test_set = test_set
+        self.runtime = runtime
+        self.run_dir = run_dir
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.extra_record = extra_record or {}
+        self.best_top1 = -1.0
+        self.best_epoch = -1
+
+    # ------------------------------------------------------------------ public
+    def fit(self) -> RunSummary:
+        """Train every phase to the end (resuming from ``last.pt`` when allowed and present)."""
+        started = time.perf_counter()
+        phases = self.task.phases(self.config.epochs)
+        self._num_phases = len(phases)
+        phase_index, epoch, optimizers = 0, 0, None
+        resume_from = self.ckpt_dir / "last.pt"
+        if self.config.resume and resume_from.is_file():
+            phase_index, epoch, optimizers = self._restore(resume_from, phases)
+        metrics = MetricsLog(self.run_dir)
+        pre_metrics = MetricsLog(self.run_dir, "pretrain.jsonl", tensorboard=False)
+        if phase_index == len(phases) - 1:
+            metrics.truncate_after(epoch)
+        last = {"test_top1": float("nan"), "test_top5": float("nan")}
+        try:
+            for index in range(phase_index, len(phases)):
+                phase = phases[index]
+                if optimizers is None:
+                    optimizers = self._make_optimizers(phase)
+                for ep in range(epoch, phase.epochs):
+                    record = self._train_epoch(phase, index, ep, optimizers)
+                    if phase.evaluate:
+                        top1, top5 = self.evaluate()
+                        record.update(test_top1=top1, test_top5=top5)
+                        last = record
+                        if top1 > self.best_top1:
+                            self.best_top1, self.best_epoch = top1, ep
+                        record["best_top1"] = self.best_top1
+                        record.update(self.extra_record)
+                        (metrics if index == len(phases) - 1 else pre_metrics).write(record)
+                    else:
+                        pre_metrics.write(record)
+                    self._save(index, ep + 1, optimizers, new_best=phase.evaluate and self.best_epoch == ep)
+                epoch, optimizers = 0, None
+        finally:
+            metrics.close()
+        return RunSummary(
+            best_top1=self.best_top1,
+            best_epoch=self.best_epoch,
+            last_top1=last["test_top1"],
+            last_top5=last["test_top5"],
+            epochs=self.config.epochs,
+            seconds=time.perf_counter() - started,
+        )
+
+    def evaluate(self) -> tuple[float, float]:
+        """Top-1 and top-5 accuracy (%) of the evaluated model on the test split."""
+        return accuracy(self.task.eval_model, self.test_set, self.runtime, self.config.eval_batch_size)
+
+    # ----------------------------------------------------------------- helpers
+    def _make_optimizers(self, phase: Phase) -> dict[str, torch.optim.Optimizer]:
+        return {
+            name: torch.optim.SGD(
+                group.params, lr=group.lr, momentum=group.momentum,
+                weight_decay=group.weight_decay, nesterov=group.nesterov,
+            )
+            for name, group in phase.groups.items()
+            if group.params
+        }
+
+    def _set_lr(self, phase: Phase, optimizers, epoch: int) -> dict[str, float]:
+        factor = 1.0
+        if phase.decay:
+            milestones = self.config.schedule.scaled_milestones(phase.epochs)
+            factor = self.config.schedule.gamma ** sum(epoch >= m for m in milestones)
+        lrs = {}
+        for name, opt in optimizers.items():
+            lr = phase.groups[name].lr * factor
+            for group in opt.param_groups:
+                group["lr"] = lr
+            lrs[name] = lr
+        return lrs
+
+    def _train_epoch(self, phase: Phase, phase_index: int, epoch: int, optimizers) -> dict[str, Any]:
+        lrs = self._set_lr(phase, optimizers, epoch)
+        self.task.train()
+        cfg = self.config
+        # Pre-training phases draw their own data order (a different epoch key), the main phase
+        # uses the epoch number itself.
+        is_main = phase_index == self._num_phases - 1
+        data_epoch = epoch if is_main else 10_000 * (phase_index + 1) + epoch
+        batches = iterate_batches(
+            self.train_set, cfg.batch_size, train=True, seed=cfg.seed, epoch=data_epoch,
+            device=self.runtime.device,
+        )
+        total_batches = num_batches(self.train_set, cfg.batch_size, train=True)
+        loss_sums: dict[str, Tensor] = {}
+        stat_sums: dict[str, Tensor] = {}
+        seen = 0
+        bar = tqdm(
+            total=len(self.train_set.labels), unit="img", unit_scale=False, leave=False,
+            disable=not cfg.progress, desc=f"{phase.name} {epoch + 1}/{phase.epochs}",
+        )
+        start = time.perf_counter()
+        for step, (images, labels, index) in enumerate(batches):
+            images = self.runtime.prepare_images(images)
+            with self.runtime.autocast():
+                result = phase.step(images, labels, index, epoch)
+            total = sum(result.losses.values())
+            for opt in optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            total.backward()
+            for opt in optimizers.values():
+                opt.step()
+            n = labels.numel()
+            seen += n
+            for name, value in result.losses.items():
+                loss_sums[name] = loss_sums.get(name, 0) + value.detach().float() * n
+            for name, value in result.stats.items():
+                stat_sums[name] = stat_sums.get(name, 0) + value.detach().float() * n
+            if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == total_batches:
+                self._check_finite(loss_sums, phase, epoch, step)
+            bar.update(n)
+        bar.close()
+        self._check_finite(loss_sums, phase, epoch, total_batches)
+        seconds = time.perf_counter() - start
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "phase": phase.name,
+            "lr": lrs.get("student", next(iter(lrs.values()), 0.0)),
+            "lrs": lrs,
+            "losses": {k: float(v) / max(seen, 1) for k, v in loss_sums.items()},
+            "images_per_sec": seen / seconds if seconds > 0 else 0.0,
+            "epoch_seconds": seconds,
+        }
+        for name, value in stat_sums.items():
+            mean = (value / max(seen, 1)).cpu()
+            record[name] = mean.tolist() if mean.dim() else float(mean)
+        return record
+
+    def _check_finite(self, loss_sums: dict[str, Tensor], phase: Phase, epoch: int, step: int) -> None:
+        for name, value in loss_sums.items():
+            if not torch.isfinite(torch.as_tensor(value)).all():
+                raise SakdError(
+                    f"loss {name!r} is not finite (NaN/inf) in {phase.name} epoch {epoch + 1} by step "
+                    f"{step + 1}: lower lr, use precision=fp32, or check the data; the last finished "
+                    "epoch is kept in checkpoints/last.pt"
+                )
+
+    def _payload(self, phase_index: int, epoch: int, optimizers) -> dict[str, Any]:
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "phase_index": phase_index,
+            "epoch": epoch,
+            "modules": {k: m.state_dict() for k, m in self.task.checkpoint_modules().items()},
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "rng": rng_state(),
+        }
+
+    def _save(self, phase_index: int, epoch: int, optimizers, new_best: bool) -> None:
+        payload = self._payload(phase_index, epoch, optimizers)
+        save_checkpoint(self.ckpt_dir / "last.pt", payload)
+        if new_best:
+            save_checkpoint(self.ckpt_dir / "best.pt", payload)
+
+    def _restore(self, path: Path, phases: list[Phase]):
+        data = load_checkpoint(path, map_location=self.runtime.device)
+        saved = {k: v for k, v in data.get("config", {}).items() if k not in RESUME_IGNORED_KEYS}
+        current = {
+            k: v for k, v in self.config.model_dump(mode="json").items() if k not in RESUME_IGNORED_KEYS
+        }
+        if saved != current:
+            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+            raise SakdError(
+                f"{path} was written with a different configuration ({', '.join(changed)} differ): "
+                "use another output_dir, or resume=false to start over in this one"
+            )
+        modules = self.task.checkpoint_modules()
+        if set(data["modules"]) != set(modules):
+            raise SakdError(f"{path} holds modules {sorted(data['modules'])}, expected {sorted(modules)}")
+        for name, module in modules.items():
+            load_weights_strict(module, data["modules"][name], f"checkpoint {path} ({name})")
+        phase_index, epoch = int(data["phase_index"]), int(data["epoch"])
+        if epoch >= phases[phase_index].epochs and phase_index + 1 < len(phases):
+            phase_index, epoch = phase_index + 1, 0
+        optimizers = self._make_optimizers(phases[phase_index])
+        if epoch > 0:
+            for name, opt in optimizers.items():
+                opt.load_state_dict(data["optimizers"][name])
+        self.best_top1 = float(data["best_top1"])
+        self.best_epoch = int(data["best_epoch"])
+        set_rng_state(data["rng"])
+        return phase_index, epoch, optimizers

@@ -1,0 +1,122 @@
+"""Heo et al. AAAI 2019, "Knowledge Transfer via Distillation of Activation Boundaries Formed by
+Hidden Neurons" (RepDistiller ``ABLoss`` with its ``Connector``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from sakd.losses._weighting import check_weights, gated_batch_mean, require_maps, zero_loss
+from sakd.losses.base import DistillContext, Distiller, DistillerParams
+from sakd.losses.registry import register_distiller
+from sakd.models.connectors import ConvReg
+from sakd.models.staged import SpotInfo
+
+
+def ab_per_sample(student: Tensor, teacher: Tensor, margin: float) -> Tensor:
+    """Alternative-L2 activation-boundary loss summed over all elements of each sample.
+
+    A student pre-activation s is pushed below −margin where the teacher's pre-activation t ≤ 0
+    and above +margin where t > 0: (s+m)²·[s > −m, t ≤ 0] + (s−m)²·[s ≤ m, t > 0]. (B, C, H, W) -> (B,).
+    """
+    teacher_off = (teacher <= 0).to(student.dtype)
+    teacher_on = 1 - teacher_off
+    below = (student > -margin).to(student.dtype) * teacher_off
+    above = (student <= margin).to(student.dtype) * teacher_on
+    elementwise = (student + margin).pow(2) * below + (student - margin).pow(2) * above
+    return elementwise.flatten(1).sum(dim=1)
+
+
+@register_distiller
+class AB(Distiller):
+    """Transfer the teacher's activation boundaries (signs of pre-ReLU responses) at every stage.
+
+    As in RepDistiller, AB is an initialisation method: a pre-training stage trains the student's
+    stages and the connectors on this loss; the main stage uses no AB term unless
+    ``main_stage`` is set.
+    """
+
+    name = "ab"
+    description = "Activation boundaries: margin loss on pre-ReLU maps (30-epoch init stage)"
+    spot_role = "stages"
+    preact = True
+    pretrain_trains_student = True
+
+    class Params(DistillerParams):
+        """RepDistiller defaults; per-stage weights are 2^(k−S+1) for k = 0..S−1."""
+
+        margin: float = 1.0
+        loss_scale: float = 3e-3
+        main_stage: bool = False
+        pretrain_epochs: int = 30
+        pretrain_lr: float = 0.05
+        pretrain_momentum: float = 0.9
+        pretrain_weight_decay: float = 5e-4
+
+    params: Params
+
+    def __init__(
+        self,
+        student_spots: Sequence[SpotInfo],
+        teacher_spots: Sequence[SpotInfo],
+        params: DistillerParams,
+        num_classes: int,
+        num_train: int,
+    ) -> None:
+        super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
+        require_maps(self.name, [*self.student_spots, *self.teacher_spots])
+        self.connectors = nn.ModuleList(
+            _connector(s, t) for s, t in zip(self.student_spots, self.teacher_spots, strict=True)
+        )
+        count = len(self.student_spots)
+        self.layer_weights = [2.0 ** (k - count + 1) for k in range(count)]
+
+    def _spot_losses(
+        self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor]
+    ) -> list[Tensor]:
+        """Per spot, the weighted and scaled AB loss of each sample: S tensors (B,)."""
+        return [
+            layer_weight
+            * self.params.loss_scale
+            * ab_per_sample(connector(student), teacher.detach(), self.params.margin)
+            for connector, layer_weight, student, teacher in zip(
+                self.connectors, self.layer_weights, student_feats, teacher_feats, strict=True
+            )
+        ]
+
+    def forward(
+        self,
+        student_feats: Sequence[Tensor],
+        teacher_feats: Sequence[Tensor],
+        weights: Tensor,
+        ctx: DistillContext,
+    ) -> Tensor:
+        """Main-stage term: exactly 0 (RepDistiller) unless ``main_stage``; then the gated AB loss."""
+        check_weights(weights, student_feats[0].shape[0], self.num_spots)
+        if not self.params.main_stage:
+            return zero_loss(student_feats[0])
+        spot_losses = self._spot_losses(student_feats, teacher_feats)
+        return torch.stack(
+            [gated_batch_mean(loss, weights[:, k]) for k, loss in enumerate(spot_losses)]
+        ).sum()
+
+    def pretrain_loss(
+        self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], ctx: DistillContext
+    ) -> Tensor:
+        """The AB loss on the whole batch (pre-ReLU maps), summed over spots: a scalar."""
+        return torch.stack(
+            [loss.mean() for loss in self._spot_losses(student_feats, teacher_feats)]
+        ).sum()
+
+    def pretrain_parameters(self) -> list[nn.Parameter]:
+        """The connectors' parameters (the student's stages are added by the trainer)."""
+        return list(self.connectors.parameters())
+
+
+def _connector(student: SpotInfo, teacher: SpotInfo) -> nn.Module:
+    """Identity when the maps already have the same channels and height; else ConvReg without ReLU."""
+    if student.channels == teacher.channels and student.shape[1] == teacher.shape[1]:
+        return nn.Identity()
+    return ConvReg(student.shape, teacher.shape, use_relu=False)  # type: ignore[arg-type]

@@ -1,0 +1,124 @@
+"""Yim et al. CVPR 2017, "A Gift from Knowledge Distillation: Fast Optimization, Network
+Minimization and Transfer Learning" (RepDistiller ``FSP``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sakd.errors import SakdError
+from sakd.losses._weighting import check_weights, gated_batch_mean, require_maps, zero_loss
+from sakd.losses.base import DistillContext, Distiller, DistillerParams
+from sakd.losses.registry import register_distiller
+from sakd.models.staged import SpotInfo
+
+
+def fsp_matrix(lower: Tensor, upper: Tensor) -> Tensor:
+    """Flow matrix G[b, j, i] = mean over positions of upper_j · lower_i: -> (B, C_upper, C_lower).
+
+    The map with the larger height is adaptive-average-pooled to the other's size first.
+    """
+    if lower.shape[2] > upper.shape[2]:
+        lower = F.adaptive_avg_pool2d(lower, upper.shape[2:])
+    elif lower.shape[2] < upper.shape[2]:
+        upper = F.adaptive_avg_pool2d(upper, lower.shape[2:])
+    return upper.flatten(2) @ lower.flatten(2).transpose(1, 2) / lower.shape[2] / lower.shape[3]
+
+
+def fsp_per_sample(
+    student_lower: Tensor, student_upper: Tensor, teacher_lower: Tensor, teacher_upper: Tensor
+) -> Tensor:
+    """Mean squared difference of the student's and teacher's flow matrices per sample: -> (B,)."""
+    student_flow = fsp_matrix(student_lower, student_upper)
+    teacher_flow = fsp_matrix(teacher_lower, teacher_upper)
+    return (student_flow - teacher_flow).pow(2).flatten(1).mean(dim=1)
+
+
+@register_distiller
+class FSP(Distiller):
+    """Match the "flow of solution procedure" (Gram matrices between consecutive maps).
+
+    Spots are the stem and every stage output; the flow between spots k and k+1 is gated by the
+    weight column of spot k+1 (column 0 gates nothing). As in RepDistiller, FSP is an
+    initialisation method: a pre-training stage trains the student's stages on it; the main stage
+    uses no FSP term unless ``main_stage`` is set.
+    """
+
+    name = "fsp"
+    description = "FSP: match flow (Gram) matrices between consecutive maps (30-epoch init stage)"
+    spot_role = "maps"
+    pretrain_trains_student = True
+
+    class Params(DistillerParams):
+        """RepDistiller defaults."""
+
+        main_stage: bool = False
+        pretrain_epochs: int = 30
+        pretrain_lr: float = 0.05
+        pretrain_momentum: float = 0.9
+        pretrain_weight_decay: float = 5e-4
+
+    params: Params
+
+    def __init__(
+        self,
+        student_spots: Sequence[SpotInfo],
+        teacher_spots: Sequence[SpotInfo],
+        params: DistillerParams,
+        num_classes: int,
+        num_train: int,
+    ) -> None:
+        super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
+        require_maps(self.name, [*self.student_spots, *self.teacher_spots])
+        if len(self.student_spots) < 2:
+            raise SakdError("fsp needs at least two feature maps (stem and one stage) per network")
+        for student, teacher in zip(self.student_spots, self.teacher_spots, strict=True):
+            if student.channels != teacher.channels:
+                raise SakdError(
+                    f"fsp needs equal channel counts at every map, but student F[{student.index}] "
+                    f"has {student.channels} and teacher F[{teacher.index}] has "
+                    f"{teacher.channels}: pick a pair with matching widths or another distiller"
+                )
+
+    def _flow_losses(
+        self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor]
+    ) -> list[Tensor]:
+        """Per consecutive pair of maps, the FSP loss of each sample: S − 1 tensors (B,)."""
+        teacher_feats = [teacher.detach() for teacher in teacher_feats]
+        return [
+            fsp_per_sample(
+                student_feats[k], student_feats[k + 1], teacher_feats[k], teacher_feats[k + 1]
+            )
+            for k in range(len(student_feats) - 1)
+        ]
+
+    def forward(
+        self,
+        student_feats: Sequence[Tensor],
+        teacher_feats: Sequence[Tensor],
+        weights: Tensor,
+        ctx: DistillContext,
+    ) -> Tensor:
+        """Main-stage term: exactly 0 (RepDistiller) unless ``main_stage``; then the gated FSP loss."""
+        check_weights(weights, student_feats[0].shape[0], self.num_spots)
+        if not self.params.main_stage:
+            return zero_loss(student_feats[0])
+        flow_losses = self._flow_losses(student_feats, teacher_feats)
+        return torch.stack(
+            [gated_batch_mean(loss, weights[:, k + 1]) for k, loss in enumerate(flow_losses)]
+        ).sum()
+
+    def pretrain_loss(
+        self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], ctx: DistillContext
+    ) -> Tensor:
+        """The FSP loss on the whole batch, summed over consecutive pairs of maps: a scalar."""
+        return torch.stack(
+            [loss.mean() for loss in self._flow_losses(student_feats, teacher_feats)]
+        ).sum()
+
+    def pretrain_parameters(self) -> list[nn.Parameter]:
+        """FSP owns no parameters: its pre-training stage trains only the student's stages."""
+        return []

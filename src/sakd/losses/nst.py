@@ -1,0 +1,76 @@
+"""Huang & Wang 2017, "Like What You Like: Neuron Selectivity Transfer" (RepDistiller ``NSTLoss``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sakd.losses._weighting import check_weights, gated_batch_mean, match_spatial, require_maps
+from sakd.losses.base import DistillContext, Distiller, DistillerParams
+from sakd.losses.registry import register_distiller
+from sakd.models.staged import SpotInfo
+
+
+def nst_per_sample(student: Tensor, teacher: Tensor) -> Tensor:
+    """Squared MMD with the kernel k(x, y) = (xᵀy)² between channel activation patterns, per sample.
+
+    Each channel's spatial pattern is L2-normalised; the MMD is the full one (teacher-teacher,
+    student-student and cross terms), each term a mean over channel pairs: maps (B, C, H, W) -> (B,).
+    """
+    student, teacher = match_spatial(student, teacher)
+    student = F.normalize(student.flatten(2), dim=2)
+    teacher = F.normalize(teacher.flatten(2), dim=2)
+    c_s, c_t, positions = student.shape[1], teacher.shape[1], student.shape[2]
+    if positions * (c_s + c_t) < c_s * c_t:
+        # Σ_jk (a_j·b_k)² = <AᵀA, BᵀB>: cheaper through the (H·W)² Gram matrices when H·W is small.
+        gram_s = student.transpose(1, 2) @ student
+        gram_t = teacher.transpose(1, 2) @ teacher
+        sum_ss = gram_s.pow(2).sum(dim=(1, 2))
+        sum_tt = gram_t.pow(2).sum(dim=(1, 2))
+        sum_st = (gram_s * gram_t).sum(dim=(1, 2))
+    else:
+        sum_ss = (student @ student.transpose(1, 2)).pow(2).sum(dim=(1, 2))
+        sum_tt = (teacher @ teacher.transpose(1, 2)).pow(2).sum(dim=(1, 2))
+        sum_st = (teacher @ student.transpose(1, 2)).pow(2).sum(dim=(1, 2))
+    return sum_tt / c_t**2 + sum_ss / c_s**2 - 2 * sum_st / (c_s * c_t)
+
+
+@register_distiller
+class NST(Distiller):
+    """Match the distributions of channel activation patterns by a polynomial-kernel MMD per stage."""
+
+    name = "nst"
+    description = "Neuron selectivity transfer: degree-2 polynomial-kernel MMD between channels"
+    spot_role = "stages"
+
+    class Params(DistillerParams):
+        """NST has no hyperparameters in RepDistiller (kernel fixed to (xᵀy)², full MMD)."""
+
+    def __init__(
+        self,
+        student_spots: Sequence[SpotInfo],
+        teacher_spots: Sequence[SpotInfo],
+        params: DistillerParams,
+        num_classes: int,
+        num_train: int,
+    ) -> None:
+        super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
+        require_maps(self.name, [*self.student_spots, *self.teacher_spots])
+
+    def forward(
+        self,
+        student_feats: Sequence[Tensor],
+        teacher_feats: Sequence[Tensor],
+        weights: Tensor,
+        ctx: DistillContext,
+    ) -> Tensor:
+        """Σ over spots of the gated NST loss; maps (B, C, H, W), weights (B, S); a scalar."""
+        check_weights(weights, student_feats[0].shape[0], self.num_spots)
+        spot_losses = [
+            gated_batch_mean(nst_per_sample(student, teacher), weights[:, k])
+            for k, (student, teacher) in enumerate(zip(student_feats, teacher_feats, strict=True))
+        ]
+        return torch.stack(spot_losses).sum()

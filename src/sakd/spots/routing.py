@@ -1,0 +1,131 @@
+"""The multi-path routing network: teacher and student merged at the feature spots (method.md §1.5).
+
+The routed pass trains only the policy and the adaptors. The student's segments run with their
+parameters detached (``torch.func.functional_call``), so the routing loss computes input gradients
+through the student but never a gradient for its weights; the teacher is frozen. One backward of
+(student loss + routing loss) therefore updates each side with exactly its own loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from sakd.models.connectors import make_connector
+from sakd.models.staged import SpotInfo, StagedNet
+
+
+def make_adaptors(
+    student_spots: Sequence[SpotInfo], teacher_spots: Sequence[SpotInfo]
+) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """S→T and T→S adaptors (ConvReg for maps, Linear for vectors), one pair per feature spot."""
+    s2t = nn.ModuleList(
+        make_connector(s.shape, t.shape) for s, t in zip(student_spots, teacher_spots, strict=True)
+    )
+    t2s = nn.ModuleList(
+        make_connector(t.shape, s.shape) for s, t in zip(student_spots, teacher_spots, strict=True)
+    )
+    return s2t, t2s
+
+
+@contextmanager
+def eval_mode(*nets: nn.Module) -> Iterator[None]:
+    """Put ``nets`` in eval mode; restore each submodule's own previous mode afterwards."""
+    switched = [module for net in nets for module in net.modules() if module.training]
+    for module in switched:
+        module.training = False
+    try:
+        yield
+    finally:
+        for module in switched:
+            module.training = True
+
+
+def _segments(net: StagedNet, spot_indices: Sequence[int]) -> list[nn.Sequential]:
+    """The chain ``[*stages, head]`` cut after each spot: L + 1 segments sharing ``net``'s modules."""
+    chain = [*net.stages, net.head]
+    bounds = [0, *(index + 1 for index in spot_indices), len(chain)]
+    return [
+        nn.Sequential(*chain[start:stop])
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+
+
+def _run_detached(segment: nn.Sequential, x: Tensor) -> Tensor:
+    """Run ``segment`` with its parameters detached: input gradients only, no weight gradients."""
+    detached = {name: param.detach() for name, param in segment.named_parameters()}
+    return functional_call(segment, detached, (x,))
+
+
+def _ends_in_relu(stage: nn.Module) -> bool:
+    return isinstance(stage, nn.Sequential) and len(stage) > 1 and isinstance(stage[-1], nn.ReLU)
+
+
+class RoutedNetwork:
+    """Per-sample routed forward through a (student, teacher) pair; owns no parameters.
+
+    The adaptors ``s2t`` / ``t2s`` belong to the caller (the selector registers and trains them);
+    the student and teacher are referenced, not registered, so they never appear in the caller's
+    parameters or state dict.
+    """
+
+    def __init__(
+        self,
+        student: StagedNet,
+        teacher: StagedNet,
+        spot_indices: Sequence[int],
+        s2t: nn.ModuleList,
+        t2s: nn.ModuleList,
+    ) -> None:
+        self.student = student
+        self.teacher = teacher
+        self.spot_indices = list(spot_indices)
+        self.s2t = s2t
+        self.t2s = t2s
+        self._student_segments = _segments(student, self.spot_indices)
+        self._teacher_segments = _segments(teacher, self.spot_indices)
+        first_stage = self.spot_indices[0] if self.spot_indices else None
+        self._reuse_needs_relu = first_stage is not None and _ends_in_relu(
+            teacher.stages[first_stage]
+        )
+
+    def __call__(
+        self, images: Tensor, decisions: Tensor, first_teacher_out: Tensor | None = None
+    ) -> Tensor:
+        """Routed logits z_mix (B, classes) for 0/1 ``decisions`` (B, K); 1 = teacher path.
+
+        ``first_teacher_out`` is the teacher's first segment output on ``images`` (F_T[p_1], or the
+        teacher logits when there is no feature spot) from the normal pass; it is recomputed when
+        None. It may be the pre-activation feature: ReLU is idempotent, so it is re-applied.
+        """
+        num_feature_spots = len(self.spot_indices)
+        student_x = teacher_x = images
+        with eval_mode(self.student, self.teacher):
+            for j, (student_segment, teacher_segment) in enumerate(
+                zip(self._student_segments, self._teacher_segments, strict=True)
+            ):
+                student_out = _run_detached(student_segment, student_x)
+                if j == 0 and first_teacher_out is not None:
+                    teacher_out = (
+                        torch.relu(first_teacher_out)
+                        if self._reuse_needs_relu
+                        else first_teacher_out
+                    )
+                else:
+                    teacher_out = teacher_segment(teacher_x)
+                if j == num_feature_spots:
+                    break
+                choice = _per_sample(decisions[:, j], teacher_out)
+                teacher_x = choice * teacher_out + (1 - choice) * self.s2t[j](student_out)
+                student_x = choice * self.t2s[j](teacher_out) + (1 - choice) * student_out
+        choice = _per_sample(decisions[:, -1], teacher_out)
+        return choice * teacher_out + (1 - choice) * student_out
+
+
+def _per_sample(column: Tensor, like: Tensor) -> Tensor:
+    """(B,) decisions shaped to broadcast over ``like``'s non-batch dimensions, in its dtype."""
+    return column.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))

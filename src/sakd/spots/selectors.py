@@ -1,0 +1,250 @@
+"""Spot selectors: per-sample, per-spot 0/1 distillation weights in four modes.
+
+Every selector maps a :class:`SelectorInput` (the batch and both nets' outputs from the normal
+pass) to a :class:`SpotSelection`: weights (B, K), columns 0..L−1 for the distiller's feature spots
+and column K−1 for the logit spot, plus the routing loss in the adaptive and anti modes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sakd.errors import SakdError
+from sakd.models.staged import StagedNet
+from sakd.spots.gumbel import GUMBEL_TAU, SeededGenerator, sample_gumbel, straight_through_gumbel
+from sakd.spots.policy import SpotPolicy
+from sakd.spots.routing import RoutedNetwork, make_adaptors
+
+
+@dataclass
+class SelectorInput:
+    """One batch: images (B, C, H, W), labels (B,), full feature lists F and logits of both nets.
+
+    The student's come from its train-mode forward, the teacher's from its frozen eval forward.
+    """
+
+    images: Tensor
+    labels: Tensor
+    student_feats: list[Tensor]
+    teacher_feats: list[Tensor]
+    student_logits: Tensor
+    teacher_logits: Tensor
+
+
+@dataclass
+class SpotSelection:
+    """Detached 0/1 weights (B, K), the routing loss (scalar or None) and scalars to log."""
+
+    weights: Tensor
+    routing_loss: Tensor | None = None
+    stats: dict[str, Tensor] = field(default_factory=dict)
+
+
+class SpotSelector(nn.Module):
+    """Base class: ``forward(SelectorInput) -> SpotSelection`` with K = len(spot_indices) + 1."""
+
+    mode: ClassVar[str]
+
+    def __init__(self, spot_indices: Sequence[int], seed: int = 0) -> None:
+        super().__init__()
+        self.spot_indices = list(spot_indices)
+        self.num_spots = len(self.spot_indices) + 1
+        self.rng = SeededGenerator(seed)
+
+    def forward(self, inp: SelectorInput) -> SpotSelection:
+        """Weights (B, K) for the batch in ``inp``."""
+        raise NotImplementedError
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The random generator's state, so a resumed run draws the same decisions."""
+        return self.rng.state_dict()
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore the random generator's state saved by :meth:`get_extra_state`."""
+        self.rng.load_state_dict(state)
+
+
+class FixedSelector(SpotSelector):
+    """Every spot for every sample: the distiller as published ("Stan.")."""
+
+    mode = "fixed"
+
+    def forward(self, inp: SelectorInput) -> SpotSelection:
+        """All-ones weights (B, K)."""
+        return SpotSelection(
+            torch.ones(inp.images.shape[0], self.num_spots, device=inp.images.device)
+        )
+
+
+class RandomSelector(SpotSelector):
+    """Bernoulli(0.5) per sample and spot, from the selector's own generator (ablation)."""
+
+    mode = "random"
+
+    def forward(self, inp: SelectorInput) -> SpotSelection:
+        """Random 0/1 weights (B, K)."""
+        generator = self.rng.on(inp.images.device)
+        uniform = torch.rand(
+            (inp.images.shape[0], self.num_spots), generator=generator, device=generator.device
+        )
+        return SpotSelection((uniform < 0.5).float())
+
+
+class AdaptiveSelector(SpotSelector):
+    """The paper's method: policy + straight-through Gumbel + routed network (method.md §1.3–1.8)."""
+
+    mode = "adaptive"
+
+    def __init__(
+        self,
+        student: StagedNet,
+        teacher: StagedNet,
+        spot_indices: Sequence[int],
+        *,
+        gamma: float = 1.0,
+        tau: float = GUMBEL_TAU,
+        homogeneous: bool = False,
+        input_size: int = 32,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(spot_indices, seed)
+        self.gamma = gamma
+        self.tau = tau
+        student_spots = student.spot_info(input_size)
+        teacher_spots = teacher.spot_info(input_size)
+        self.policy = SpotPolicy(
+            teacher_spots[-1].channels, student_spots[-1].channels, self.num_spots, homogeneous
+        )
+        self.s2t, self.t2s = make_adaptors(
+            [student_spots[i] for i in self.spot_indices],
+            [teacher_spots[i] for i in self.spot_indices],
+        )
+        self.routed = RoutedNetwork(student, teacher, self.spot_indices, self.s2t, self.t2s)
+
+    def sample_decisions(self, inp: SelectorInput) -> Tensor:
+        """Straight-through decisions a (B, K): exactly 0/1, gradient of the soft Gumbel sample."""
+        logits = self.policy(inp.teacher_feats[-1], inp.student_feats[-1])
+        noise = sample_gumbel(logits.shape, self.rng.on(logits.device))
+        return straight_through_gumbel(logits, noise, self.tau)[..., 0]
+
+    def first_teacher_output(self, inp: SelectorInput) -> Tensor:
+        """The teacher's first routed segment on the batch, taken from the normal pass."""
+        if self.spot_indices:
+            return inp.teacher_feats[self.spot_indices[0]]
+        return inp.teacher_logits
+
+    def forward(self, inp: SelectorInput) -> SpotSelection:
+        """Decisions, the routed forward and the routing loss L_R."""
+        decisions = self.sample_decisions(inp)
+        mixed_logits = self.routed(inp.images, decisions, self.first_teacher_output(inp))
+        routing_loss, stats = routing_objective(
+            mixed_logits, inp.student_logits, inp.labels, decisions[:, -1], self.gamma
+        )
+        return SpotSelection(self.gate(decisions.detach()), routing_loss, stats)
+
+    def gate(self, decisions: Tensor) -> Tensor:
+        """Distillation weights (B, K) from the detached decisions: distil on the teacher path."""
+        return decisions
+
+
+class AntiSelector(AdaptiveSelector):
+    """Trained exactly like ``adaptive`` but distils exactly where it would not (ablation)."""
+
+    mode = "anti"
+
+    def gate(self, decisions: Tensor) -> Tensor:
+        """Weights 1 − a (B, K): distil on the student path."""
+        return 1 - decisions
+
+
+def routing_objective(
+    mixed_logits: Tensor, student_logits: Tensor, labels: Tensor, logit_choice: Tensor, gamma: float
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """L_R = w·CE(z_mix, y) + max(0, B/2 − Σ_i a_{i,K}) with the γ rule for w; and its parts.
+
+    w = γ if CE(z_mix) > CE(z_S), 1/γ if smaller, 1 if equal (batch means, no gradient through
+    the comparison). ``logit_choice`` is a_K (B,) with its straight-through gradient.
+    """
+    routed_ce = F.cross_entropy(mixed_logits.float(), labels)
+    student_ce = F.cross_entropy(student_logits.detach().float(), labels)
+    detached_ce = routed_ce.detach()
+    one = torch.ones_like(detached_ce)
+    weight = torch.where(
+        detached_ce > student_ce,
+        one * gamma,
+        torch.where(detached_ce < student_ce, one / gamma, one),
+    )
+    hinge = torch.clamp(logit_choice.shape[0] / 2 - logit_choice.float().sum(), min=0)
+    stats = {"routing_ce": detached_ce, "hinge": hinge.detach(), "gamma_weight": weight}
+    return weight * routed_ce + hinge, stats
+
+
+SELECTOR_MODES = ("fixed", "random", "adaptive", "anti")
+
+
+def build_selector(
+    mode: str,
+    student: StagedNet,
+    teacher: StagedNet,
+    spot_indices: Sequence[int],
+    *,
+    gamma: float = 1.0,
+    tau: float = GUMBEL_TAU,
+    homogeneous: bool = False,
+    input_size: int = 32,
+    seed: int = 0,
+) -> SpotSelector:
+    """The selector for ``mode`` over the feature spots ``spot_indices`` (+ the logit spot).
+
+    ``spot_indices`` are stage indices shared by both nets (ascending; may be empty). In the
+    adaptive and anti modes the teacher is frozen here (eval, ``requires_grad=False``).
+    """
+    if mode not in SELECTOR_MODES:
+        raise SakdError(f"unknown spot mode {mode!r}: use one of {', '.join(SELECTOR_MODES)}")
+    if not gamma > 0:
+        raise SakdError(f"gamma must be > 0 (got {gamma}): set a positive routing CE weight gamma")
+    if not tau > 0:
+        raise SakdError(f"tau must be > 0 (got {tau}): set a positive Gumbel temperature tau")
+    spots = [int(index) for index in spot_indices]
+    _check_spots(spots, student, teacher, input_size)
+    if mode == "fixed":
+        return FixedSelector(spots, seed)
+    if mode == "random":
+        return RandomSelector(spots, seed)
+    teacher.eval().requires_grad_(False)
+    selector_class = AdaptiveSelector if mode == "adaptive" else AntiSelector
+    return selector_class(
+        student,
+        teacher,
+        spots,
+        gamma=gamma,
+        tau=tau,
+        homogeneous=homogeneous,
+        input_size=input_size,
+        seed=seed,
+    )
+
+
+def _check_spots(spots: list[int], student: StagedNet, teacher: StagedNet, input_size: int) -> None:
+    """Spot indices must be ascending, exist in both nets and pair maps with maps."""
+    if spots != sorted(set(spots)):
+        raise SakdError(f"spot indices {spots} must be strictly ascending: list each stage once")
+    limit = min(student.num_stages, teacher.num_stages)
+    if spots and not 0 <= spots[0] <= spots[-1] < limit:
+        raise SakdError(
+            f"spot indices {spots} out of range: both nets have stages 0..{limit - 1} in common"
+        )
+    student_spots = student.spot_info(input_size)
+    teacher_spots = teacher.spot_info(input_size)
+    for index in spots:
+        if student_spots[index].is_map != teacher_spots[index].is_map:
+            raise SakdError(
+                f"spot {index} pairs a {student_spots[index].shape} student feature with a "
+                f"{teacher_spots[index].shape} teacher feature: choose spots of the same kind"
+            )

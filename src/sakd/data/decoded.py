@@ -1,0 +1,127 @@
+"""Decode image files to one uint8 array, and cache the result next to the data.
+
+Decoding tens of thousands of JPEGs takes minutes, so the decoded (N, 3, S, S) array is written to
+``<data folder>/.sakd-cache/<split>-<S>px-<fingerprint>.npz`` on first load (temporary file +
+rename) and read back afterwards. The fingerprint hashes every file's relative path, size and
+modification time, so adding, removing or editing an image invalidates the cache. A data folder
+that cannot be written is decoded every time, with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from sakd.errors import SakdError
+
+CACHE_FOLDER = ".sakd-cache"
+
+
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """One image file as RGB uint8 (3, size, size), resized (bilinear) if it is not size x size."""
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise SakdError(
+            f"cannot decode image {path} ({error}): delete or replace the file"
+        ) from error
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def decode_images(paths: Sequence[Path], size: int) -> np.ndarray:
+    """Decode ``paths`` with a thread pool into uint8 (N, 3, size, size)."""
+    images = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for index, array in enumerate(pool.map(lambda p: decode_image(p, size), paths)):
+            images[index] = array
+    return images
+
+
+def fingerprint(base: Path, paths: Sequence[Path], labels: Sequence[int], size: int) -> str:
+    """Hash of the relative path, size, mtime and label of every file, and the decoded size."""
+    digest = hashlib.sha256(f"size={size}\n".encode())
+    for path, label in zip(paths, labels, strict=True):
+        stat = path.stat()
+        digest.update(
+            f"{path.relative_to(base)}\t{stat.st_size}\t{stat.st_mtime_ns}\t{label}\n".encode()
+        )
+    return digest.hexdigest()[:16]
+
+
+def _write_atomically(target: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write an npz through a temporary file in the same folder, then rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".part", dir=target.parent
+    )
+    try:
+        with os.fdopen(handle, "wb") as out:
+            np.savez(out, images=images, labels=labels)
+        os.replace(temp_name, target)
+    finally:
+        Path(temp_name).unlink(missing_ok=True)
+
+
+def load_decoded(
+    base: Path, split: str, paths: Sequence[Path], labels: Sequence[int], size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 (N, 3, size, size) and labels int64 (N,), from the cache under ``base`` or decoded."""
+    key = fingerprint(base, paths, labels, size)
+    cache_dir = base / CACHE_FOLDER
+    cache_file = cache_dir / f"{split}-{size}px-{key}.npz"
+    if cache_file.is_file():
+        try:
+            with np.load(cache_file) as cached:
+                return cached["images"], cached["labels"]
+        except (OSError, ValueError, KeyError, EOFError):
+            warnings.warn(
+                f"ignoring unreadable cache {cache_file}; decoding the images again", stacklevel=2
+            )
+    images = decode_images(paths, size)
+    label_array = np.asarray(labels, dtype=np.int64)
+    try:
+        _write_atomically(cache_file, images, label_array)
+    except OSError as error:
+        warnings.warn(
+            f"could not cache decoded images in {cache_dir} ({error}); they will be decoded again next time",
+            stacklevel=2,
+        )
+        return images, label_array
+    for stale in cache_dir.glob(f"{split}-{size}px-*.npz"):
+        if stale != cache_file:
+            stale.unlink(missing_ok=True)
+    return images, label_array
+
+
+def interleave(groups: Sequence[Sequence[Path]]) -> tuple[list[Path], list[int]]:
+    """Round-robin over per-class file lists: every prefix is as class-balanced as possible.
+
+    Returns the files and their class indices (the position of their group).
+    """
+    paths, labels = [], []
+    for rank in range(max((len(group) for group in groups), default=0)):
+        for label, group in enumerate(groups):
+            if rank < len(group):
+                paths.append(group[rank])
+                labels.append(label)
+    return paths, labels
+
+
+def list_images(folder: Path, extensions: frozenset[str]) -> list[Path]:
+    """Image files (by extension, case-insensitive) directly in ``folder``, sorted by name."""
+    return sorted(
+        entry
+        for entry in folder.iterdir()
+        if entry.is_file() and not entry.name.startswith(".") and entry.suffix.lower() in extensions
+    )

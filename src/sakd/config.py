@@ -76,18 +76,28 @@ class TeacherConfig(_Strict):
 
 
 class DistillerConfig(_Strict):
-    """The distiller at its spots: name, weight β and its own hyperparameters."""
+    """The distiller at its spots: name, weight β and its own hyperparameters.
+
+    ``beta`` left unset takes the published value of the ``weights`` table (``_published.yaml``):
+    ``sakd`` (the SAKD authors' β, with CE + vanilla KD: the paper's "Stan." baseline) or
+    ``repdistiller`` (the distiller alone, RepDistiller's β).
+    """
 
     name: str = "kd"
-    beta: float = Field(default=0.0, ge=0)
+    beta: float | None = Field(default=None, ge=0)
+    weights: Literal["sakd", "repdistiller"] = "sakd"
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class LossConfig(_Strict):
-    """Weights of cross-entropy and vanilla KD at the logit spot (α), KD temperature."""
+    """Weights of cross-entropy and of vanilla KD at the logit spot (α), and the KD temperature.
 
-    ce: float = Field(default=1.0, ge=0)
-    kd: float = Field(default=1.0, ge=0)
+    Unset weights take the published values of the distiller's ``weights`` table (1 and 0 when
+    there is no teacher).
+    """
+
+    ce: float | None = Field(default=None, ge=0)
+    kd: float | None = Field(default=None, ge=0)
     kd_temperature: float = Field(default=4.0, gt=0)
 
 
@@ -95,7 +105,7 @@ class SpotsConfig(_Strict):
     """Where to distil: the spot mode and, for adaptive/anti, the policy's settings."""
 
     mode: Literal["fixed", "random", "adaptive", "anti"] = "fixed"
-    gamma: float = Field(default=1.0, gt=0)
+    gamma: float | None = Field(default=None, gt=0)
     tau: float = Field(default=5.0, gt=0)
     homogeneous: bool = False
     agent_lr: float | None = Field(default=None, gt=0)
@@ -138,7 +148,27 @@ class RunConfig(_Strict):
     def _distillation_complete(self) -> RunConfig:
         if self.distiller is not None and self.teacher is None:
             raise ValueError("a distiller needs a teacher: set teacher.name and teacher.checkpoint")
+        if self.teacher is not None and self.distiller is None:
+            self.distiller = DistillerConfig()
+        self._fill_published_weights()
         return self
+
+    def _fill_published_weights(self) -> None:
+        """Replace unset loss weights by the published ones (see ``_published.yaml``)."""
+        row: dict[str, float] = {"ce": 1.0, "kd": 0.0, "beta": 0.0, "gamma": 1.0}
+        if self.distiller is not None:
+            table = published_weights()[self.distiller.weights]
+            row = table.get(self.distiller.name, {"ce": 1.0, "kd": 1.0, "beta": 1.0, "gamma": 1.0})
+            if self.data.name == "tiny-imagenet":
+                row = {**row, "gamma": 2.0}
+            if self.distiller.beta is None:
+                self.distiller.beta = float(row["beta"])
+        if self.loss.ce is None:
+            self.loss.ce = float(row["ce"])
+        if self.loss.kd is None:
+            self.loss.kd = float(row["kd"])
+        if self.spots.gamma is None:
+            self.spots.gamma = float(row["gamma"])
 
     @property
     def agent_lr(self) -> float:
@@ -147,6 +177,12 @@ class RunConfig(_Strict):
 
 
 RECIPES_PACKAGE = "sakd.recipes"
+
+
+def published_weights() -> dict[str, dict[str, dict[str, float]]]:
+    """The published loss-weight tables (``recipes/_published.yaml``)."""
+    text = resources.files(RECIPES_PACKAGE).joinpath("_published.yaml").read_text()
+    return yaml.safe_load(text)
 
 
 def list_recipes() -> list[str]:

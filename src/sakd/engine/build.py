@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from pathlib import Path
 
 from sakd.config import DistillerConfig, RunConfig
 from sakd.data import ImageSet, load_dataset
-from sakd.engine.checkpoint import extract_state_dict, load_checkpoint, load_weights_strict, sha256_file
+from sakd.engine.checkpoint import (
+    extract_state_dict,
+    load_checkpoint,
+    load_weights_strict,
+    resolve_path,
+    sha256_file,
+)
 from sakd.engine.runtime import Runtime
 from sakd.engine.task import Task
 from sakd.engine.tasks import ClassificationTask, DistillationTask
@@ -63,7 +68,7 @@ def load_teacher(cfg: RunConfig, num_classes: int, input_size: int) -> tuple[Sta
     """The frozen teacher with its checkpoint loaded strictly; returns it and the file's SHA-256."""
     assert cfg.teacher is not None
     teacher = build_model(type(cfg.model)(name=cfg.teacher.name), num_classes, input_size)
-    path = Path(cfg.teacher.checkpoint)
+    path = resolve_path(cfg.teacher.checkpoint)
     if not path.is_file():
         raise SakdError(
             f"teacher checkpoint {str(path)!r} does not exist: train one with `sakd train` "

@@ -88,6 +88,18 @@ def load_weights_strict(model: nn.Module, state: dict[str, torch.Tensor], what: 
         ) from None
 
 
+PACKAGE_PREFIX = "sakd:"
+
+
+def resolve_path(ref: str) -> Path:
+    """A file path, where ``sakd:<relative path>`` names a file shipped inside the package."""
+    if ref.startswith(PACKAGE_PREFIX):
+        from importlib import resources
+
+        return Path(str(resources.files("sakd").joinpath(ref[len(PACKAGE_PREFIX) :])))
+    return Path(ref).expanduser()
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file."""
     digest = hashlib.sha256()

@@ -154,7 +154,7 @@ class Trainer:
             self.train_set, cfg.batch_size, train=True, seed=cfg.seed, epoch=data_epoch,
             device=self.runtime.device,
         )
-        total_batches = num_batches(self.train_set, cfg.batch_size, train=True)
+        total_batches = num_batches(self.train_set, cfg.batch_size)
         loss_sums: dict[str, Tensor] = {}
         stat_sums: dict[str, Tensor] = {}
         seen = 0

@@ -74,8 +74,11 @@ def _cmd_distillers(args: argparse.Namespace) -> None:
 
     for name in list_distillers():
         cls = get_distiller(name)
-        extra = f" (+{cls.Params().pretrain_epochs}-epoch pre-training)" if getattr(
-            cls.Params(), "pretrain_epochs", 0) else ""
+        extra = (
+            f" (+{cls.Params().pretrain_epochs}-epoch pre-training)"
+            if getattr(cls.Params(), "pretrain_epochs", 0)
+            else ""
+        )
         print(f"{name:8s} spots={cls.spot_role:11s} {cls.description}{extra}")
 
 
@@ -121,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_distillers)
 
     p = sub.add_parser("quickstart", help="the whole story on the embedded data, on the CPU")
-    p.add_argument("--out", default="runs/quickstart", help="output folder (default runs/quickstart)")
+    p.add_argument(
+        "--out", default="runs/quickstart", help="output folder (default runs/quickstart)"
+    )
     with_overrides(p)
     p.set_defaults(func=_cmd_quickstart)
     return parser

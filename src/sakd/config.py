@@ -8,6 +8,7 @@ named (:class:`~sakd.errors.SakdError`).
 from __future__ import annotations
 
 import copy
+import posixpath
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -151,7 +152,27 @@ class RunConfig(_Strict):
         if self.teacher is not None and self.distiller is None:
             self.distiller = DistillerConfig()
         self._fill_published_weights()
+        self._format_output_dir()
         return self
+
+    def _format_output_dir(self) -> None:
+        """Fill ``{distiller}``, ``{mode}``, ``{seed}``, ``{model}``, ``{teacher}`` in output_dir."""
+        fields = {
+            "distiller": self.distiller.name if self.distiller else "none",
+            "mode": self.spots.mode,
+            "seed": self.seed,
+            "model": self.model.name,
+            "student": self.model.name,
+            "teacher": self.teacher.name if self.teacher else "none",
+        }
+        try:
+            formatted = self.output_dir.format(**fields)
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(
+                f"output_dir may only use the fields {{{'}, {'.join(fields)}}}"
+            ) from None
+        if formatted != self.output_dir:
+            self.output_dir = formatted
 
     def _fill_published_weights(self) -> None:
         """Replace unset loss weights by the published ones (see ``_published.yaml``)."""
@@ -201,35 +222,45 @@ def list_recipes() -> list[str]:
     return sorted(names)
 
 
-def _read_recipe_text(ref: str, relative_to: Path | None) -> tuple[str, Path | None]:
-    """Text of a recipe given as a file path or a packaged recipe name."""
-    candidates = [Path(ref)]
-    if relative_to is not None:
-        candidates.insert(0, relative_to / ref)
-    for path in candidates:
-        if path.is_file():
-            return path.read_text(), path.parent
-    name = ref[: -len(".yaml")] if ref.endswith(".yaml") else ref
+def _read_recipe_text(ref: str, context: str | Path | None) -> tuple[str, str | Path]:
+    """Text of a recipe given as a file path or a packaged recipe name, and where it was found.
+
+    ``context`` is the folder of the recipe that names ``ref`` as its base: a directory
+    (``Path``) for files, a packaged folder (``str``, e.g. ``"cifar100/train"``) for recipes.
+    """
+    if isinstance(context, str):
+        name = posixpath.normpath(posixpath.join(context, ref))
+        return _read_packaged(name, ref)
+    path = Path(ref) if context is None else context / ref
+    if path.is_file():
+        return path.read_text(), path.parent
+    if context is None:
+        return _read_packaged(ref, ref)
+    raise SakdError(f"recipe base {ref!r} not found next to the recipe that names it ({context})")
+
+
+def _read_packaged(name: str, ref: str) -> tuple[str, str]:
+    name = name[: -len(".yaml")] if name.endswith(".yaml") else name
     packaged = resources.files(RECIPES_PACKAGE).joinpath(*f"{name}.yaml".split("/"))
-    if packaged.is_file():
-        return packaged.read_text(), None
-    raise SakdError(
-        f"config {ref!r} is neither a file nor a packaged recipe: give a YAML path or one of the "
-        "names `sakd recipes` lists"
-    )
+    if not packaged.is_file():
+        raise SakdError(
+            f"config {ref!r} is neither a file nor a packaged recipe: give a YAML path or one of "
+            "the names `sakd recipes` lists"
+        )
+    return packaged.read_text(), posixpath.dirname(name)
 
 
-def load_recipe_dict(ref: str, relative_to: Path | None = None, _seen: tuple = ()) -> dict:
+def load_recipe_dict(ref: str, context: str | Path | None = None, _seen: tuple = ()) -> dict:
     """The recipe as a plain dict, with its ``base:`` chain merged in (the recipe's keys win)."""
     if ref in _seen:
         raise SakdError(f"recipe {ref!r} includes itself through 'base:'; remove the cycle")
-    text, folder = _read_recipe_text(ref, relative_to)
+    text, where = _read_recipe_text(ref, context)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SakdError(f"config {ref!r} is not valid YAML{where}: fix the syntax") from None
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SakdError(f"config {ref!r} is not valid YAML{line}: fix the syntax") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -237,7 +268,7 @@ def load_recipe_dict(ref: str, relative_to: Path | None = None, _seen: tuple = (
     base = data.pop("base", None)
     if base is None:
         return data
-    parent = load_recipe_dict(str(base), folder or relative_to, (*_seen, ref))
+    parent = load_recipe_dict(str(base), where, (*_seen, ref))
     return deep_merge(parent, data)
 
 
@@ -258,7 +289,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
-            raise SakdError(f"override {item!r} is not KEY=VALUE (e.g. epochs=2 or data.name=cifar100)")
+            raise SakdError(
+                f"override {item!r} is not KEY=VALUE (e.g. epochs=2 or data.name=cifar100)"
+            )
         try:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError:

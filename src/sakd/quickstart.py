@@ -32,20 +32,24 @@ def quickstart(out: str, overrides: list[str]) -> list[dict]:
         cfg = load_config(recipe, [*extra, *overrides, f"output_dir={run_dir}"])
         if cfg.distiller is not None:
             label = f"{cfg.distiller.name} + kd, {label}"
-        print(f"[quickstart] {label}: {cfg.model.name}, {cfg.epochs} epochs -> {run_dir}", flush=True)
+        print(
+            f"[quickstart] {label}: {cfg.model.name}, {cfg.epochs} epochs -> {run_dir}", flush=True
+        )
         started = time.perf_counter()
         summary = run(cfg)
         records = read_metrics(run_dir / "metrics.jsonl")
         info_path = run_dir / "run.json"
         if info_path.is_file() and teacher_top1 is None:
             teacher_top1 = json.loads(info_path.read_text()).get("teacher_top1")
-        rows.append({
-            "run": label,
-            "best_top1": summary.best_top1,
-            "last_top1": summary.last_top1,
-            "seconds": time.perf_counter() - started,
-            "spot_rates": records[-1].get("spot_rates") if cfg.distiller is not None else None,
-        })
+        rows.append(
+            {
+                "run": label,
+                "best_top1": summary.best_top1,
+                "last_top1": summary.last_top1,
+                "seconds": time.perf_counter() - started,
+                "spot_rates": records[-1].get("spot_rates") if cfg.distiller is not None else None,
+            }
+        )
     table = _table(rows, teacher_top1)
     print(table)
     atomic_write_text(root / "summary.md", table + "\n")

@@ -39,7 +39,9 @@ def load_data(cfg: RunConfig) -> tuple[ImageSet, ImageSet]:
     if d.test_limit is not None:
         test = test.subset(d.test_limit)
     if not d.augment:
-        train = dataclasses.replace(train, augment=dataclasses.replace(train.augment, pad=0, flip=False))
+        train = dataclasses.replace(
+            train, augment=dataclasses.replace(train.augment, pad=0, flip=False)
+        )
     return train, test
 
 
@@ -59,9 +61,13 @@ def build_model(cfg_model, num_classes: int, input_size: int) -> StagedNet:
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise SakdError(f"cannot import model factory {cfg_model.name!r} ({exc}): check the name") from None
+        raise SakdError(
+            f"cannot import model factory {cfg_model.name!r} ({exc}): check the name"
+        ) from None
     module = factory(num_classes=num_classes)
-    return stage_model(module, cfg_model.stages, cfg_model.head, cfg_model.stem, input_size=input_size)
+    return stage_model(
+        module, cfg_model.stages, cfg_model.head, cfg_model.stem, input_size=input_size
+    )
 
 
 def load_teacher(cfg: RunConfig, num_classes: int, input_size: int) -> tuple[StagedNet, str]:
@@ -85,7 +91,9 @@ def load_teacher(cfg: RunConfig, num_classes: int, input_size: int) -> tuple[Sta
             "the file changed or is not the teacher you meant"
         )
     state = extract_state_dict(load_checkpoint(path))
-    load_weights_strict(teacher, state, f"teacher checkpoint {str(path)!r} for {cfg.teacher.name!r}")
+    load_weights_strict(
+        teacher, state, f"teacher checkpoint {str(path)!r} for {cfg.teacher.name!r}"
+    )
     teacher.eval().requires_grad_(False)
     return teacher, digest
 
@@ -116,7 +124,9 @@ def build_task(cfg: RunConfig, train_set: ImageSet, runtime: Runtime) -> tuple[T
     num_classes = train_set.num_classes
     student = build_model(cfg.model, num_classes, input_size)
     group = dict(
-        lr=cfg.lr, weight_decay=cfg.optimizer.weight_decay, momentum=cfg.optimizer.momentum,
+        lr=cfg.lr,
+        weight_decay=cfg.optimizer.weight_decay,
+        momentum=cfg.optimizer.momentum,
         nesterov=cfg.optimizer.nesterov,
     )
     if cfg.teacher is None:
@@ -124,7 +134,13 @@ def build_task(cfg: RunConfig, train_set: ImageSet, runtime: Runtime) -> tuple[T
     teacher, digest = load_teacher(cfg, num_classes, input_size)
     dcfg = cfg.distiller or DistillerConfig()
     kd_cls = get_distiller("kd")
-    kd = kd_cls([], [], kd_cls.Params(temperature=cfg.loss.kd_temperature), num_classes, len(train_set.labels))
+    kd = kd_cls(
+        [],
+        [],
+        kd_cls.Params(temperature=cfg.loss.kd_temperature),
+        num_classes,
+        len(train_set.labels),
+    )
     distiller = None
     s_idx: list[int] = []
     t_idx: list[int] = []
@@ -135,19 +151,37 @@ def build_task(cfg: RunConfig, train_set: ImageSet, runtime: Runtime) -> tuple[T
         except Exception as exc:  # pydantic ValidationError
             err = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
             key = ".".join(str(p) for p in err["loc"])
-            raise SakdError(f"distiller.params.{key}: {err['msg']} (see `sakd distillers`)") from None
+            raise SakdError(
+                f"distiller.params.{key}: {err['msg']} (see `sakd distillers`)"
+            ) from None
         s_spots, t_spots = _distiller_spots(cls, student, teacher, input_size, cfg.spots.mode)
         distiller = cls(s_spots, t_spots, params, num_classes, len(train_set.labels))
         distiller.attach_train_labels(train_set.labels)
         s_idx, t_idx = [s.index for s in s_spots], [t.index for t in t_spots]
     selector = build_selector(
-        cfg.spots.mode, student, teacher, s_idx, gamma=cfg.spots.gamma, tau=cfg.spots.tau,
-        homogeneous=cfg.spots.homogeneous, input_size=input_size, seed=cfg.seed,
+        cfg.spots.mode,
+        student,
+        teacher,
+        s_idx,
+        gamma=cfg.spots.gamma,
+        tau=cfg.spots.tau,
+        homogeneous=cfg.spots.homogeneous,
+        input_size=input_size,
+        seed=cfg.seed,
     )
     agent_group = dict(lr=cfg.agent_lr, weight_decay=cfg.spots.agent_weight_decay, momentum=0.9)
     task = DistillationTask(
-        student, teacher, distiller, kd, selector, s_idx, t_idx,
-        ce_weight=cfg.loss.ce, kd_weight=cfg.loss.kd, beta=dcfg.beta,
-        student_group=group, agent_group=agent_group,
+        student,
+        teacher,
+        distiller,
+        kd,
+        selector,
+        s_idx,
+        t_idx,
+        ce_weight=cfg.loss.ce,
+        kd_weight=cfg.loss.kd,
+        beta=dcfg.beta,
+        student_group=group,
+        agent_group=agent_group,
     )
     return runtime.prepare_module(task), {"teacher_sha256": digest}

@@ -80,8 +80,15 @@ def load_weights_strict(model: nn.Module, state: dict[str, torch.Tensor], what: 
         missing = text.count("Missing key") > 0
         unexpected = text.count("Unexpected key") > 0
         shape = "size mismatch" in text
-        kinds = [k for k, flag in (("missing keys", missing), ("unexpected keys", unexpected),
-                                    ("shape mismatches", shape)) if flag]
+        kinds = [
+            k
+            for k, flag in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatches", shape),
+            )
+            if flag
+        ]
         raise SakdError(
             f"{what} does not fit the architecture ({', '.join(kinds) or 'mismatch'}): "
             "check that the checkpoint was trained for this model name and number of classes"

@@ -21,15 +21,21 @@ def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
     data = load_checkpoint(path)
     base = data["config"] if data.get("format") == FORMAT else {}
     if not base and not any(o.startswith("model.name=") for o in overrides):
-        raise SakdError(f"{path!r} is not a sakd checkpoint: say which network it holds with model.name=NAME")
+        raise SakdError(
+            f"{path!r} is not a sakd checkpoint: say which network it holds with model.name=NAME"
+        )
     merged = apply_overrides(base, overrides)
     for key in ("teacher", "distiller"):
         merged.pop(key, None)
     cfg = validate_config(merged, source=f"checkpoint {path!r}")
     runtime = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
-    _, test_set = load_data(cfg.model_copy(update={"data": cfg.data.model_copy(update={"train_limit": 1})}))
+    _, test_set = load_data(
+        cfg.model_copy(update={"data": cfg.data.model_copy(update={"train_limit": 1})})
+    )
     model = build_model(cfg.model, test_set.num_classes, int(test_set.images.shape[-1]))
-    load_weights_strict(model, extract_state_dict(data), f"checkpoint {path!r} for {cfg.model.name!r}")
+    load_weights_strict(
+        model, extract_state_dict(data), f"checkpoint {path!r} for {cfg.model.name!r}"
+    )
     runtime.prepare_module(model)
     top1, top5 = accuracy(model, test_set, runtime, cfg.eval_batch_size)
     return {

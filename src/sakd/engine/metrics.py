@@ -22,8 +22,11 @@ class MetricsLog:
         """Drop records of epochs ≥ ``epoch`` (left by an interrupted run that is resuming)."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("epoch", -1) < epoch]
+        kept = [
+            line
+            for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("epoch", -1) < epoch
+        ]
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:

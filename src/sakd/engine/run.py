@@ -66,7 +66,6 @@ def _check_output_dir(run_dir: Path) -> None:
         raise SakdError(f"output_dir {str(run_dir)!r} is a file: choose a folder path")
 
 
-
 def _clear_previous_run(run_dir: Path) -> None:
     """With ``resume=false``: remove what an earlier run left, so this one starts from scratch."""
     for name in ("metrics.jsonl", "pretrain.jsonl", "summary.json"):

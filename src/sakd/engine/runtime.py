@@ -26,7 +26,9 @@ class Runtime:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise SakdError(f"device {device!r} requested but CUDA is not available: use device=cpu")
+            raise SakdError(
+                f"device {device!r} requested but CUDA is not available: use device=cpu"
+            )
         return cls(torch.device(device), precision == "bf16", channels_last)
 
     def autocast(self) -> contextlib.AbstractContextManager:

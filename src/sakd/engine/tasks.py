@@ -30,7 +30,9 @@ from sakd.spots import SelectorInput, SpotSelector
 class ClassificationTask(Task):
     """Train one network with cross-entropy (teachers, student baselines)."""
 
-    def __init__(self, model: StagedNet, lr: float, weight_decay: float, momentum: float, nesterov: bool):
+    def __init__(
+        self, model: StagedNet, lr: float, weight_decay: float, momentum: float, nesterov: bool
+    ):
         super().__init__()
         self.student = model
         self._group = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
@@ -120,39 +122,66 @@ class DistillationTask(Task):
         group = ParamGroup(
             params,
             lr=float(getattr(hp, "pretrain_lr", self._student_group["lr"])),
-            weight_decay=float(getattr(hp, "pretrain_weight_decay", self._student_group["weight_decay"])),
+            weight_decay=float(
+                getattr(hp, "pretrain_weight_decay", self._student_group["weight_decay"])
+            ),
             momentum=float(getattr(hp, "pretrain_momentum", self._student_group["momentum"])),
         )
-        return Phase(f"pretrain-{distiller.name}", distiller.pretrain_epochs, self._pretrain_step,
-                     {"pretrain": group}, decay=False, evaluate=False)
+        return Phase(
+            f"pretrain-{distiller.name}",
+            distiller.pretrain_epochs,
+            self._pretrain_step,
+            {"pretrain": group},
+            decay=False,
+            evaluate=False,
+        )
 
     # ------------------------------------------------------------------- steps
     def _forward_pair(self, images: Tensor):
         with torch.no_grad():
-            teacher_feats, teacher_logits = self.teacher.forward_features(images, preact=self._preact)
+            teacher_feats, teacher_logits = self.teacher.forward_features(
+                images, preact=self._preact
+            )
         student_feats, student_logits = self.student.forward_features(images, preact=self._preact)
         return student_feats, student_logits, teacher_feats, teacher_logits
 
     def _spot_feats(self, student_feats, teacher_feats, student_logits, teacher_logits):
         if not self.student_spots:
             return [student_logits], [teacher_logits]
-        return ([student_feats[i] for i in self.student_spots],
-                [teacher_feats[i] for i in self.teacher_spots])
+        return (
+            [student_feats[i] for i in self.student_spots],
+            [teacher_feats[i] for i in self.teacher_spots],
+        )
 
-    def _pretrain_step(self, images: Tensor, labels: Tensor, index: Tensor, epoch: int) -> StepResult:
+    def _pretrain_step(
+        self, images: Tensor, labels: Tensor, index: Tensor, epoch: int
+    ) -> StepResult:
         s_feats, s_logits, t_feats, t_logits = self._forward_pair(images)
         s_spot, t_spot = self._spot_feats(s_feats, t_feats, s_logits, t_logits)
         ctx = DistillContext(labels=labels, index=index, epoch=epoch)
-        return StepResult({f"pretrain_{self.distiller.name}": self.distiller.pretrain_loss(s_spot, t_spot, ctx)})
+        return StepResult(
+            {f"pretrain_{self.distiller.name}": self.distiller.pretrain_loss(s_spot, t_spot, ctx)}
+        )
 
     def _step(self, images: Tensor, labels: Tensor, index: Tensor, epoch: int) -> StepResult:
         s_feats, s_logits, t_feats, t_logits = self._forward_pair(images)
-        selector_feats = (self._activated(self.student, s_feats), self._activated(self.teacher, t_feats))
-        selection = self.selector(SelectorInput(
-            images=images, labels=labels, student_feats=selector_feats[0],
-            teacher_feats=selector_feats[1], student_logits=s_logits, teacher_logits=t_logits,
-        ))
-        weights = selection.weights.to(s_logits.dtype if s_logits.is_floating_point() else torch.float32)
+        selector_feats = (
+            self._activated(self.student, s_feats),
+            self._activated(self.teacher, t_feats),
+        )
+        selection = self.selector(
+            SelectorInput(
+                images=images,
+                labels=labels,
+                student_feats=selector_feats[0],
+                teacher_feats=selector_feats[1],
+                student_logits=s_logits,
+                teacher_logits=t_logits,
+            )
+        )
+        weights = selection.weights.to(
+            s_logits.dtype if s_logits.is_floating_point() else torch.float32
+        )
         ctx = DistillContext(labels=labels, index=index, epoch=epoch)
         losses = {"ce": self.ce_weight * F.cross_entropy(s_logits, labels)}
         logit_weight = weights[:, -1:]
@@ -161,7 +190,9 @@ class DistillationTask(Task):
         if self.distiller is not None and self.beta > 0:
             s_spot, t_spot = self._spot_feats(s_feats, t_feats, s_logits, t_logits)
             spot_weights = weights[:, :-1] if self.student_spots else logit_weight
-            losses[self.distiller.name] = self.beta * self.distiller(s_spot, t_spot, spot_weights, ctx)
+            losses[self.distiller.name] = self.beta * self.distiller(
+                s_spot, t_spot, spot_weights, ctx
+            )
         if selection.routing_loss is not None:
             losses["routing"] = selection.routing_loss
         stats = {"spot_rates": selection.weights.float().mean(0)}

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from sakd.config import RunConfig
 from sakd.data import ImageSet, iterate_batches, num_batches
-from sakd.engine.evaluate import accuracy
 from sakd.engine.checkpoint import load_checkpoint, load_weights_strict, save_checkpoint
+from sakd.engine.evaluate import accuracy
 from sakd.engine.metrics import MetricsLog
 from sakd.engine.runtime import Runtime, rng_state, set_rng_state
 from sakd.engine.task import Phase, Task
@@ -101,7 +101,9 @@ class Trainer:
                         (metrics if index == len(phases) - 1 else pre_metrics).write(record)
                     else:
                         pre_metrics.write(record)
-                    self._save(index, ep + 1, optimizers, new_best=phase.evaluate and self.best_epoch == ep)
+                    self._save(
+                        index, ep + 1, optimizers, new_best=phase.evaluate and self.best_epoch == ep
+                    )
                 epoch, optimizers = 0, None
         finally:
             metrics.close()
@@ -116,14 +118,19 @@ class Trainer:
 
     def evaluate(self) -> tuple[float, float]:
         """Top-1 and top-5 accuracy (%) of the evaluated model on the test split."""
-        return accuracy(self.task.eval_model, self.test_set, self.runtime, self.config.eval_batch_size)
+        return accuracy(
+            self.task.eval_model, self.test_set, self.runtime, self.config.eval_batch_size
+        )
 
     # ----------------------------------------------------------------- helpers
     def _make_optimizers(self, phase: Phase) -> dict[str, torch.optim.Optimizer]:
         return {
             name: torch.optim.SGD(
-                group.params, lr=group.lr, momentum=group.momentum,
-                weight_decay=group.weight_decay, nesterov=group.nesterov,
+                group.params,
+                lr=group.lr,
+                momentum=group.momentum,
+                weight_decay=group.weight_decay,
+                nesterov=group.nesterov,
             )
             for name, group in phase.groups.items()
             if group.params
@@ -142,7 +149,9 @@ class Trainer:
             lrs[name] = lr
         return lrs
 
-    def _train_epoch(self, phase: Phase, phase_index: int, epoch: int, optimizers) -> dict[str, Any]:
+    def _train_epoch(
+        self, phase: Phase, phase_index: int, epoch: int, optimizers
+    ) -> dict[str, Any]:
         lrs = self._set_lr(phase, optimizers, epoch)
         self.task.train()
         cfg = self.config
@@ -151,7 +160,11 @@ class Trainer:
         is_main = phase_index == self._num_phases - 1
         data_epoch = epoch if is_main else 10_000 * (phase_index + 1) + epoch
         batches = iterate_batches(
-            self.train_set, cfg.batch_size, train=True, seed=cfg.seed, epoch=data_epoch,
+            self.train_set,
+            cfg.batch_size,
+            train=True,
+            seed=cfg.seed,
+            epoch=data_epoch,
             device=self.runtime.device,
         )
         total_batches = num_batches(self.train_set, cfg.batch_size)
@@ -159,8 +172,12 @@ class Trainer:
         stat_sums: dict[str, Tensor] = {}
         seen = 0
         bar = tqdm(
-            total=len(self.train_set.labels), unit="img", unit_scale=False, leave=False,
-            disable=not cfg.progress, desc=f"{phase.name} {epoch + 1}/{phase.epochs}",
+            total=len(self.train_set.labels),
+            unit="img",
+            unit_scale=False,
+            leave=False,
+            disable=not cfg.progress,
+            desc=f"{phase.name} {epoch + 1}/{phase.epochs}",
         )
         start = time.perf_counter()
         for step, (images, labels, index) in enumerate(batches):
@@ -199,7 +216,9 @@ class Trainer:
             record[name] = mean.tolist() if mean.dim() else float(mean)
         return record
 
-    def _check_finite(self, loss_sums: dict[str, Tensor], phase: Phase, epoch: int, step: int) -> None:
+    def _check_finite(
+        self, loss_sums: dict[str, Tensor], phase: Phase, epoch: int, step: int
+    ) -> None:
         for name, value in loss_sums.items():
             if not torch.isfinite(torch.as_tensor(value)).all():
                 raise SakdError(
@@ -230,7 +249,9 @@ class Trainer:
         data = load_checkpoint(path, map_location=self.runtime.device)
         saved = {k: v for k, v in data.get("config", {}).items() if k not in RESUME_IGNORED_KEYS}
         current = {
-            k: v for k, v in self.config.model_dump(mode="json").items() if k not in RESUME_IGNORED_KEYS
+            k: v
+            for k, v in self.config.model_dump(mode="json").items()
+            if k not in RESUME_IGNORED_KEYS
         }
         if saved != current:
             changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
@@ -240,7 +261,9 @@ class Trainer:
             )
         modules = self.task.checkpoint_modules()
         if set(data["modules"]) != set(modules):
-            raise SakdError(f"{path} holds modules {sorted(data['modules'])}, expected {sorted(modules)}")
+            raise SakdError(
+                f"{path} holds modules {sorted(data['modules'])}, expected {sorted(modules)}"
+            )
         for name, module in modules.items():
             load_weights_strict(module, data["modules"][name], f"checkpoint {path} ({name})")
         phase_index, epoch = int(data["phase_index"]), int(data["epoch"])

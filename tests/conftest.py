@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny runs on the embedded data, on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    """Tests run two at a time on two cores: one intra-op thread each."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_overrides(out, *extra: str) -> list[str]:
+    """Overrides for a run of a few steps on embedded data."""
+    return [
+        f"output_dir={out}",
+        "epochs=2",
+        "batch_size=32",
+        "data.train_limit=96",
+        "data.test_limit=64",
+        "progress=false",
+        *extra,
+    ]

@@ -1,0 +1,95 @@
+"""Training runs end to end: outputs, exact resume, NaN handling, safe checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import pytest
+import torch
+
+from sakd.config import load_config
+from sakd.engine import trainer as trainer_module
+from sakd.engine.checkpoint import load_checkpoint
+from sakd.engine.run import run
+from sakd.errors import SakdError
+
+from ..conftest import tiny_overrides
+
+
+def _train_config(out, *extra):
+    return load_config("quickstart/student", tiny_overrides(out, *extra))
+
+
+def test_run_writes_the_contracted_files(tmp_path):
+    summary = run(_train_config(tmp_path / "r"))
+    out = tmp_path / "r"
+    for name in ("config.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    for record in records:
+        for key in ("epoch", "lr", "losses", "test_top1", "test_top5", "images_per_sec"):
+            assert key in record
+        assert set(record["losses"]) == {"ce"}
+    assert summary.last_top1 == records[-1]["test_top1"]
+    assert summary.best_top1 == max(r["test_top1"] for r in records)
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(out / "tb"))
+
+
+def _interrupt_after_first_save(monkeypatch):
+    calls = {"n": 0}
+    original = trainer_module.Trainer._save
+
+    def save_then_stop(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module.Trainer, "_save", save_then_stop)
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
+    run(_train_config(tmp_path / "straight"))
+    _interrupt_after_first_save(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run(_train_config(tmp_path / "resumed"))
+    monkeypatch.undo()
+    run(_train_config(tmp_path / "resumed"))
+    a = load_checkpoint(tmp_path / "straight/checkpoints/last.pt")
+    b = load_checkpoint(tmp_path / "resumed/checkpoints/last.pt")
+    for key, value in a["modules"]["student"].items():
+        assert torch.equal(value, b["modules"]["student"][key]), key
+    lines = (tmp_path / "resumed/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [0, 1]
+
+
+def test_resume_refuses_a_different_config(tmp_path, monkeypatch):
+    _interrupt_after_first_save(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run(_train_config(tmp_path / "r"))
+    monkeypatch.undo()
+    with pytest.raises(SakdError, match="different configuration"):
+        run(_train_config(tmp_path / "r", "lr=0.2"))
+
+
+def test_non_finite_loss_is_one_clear_error(tmp_path):
+    with pytest.raises(SakdError, match="not finite"):
+        run(_train_config(tmp_path / "r", "lr=1e12", "epochs=1"))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_checkpoints_never_run_pickled_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as handle:
+        pickle.dump({"model": _Evil()}, handle)
+    with pytest.raises(SakdError, match="cannot be loaded safely"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
+from pydantic import ValidationError
+
 from sakd.config import DistillerConfig, RunConfig
 from sakd.data import ImageSet, load_dataset
 from sakd.engine.checkpoint import (
@@ -22,7 +24,7 @@ from sakd.engine.runtime import Runtime
 from sakd.engine.task import Task
 from sakd.engine.tasks import ClassificationTask, DistillationTask
 from sakd.errors import SakdError
-from sakd.losses import Distiller, get_distiller
+from sakd.losses import Distiller, DistillerParams, get_distiller
 from sakd.models import StagedNet, create_model, resolve_spots
 from sakd.spots import build_selector
 
@@ -118,6 +120,17 @@ def _distiller_spots(
     return s_spots, t_spots
 
 
+def _distiller_params(cls: type[Distiller], values: dict) -> DistillerParams:
+    try:
+        return cls.Params.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise SakdError(
+            f"distiller.params.{key}: {err['msg']} (`sakd distillers` lists {cls.name}'s parameters)"
+        ) from None
+
+
 def build_task(cfg: RunConfig, train_set: ImageSet, runtime: Runtime) -> tuple[Task, dict]:
     """The task for this config and facts to record (teacher checksum and accuracy)."""
     input_size = int(train_set.images.shape[-1])
@@ -131,29 +144,17 @@ def build_task(cfg: RunConfig, train_set: ImageSet, runtime: Runtime) -> tuple[T
     )
     if cfg.teacher is None:
         return runtime.prepare_module(ClassificationTask(student, **group)), {}
-    teacher, digest = load_teacher(cfg, num_classes, input_size)
     dcfg = cfg.distiller or DistillerConfig()
+    cls = None if dcfg.name == "kd" else get_distiller(dcfg.name)
+    params = _distiller_params(cls, dcfg.params) if cls is not None else None
+    teacher, digest = load_teacher(cfg, num_classes, input_size)
     kd_cls = get_distiller("kd")
-    kd = kd_cls(
-        [],
-        [],
-        kd_cls.Params(temperature=cfg.loss.kd_temperature),
-        num_classes,
-        len(train_set.labels),
-    )
+    kd_params = kd_cls.Params(temperature=cfg.loss.kd_temperature)
+    kd = kd_cls([], [], kd_params, num_classes, len(train_set.labels))
     distiller = None
     s_idx: list[int] = []
     t_idx: list[int] = []
-    if dcfg.name != "kd":
-        cls = get_distiller(dcfg.name)
-        try:
-            params = cls.Params.model_validate(dcfg.params)
-        except Exception as exc:  # pydantic ValidationError
-            err = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
-            key = ".".join(str(p) for p in err["loc"])
-            raise SakdError(
-                f"distiller.params.{key}: {err['msg']} (see `sakd distillers`)"
-            ) from None
+    if cls is not None:
         s_spots, t_spots = _distiller_spots(cls, student, teacher, input_size, cfg.spots.mode)
         distiller = cls(s_spots, t_spots, params, num_classes, len(train_set.labels))
         distiller.attach_train_labels(train_set.labels)

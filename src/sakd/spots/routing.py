@@ -33,16 +33,17 @@ def make_adaptors(
 
 
 @contextmanager
-def eval_mode(*nets: nn.Module) -> Iterator[None]:
-    """Put ``nets`` in eval mode; restore each submodule's own previous mode afterwards."""
-    switched = [module for net in nets for module in net.modules() if module.training]
-    for module in switched:
-        module.training = False
+def eval_mode(modules: Sequence[nn.Module]) -> Iterator[None]:
+    """Put every module of ``modules`` in eval mode; restore each one's own mode afterwards."""
+    switched = [module.__dict__ for module in modules if module.training]
+    # Writing the flag directly skips nn.Module.__setattr__ (what .eval() sets, minus overhead).
+    for attributes in switched:
+        attributes["training"] = False
     try:
         yield
     finally:
-        for module in switched:
-            module.training = True
+        for attributes in switched:
+            attributes["training"] = True
 
 
 def _segments(net: StagedNet, spot_indices: Sequence[int]) -> list[nn.Sequential]:
@@ -86,6 +87,7 @@ class RoutedNetwork:
         self.spot_indices = list(spot_indices)
         self.s2t = s2t
         self.t2s = t2s
+        self._all_modules = [*student.modules(), *teacher.modules()]
         self._student_segments = _segments(student, self.spot_indices)
         self._teacher_segments = _segments(teacher, self.spot_indices)
         first_stage = self.spot_indices[0] if self.spot_indices else None
@@ -104,7 +106,7 @@ class RoutedNetwork:
         """
         num_feature_spots = len(self.spot_indices)
         student_x = teacher_x = images
-        with eval_mode(self.student, self.teacher):
+        with eval_mode(self._all_modules):
             for j, (student_segment, teacher_segment) in enumerate(
                 zip(self._student_segments, self._teacher_segments, strict=True)
             ):

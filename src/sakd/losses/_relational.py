@@ -40,6 +40,11 @@ def check_spot_inputs(
         )
 
 
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the loss math runs in: float32 for half-precision inputs, else the input's."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 def safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
     """``numerator / denominator`` where the denominator is positive, ``numerator / 1`` elsewhere.
 

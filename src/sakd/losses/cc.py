@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from sakd.losses._relational import check_spot_inputs, full_precision, safe_divide
+from sakd.losses._relational import check_spot_inputs, compute_dtype, full_precision, safe_divide
 from sakd.losses.base import DistillContext, Distiller, DistillerParams
 from sakd.losses.registry import register_distiller
 from sakd.models.staged import SpotInfo
@@ -24,8 +25,9 @@ def correlation_congruence_loss(
     ``i`` with a nonzero weight; a soft pair counts with weight w_i·w_next(i).
     """
     batch = student_embedded.shape[0]
-    weights = weights.detach().float()
-    delta = (student_embedded.float() - teacher_embedded.float()).abs()
+    dtype = compute_dtype(student_embedded)
+    weights = weights.detach().to(dtype)
+    delta = (student_embedded.to(dtype) - teacher_embedded.to(dtype)).abs()
     following, has_following = _next_selected(weights)
     products = (delta * delta[following]).sum(1)
     pair_weight = torch.where(has_following, weights * weights[following], 0.0)
@@ -90,10 +92,10 @@ class CorrelationCongruence(Distiller):
         super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
         feat_dim = self.params.feat_dim
         self.student_embeds = nn.ModuleList(
-            LinearEmbed(_flat_size(spot), feat_dim) for spot in self.student_spots
+            LinearEmbed(math.prod(spot.shape), feat_dim) for spot in self.student_spots
         )
         self.teacher_embeds = nn.ModuleList(
-            LinearEmbed(_flat_size(spot), feat_dim) for spot in self.teacher_spots
+            LinearEmbed(math.prod(spot.shape), feat_dim) for spot in self.teacher_spots
         )
         if not self.params.train_teacher_embed:
             self.teacher_embeds.requires_grad_(False)
@@ -116,17 +118,11 @@ class CorrelationCongruence(Distiller):
             self.teacher_embeds,
             strict=True,
         ):
-            teacher_embedded = embed_t(t.detach())
-            if not self.params.train_teacher_embed:
-                teacher_embedded = teacher_embedded.detach()
-            student_embedded = embed_s(s)
+            dtype = embed_s.linear.weight.dtype
             with full_precision(w.device):
+                teacher_embedded = embed_t(t.detach().to(dtype))
+                if not self.params.train_teacher_embed:
+                    teacher_embedded = teacher_embedded.detach()
+                student_embedded = embed_s(s.to(dtype))
                 terms.append(correlation_congruence_loss(student_embedded, teacher_embedded, w))
         return torch.stack(terms).sum()
-
-
-def _flat_size(spot: SpotInfo) -> int:
-    size = 1
-    for dim in spot.shape:
-        size *= dim
-    return size

@@ -173,12 +173,13 @@ class ContrastiveRepresentation(Distiller):
             raise ValueError("CRD needs ctx.index: the dataset indices (B,) of the batch")
         device = self.student_memory.device
         index = ctx.index.to(device=device, dtype=torch.long)
-        sample_weights = weights[:, 0].detach().float()
+        dtype = self.student_memory.dtype
+        sample_weights = weights[:, 0].detach().to(dtype)
         negatives = self.sample_negatives(index)
         contrast_index = torch.cat([index[:, None], negatives], 1)
         with full_precision(device):
-            student_embedded = self.student_embed(student_feats[0].float())
-            teacher_embedded = self.teacher_embed(teacher_feats[0].detach().float())
+            student_embedded = self.student_embed(student_feats[0].to(dtype))
+            teacher_embedded = self.teacher_embed(teacher_feats[0].detach().to(dtype))
             loss = self._contrast_loss(
                 student_embedded, teacher_embedded, contrast_index, sample_weights
             )

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from sakd.losses._relational import (
     check_spot_inputs,
+    compute_dtype,
     full_precision,
     pair_weights,
     relational_gate,
@@ -29,10 +30,11 @@ def probabilistic_transfer_loss(
     P_t log((P_t + eps) / (P_s + eps)), times b / B.
     """
     batch = student.shape[0]
-    weights = weights.detach().float()
-    student_probs = _conditional_probabilities(student.reshape(batch, -1).float(), weights, eps)
+    dtype = compute_dtype(student)
+    weights = weights.detach().to(dtype)
+    student_probs = _conditional_probabilities(student.reshape(batch, -1).to(dtype), weights, eps)
     teacher_probs = _conditional_probabilities(
-        teacher.reshape(batch, -1).float().detach(), weights, eps
+        teacher.reshape(batch, -1).detach().to(dtype), weights, eps
     )
     divergence = teacher_probs * torch.log((teacher_probs + eps) / (student_probs + eps))
     selected = weights.sum()

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from sakd.losses._relational import (
     check_spot_inputs,
+    compute_dtype,
     full_precision,
     pair_weights,
     relational_gate,
@@ -34,13 +35,14 @@ def relational_loss(
     selected anchor, smooth-L1 averaged over the b³ selected triplets. Times b / B.
     """
     batch = student.shape[0]
-    student = student.reshape(batch, -1).float()
-    teacher = teacher.reshape(batch, -1).float().detach()
-    weights = weights.detach().float()
+    dtype = compute_dtype(student)
+    student = student.reshape(batch, -1).to(dtype)
+    teacher = teacher.reshape(batch, -1).detach().to(dtype)
+    weights = weights.detach().to(dtype)
     pairs = pair_weights(weights)
     selected = weights.sum()
 
-    distinct = pairs * (1.0 - torch.eye(batch, device=weights.device))
+    distinct = pairs * (1.0 - torch.eye(batch, device=weights.device, dtype=dtype))
     student_dist = _normalised_distances(student, distinct)
     teacher_dist = _normalised_distances(teacher, distinct)
     distance_terms = F.smooth_l1_loss(student_dist, teacher_dist, reduction="none")
@@ -58,7 +60,7 @@ def _normalised_distances(feats: Tensor, distinct_pairs: Tensor) -> Tensor:
     """(B, D) -> (B, B) Euclidean distances (zero diagonal) over their weighted mean off-diagonal."""
     squared_norms = feats.pow(2).sum(1)
     squared = squared_norms[:, None] + squared_norms[None, :] - 2.0 * (feats @ feats.t())
-    off_diagonal = 1.0 - torch.eye(feats.shape[0], device=feats.device)
+    off_diagonal = 1.0 - torch.eye(feats.shape[0], device=feats.device, dtype=feats.dtype)
     distances = squared.clamp_min(1e-12).sqrt() * off_diagonal
     mean = safe_divide((distinct_pairs * distances).sum(), distinct_pairs.sum())
     return safe_divide(distances, mean)

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from sakd.losses._relational import (
     check_spot_inputs,
+    compute_dtype,
     full_precision,
     pair_weights,
     relational_gate,
@@ -25,9 +26,10 @@ def similarity_preserving_loss(student: Tensor, teacher: Tensor, weights: Tensor
     loss = ‖G_t − G_s‖²_F / b² on the selected sub-batch of size b, times b / B.
     """
     batch = student.shape[0]
-    student = student.reshape(batch, -1).float()
-    teacher = teacher.reshape(batch, -1).float().detach()
-    weights = weights.detach().float()
+    dtype = compute_dtype(student)
+    student = student.reshape(batch, -1).to(dtype)
+    teacher = teacher.reshape(batch, -1).detach().to(dtype)
+    weights = weights.detach().to(dtype)
     student_gram = _row_normalised_gram(student, weights)
     teacher_gram = _row_normalised_gram(teacher, weights)
     squared = (teacher_gram - student_gram).pow(2)

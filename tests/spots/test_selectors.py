@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 import sakd.models as models
-
 from sakd.errors import SakdError
 from sakd.spots import (
     AdaptiveSelector,

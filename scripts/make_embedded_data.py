@@ -3,7 +3,8 @@
 The embedded dataset is a class-balanced subset of Fashion-MNIST: the first 500 training and the
 first 100 test images of every class, in the official file order, stored 28x28 grayscale uint8 and
 interleaved round-robin over the classes (sample ``k * 10 + c`` is the ``k``-th image of class
-``c``), so that every prefix of ``10 * k`` samples holds ``k`` images per class.
+``c``), so that every prefix of ``10 * k`` samples holds ``k`` images per class. The licence notice
+is stored in the same file under the key ``notice``.
 
 Usage (as root, from the repository root)::
 
@@ -34,6 +35,29 @@ SOURCE_SHA256 = {
     "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
     "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
+# Shipped inside the npz (key "notice") because the MIT licence asks for it to travel with the data.
+NOTICE = """Fashion-MNIST subset (500 train + 100 test images per class) selected by
+scripts/make_embedded_data.py from Debian's dataset-fashion-mnist 0.0~git20200523.55506a9-1
+(upstream https://github.com/zalandoresearch/fashion-mnist).
+
+The MIT License (MIT)
+Copyright (c) 2017 Zalando SE, https://tech.zalando.com
+
+Permission is hereby granted, free of charge, to any person obtaining a copy of this software and
+associated documentation files (the "Software"), to deal in the Software without restriction,
+including without limitation the rights to use, copy, modify, merge, publish, distribute,
+sublicense, and/or sell copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all copies or
+substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING BUT
+NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND
+NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES
+OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN
+CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
+"""
 
 
 def read_idx(path: Path, magic: int, header_bytes: int) -> np.ndarray:
@@ -83,7 +107,7 @@ def main() -> None:
         arrays[f"{split}_images"] = np.ascontiguousarray(images[chosen])
         arrays[f"{split}_labels"] = np.ascontiguousarray(labels[chosen])
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.output, **arrays)
+    np.savez_compressed(args.output, notice=np.array(NOTICE), **arrays)
     for key, value in arrays.items():
         digest = hashlib.sha256(value.tobytes()).hexdigest()
         print(f"{key}: shape {value.shape} sha256 {digest}")

@@ -21,15 +21,16 @@ ARRAY_SHA256 = {
 }
 
 
-def test_embedded_file_is_small_and_holds_the_recorded_arrays():
+def test_embedded_file_is_small_and_holds_the_recorded_arrays_and_licence():
     source = resources.files("sakd.data").joinpath("embedded/fashion_mnist.npz")
     with source.open("rb") as handle:
         payload = handle.read()
     assert len(payload) < 3_000_000
     with source.open("rb") as handle, np.load(handle) as arrays:
-        assert {
-            key: hashlib.sha256(arrays[key].tobytes()).hexdigest() for key in arrays.files
-        } == ARRAY_SHA256
+        hashes = {key: hashlib.sha256(arrays[key].tobytes()).hexdigest() for key in ARRAY_SHA256}
+        notice = str(arrays["notice"])
+    assert hashes == ARRAY_SHA256
+    assert "Copyright (c) 2017 Zalando SE" in notice and "The MIT License" in notice
 
 
 @pytest.mark.parametrize(("train", "per_class"), [(True, 500), (False, 100)])

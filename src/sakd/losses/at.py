@@ -61,7 +61,7 @@ class AT(Distiller):
         """Σ over spots of the gated AT loss; maps (B, C, H, W), weights (B, S); a scalar."""
         check_weights(weights, student_feats[0].shape[0], self.num_spots)
         spot_losses = [
-            gated_batch_mean(at_per_sample(student, teacher, self.params.p), weights[:, k])
+            gated_batch_mean(at_per_sample(student, teacher.detach(), self.params.p), weights[:, k])
             for k, (student, teacher) in enumerate(zip(student_feats, teacher_feats, strict=True))
         ]
         return torch.stack(spot_losses).sum()

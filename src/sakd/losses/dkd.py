@@ -78,7 +78,7 @@ class DKD(Distiller):
         ctx: DistillContext,
     ) -> Tensor:
         """Gated, warmed-up DKD on ``[logits]`` (B, K) with weights (B, 1); a scalar."""
-        student_logits, teacher_logits = student_feats[0], teacher_feats[0]
+        student_logits, teacher_logits = student_feats[0], teacher_feats[0].detach()
         check_weights(weights, student_logits.shape[0], 1)
         per_sample = dkd_per_sample(
             student_logits,

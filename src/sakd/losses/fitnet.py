@@ -53,6 +53,6 @@ class FitNet(Distiller):
         for k, (regressor, student, teacher) in enumerate(
             zip(self.regressors, student_feats, teacher_feats, strict=True)
         ):
-            per_sample = (regressor(student) - teacher).pow(2).flatten(1).mean(dim=1)
+            per_sample = (regressor(student) - teacher.detach()).pow(2).flatten(1).mean(dim=1)
             spot_losses.append(gated_batch_mean(per_sample, weights[:, k]))
         return torch.stack(spot_losses).sum()

@@ -43,7 +43,7 @@ class KD(Distiller):
         ctx: DistillContext,
     ) -> Tensor:
         """Gated KD on ``[logits]`` (B, K) with weights (B, 1); a scalar."""
-        student_logits, teacher_logits = student_feats[0], teacher_feats[0]
+        student_logits, teacher_logits = student_feats[0], teacher_feats[0].detach()
         check_weights(weights, student_logits.shape[0], 1)
         per_sample = kd_per_sample(student_logits, teacher_logits, self.params.temperature)
         return gated_batch_mean(per_sample, weights[:, 0])

@@ -70,7 +70,7 @@ class NST(Distiller):
         """Σ over spots of the gated NST loss; maps (B, C, H, W), weights (B, S); a scalar."""
         check_weights(weights, student_feats[0].shape[0], self.num_spots)
         spot_losses = [
-            gated_batch_mean(nst_per_sample(student, teacher), weights[:, k])
+            gated_batch_mean(nst_per_sample(student, teacher.detach()), weights[:, k])
             for k, (student, teacher) in enumerate(zip(student_feats, teacher_feats, strict=True))
         ]
         return torch.stack(spot_losses).sum()

@@ -124,3 +124,15 @@ def test_reuse_accepts_a_pre_activation_first_feature(make_pair, make_input) -> 
         selector.routed(inp.images, decisions, preact_feats[0]),
         selector.routed(inp.images, decisions, inp.teacher_feats[0]),
     )
+
+
+def test_a_teacher_left_in_train_mode_still_routes_in_eval_mode(make_pair, make_input) -> None:
+    student, teacher = make_pair()
+    selector = _selector(student, teacher, [1, 2, 3])
+    inp = make_input(student, teacher)
+    teacher.train()
+    stats_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    routed = selector.routed(inp.images, _decisions(6, 4, 1.0))
+    assert torch.equal(routed, inp.teacher_logits)
+    assert all(m.training for m in teacher.modules())
+    assert all(torch.equal(v, stats_before[k]) for k, v in teacher.state_dict().items())

@@ -71,7 +71,8 @@ class RoutedNetwork:
 
     The adaptors ``s2t`` / ``t2s`` belong to the caller (the selector registers and trains them);
     the student and teacher are referenced, not registered, so they never appear in the caller's
-    parameters or state dict.
+    parameters or state dict. Both nets run in eval mode (the frozen teacher is expected to be in
+    eval mode already; it is walked only when its top-level flag says otherwise).
     """
 
     def __init__(
@@ -87,7 +88,6 @@ class RoutedNetwork:
         self.spot_indices = list(spot_indices)
         self.s2t = s2t
         self.t2s = t2s
-        self._all_modules = [*student.modules(), *teacher.modules()]
         self._student_segments = _segments(student, self.spot_indices)
         self._teacher_segments = _segments(teacher, self.spot_indices)
         first_stage = self.spot_indices[0] if self.spot_indices else None
@@ -106,7 +106,8 @@ class RoutedNetwork:
         """
         num_feature_spots = len(self.spot_indices)
         student_x = teacher_x = images
-        with eval_mode(self._all_modules):
+        nets = (self.student, self.teacher) if self.teacher.training else (self.student,)
+        with eval_mode([module for net in nets for module in net.modules()]):
             for j, (student_segment, teacher_segment) in enumerate(
                 zip(self._student_segments, self._teacher_segments, strict=True)
             ):

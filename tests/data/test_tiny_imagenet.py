@@ -145,3 +145,27 @@ def test_corrupt_image_names_the_file(tmp_path, formats):
     (folder / "val" / "images" / "val_1.JPEG").write_bytes(b"\xff\xd8 broken")
     with pytest.raises(SakdError, match="cannot decode image .*val_1.JPEG"):
         load_dataset("tiny-imagenet", str(tmp_path), train=False)
+
+
+def test_unreadable_cache_and_unwritable_folder_fall_back_to_decoding(
+    tmp_path, formats, monkeypatch
+):
+    folder = write_tree(tmp_path, formats)
+    reference = load_dataset("tiny-imagenet", str(tmp_path), train=False)
+    (cache_file,) = (folder / ".sakd-cache").glob("val-64px-*.npz")
+    cache_file.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable cache"):
+        assert torch.equal(
+            load_dataset("tiny-imagenet", str(tmp_path), train=False).images, reference.images
+        )
+
+    def read_only(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    cache_file.unlink()
+    monkeypatch.setattr(decoded, "_write_atomically", read_only)
+    with pytest.warns(UserWarning, match="could not cache"):
+        assert torch.equal(
+            load_dataset("tiny-imagenet", str(tmp_path), train=False).images, reference.images
+        )
+    assert not list((folder / ".sakd-cache").glob("*.npz"))

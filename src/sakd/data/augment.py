@@ -18,7 +18,8 @@ def draw_crop_flip(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Random crop offsets ``top``, ``left`` int64 (B,) in [0, 2*pad] and ``flip`` bool (B,), on CPU.
 
-    Draw order: top, left, then flip (only when ``flip`` is True; otherwise all False).
+    ``generator`` must be a CPU generator. Draw order: top, left, then flip (only when ``flip`` is
+    True; otherwise all False).
     """
     top = torch.randint(0, 2 * pad + 1, (batch_size,), generator=generator)
     left = torch.randint(0, 2 * pad + 1, (batch_size,), generator=generator)

@@ -89,12 +89,12 @@ def iterate_batches(
     count = num_batches(data, batch_size, world_size=world_size, drop_last=drop)
     num_samples = len(data)
     pad, flip = data.augment.crop_padding, data.augment.horizontal_flip
-    augmenting = train and (pad > 0 or flip)
+    draws = None
     if train:
         generator = epoch_generator(seed, epoch)
         order = torch.randperm(num_samples, generator=generator)
-        if augmenting:
-            tops, lefts, flips = draw_crop_flip(num_samples, pad, flip, generator)
+        if pad > 0 or flip:
+            draws = draw_crop_flip(num_samples, pad, flip, generator)
     else:
         order = torch.arange(num_samples)
     positions = _rank_positions(num_samples, rank, world_size, drop)
@@ -104,10 +104,9 @@ def iterate_batches(
         indices = order[batch_positions]
         source_indices = indices.to(data.images.device)
         images = data.images[source_indices].to(device)
-        if augmenting:
-            images = crop_flip(
-                images, tops[batch_positions], lefts[batch_positions], flips[batch_positions], pad
-            )
+        if draws is not None:
+            top, left, flipped = (draw[batch_positions] for draw in draws)
+            images = crop_flip(images, top, left, flipped, pad)
         yield (
             normalize(images, data.mean, data.std),
             data.labels[source_indices.to(data.labels.device)].to(device),

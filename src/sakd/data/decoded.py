@@ -83,7 +83,13 @@ def load_decoded(
     if cache_file.is_file():
         try:
             with np.load(cache_file) as cached:
-                return cached["images"], cached["labels"]
+                images, label_array = cached["images"], cached["labels"]
+            if images.shape == (len(paths), 3, size, size) and np.array_equal(label_array, labels):
+                return images, label_array
+            warnings.warn(
+                f"ignoring cache {cache_file} that does not match the files; decoding again",
+                stacklevel=2,
+            )
         except (OSError, ValueError, KeyError, EOFError):
             warnings.warn(
                 f"ignoring unreadable cache {cache_file}; decoding the images again", stacklevel=2

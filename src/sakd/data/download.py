@@ -9,6 +9,7 @@ place only when the whole archive extracted cleanly.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
@@ -71,7 +72,7 @@ def download_verified(url: str, destination: Path, md5: str, timeout_s: float = 
                 "retry, or download it yourself and check it before placing it in the data root"
             )
         os.replace(temp_path, destination)
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
         raise SakdError(
             f"could not download {url} ({error}): check the network, or download it by hand to {destination}"
         ) from error

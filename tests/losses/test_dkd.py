@@ -38,13 +38,18 @@ def test_golden_value_and_warm_up():
     assert full.item() == pytest.approx(reference.item(), rel=1e-10)
     assert full.item() == pytest.approx(35.38444165339787, rel=1e-10)
 
-    # linear warm-up over 20 epochs, epochs counted from 1: epoch 5 -> 5/20
-    warming = dkd([student], [teacher], ones, context(labels, epoch=5))
+    # linear warm-up over 20 epochs; ctx.epoch is 0-based (mdistiller's epoch 5 is our 4)
+    warming = dkd([student], [teacher], ones, context(labels, epoch=4))
     assert warming.item() == pytest.approx(0.25 * 35.38444165339787, rel=1e-10)
-    assert dkd([student], [teacher], ones, context(labels, epoch=20)).item() == pytest.approx(
-        35.38444165339787, rel=1e-10
+    first = dkd([student], [teacher], ones, context(labels, epoch=0))
+    assert first.item() == pytest.approx(35.38444165339787 / 20, rel=1e-10)
+    for epoch in (19, 20, 239):
+        late = dkd([student], [teacher], ones, context(labels, epoch=epoch))
+        assert late.item() == pytest.approx(35.38444165339787, rel=1e-10)
+    assert (
+        build("dkd", [], [], warmup_epochs=0)([student], [teacher], ones, context(labels, epoch=0))
+        == full
     )
-    assert dkd([student], [teacher], ones, context(labels, epoch=0)).item() == 0.0
 
 
 def test_alpha_and_beta_weight_the_two_terms_separately():

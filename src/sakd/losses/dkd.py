@@ -65,10 +65,14 @@ class DKD(Distiller):
     params: Params
 
     def warmup_factor(self, epoch: int) -> float:
-        """min(epoch / warmup_epochs, 1) with ``epoch`` counted from 1 (mdistiller's convention)."""
+        """min((epoch + 1) / warmup_epochs, 1) for the 0-based ``epoch`` of sakd's trainer.
+
+        mdistiller counts epochs from 1 and uses min(epoch / warmup, 1): its first epoch gets
+        1/warmup, and so does sakd's epoch 0.
+        """
         if self.params.warmup_epochs <= 0:
             return 1.0
-        return min(max(epoch, 0) / self.params.warmup_epochs, 1.0)
+        return min((max(epoch, 0) + 1) / self.params.warmup_epochs, 1.0)
 
     def forward(
         self,

@@ -42,7 +42,7 @@ def load_data(cfg: RunConfig) -> tuple[ImageSet, ImageSet]:
         test = test.subset(d.test_limit)
     if not d.augment:
         train = dataclasses.replace(
-            train, augment=dataclasses.replace(train.augment, pad=0, flip=False)
+            train, augment=dataclasses.replace(train.augment, crop_padding=0, horizontal_flip=False)
         )
     return train, test
 

@@ -233,3 +233,17 @@ def test_untraceable_model_is_reported() -> None:
 
     with pytest.raises(SakdError, match="cannot trace DataDependent"):
         stage_model(DataDependent(), ["layer"], "fc")
+
+
+def test_head_must_give_the_model_output() -> None:
+    class Scaled(MiniResNet):
+        def forward(self, x: Tensor) -> Tensor:
+            return super().forward(x) * 2
+
+    with pytest.raises(SakdError, match="head 'fc' must take the pooled feature"):
+        stage_model(Scaled(), LAYERS, "fc")
+
+
+def test_at_least_one_stage_path_is_required() -> None:
+    with pytest.raises(SakdError, match="at least one stage path"):
+        stage_model(mini_resnet(), [], "fc", stem_path="maxpool")

@@ -66,3 +66,15 @@ def test_mask_equals_reference_on_selected_sub_batch(case):
 @pytest.mark.parametrize("pair", sorted(PAIRS))
 def test_works_on_model_pairs(pair):
     assert exercise_on_pair("at", *PAIRS[pair]) > 0
+
+
+def test_half_precision_maps_give_a_float32_loss():
+    at = build("at", SMALL_STUDENT, SMALL_TEACHER)
+    generator = torch.Generator().manual_seed(5)
+    student = random_feats(at.student_spots, 4, generator)
+    teacher = random_feats(at.teacher_spots, 4, generator)
+    weights, ctx = torch.ones(4, 3), context(torch.zeros(4))
+    full = at(student, teacher, weights, ctx)
+    half = at([f.bfloat16() for f in student], [f.bfloat16() for f in teacher], weights, ctx)
+    assert half.dtype == torch.float32
+    assert half.item() == pytest.approx(full.item(), rel=0.05)

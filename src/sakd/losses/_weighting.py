@@ -16,8 +16,10 @@ def gated_batch_mean(per_sample: Tensor, weight: Tensor) -> Tensor:
     """Σ_i w_i·ℓ_i / B for per-sample losses ℓ (B,) and weights w (B,); exactly 0 when w is 0.
 
     With a 0/1 weight this is the batch mean over the selected samples times |selected| / B.
+    Half-precision losses (autocast) are summed in float32.
     """
-    return (per_sample * weight.to(per_sample.dtype)).sum() / per_sample.shape[0]
+    dtype = torch.promote_types(per_sample.dtype, torch.float32)
+    return (per_sample.to(dtype) * weight.to(dtype)).sum() / per_sample.shape[0]
 
 
 def check_weights(weights: Tensor, batch_size: int, num_spots: int) -> None:
@@ -30,8 +32,8 @@ def check_weights(weights: Tensor, batch_size: int, num_spots: int) -> None:
 
 
 def zero_loss(like: Tensor) -> Tensor:
-    """A scalar 0 on the device and dtype of ``like`` that depends on no tensor."""
-    return torch.zeros((), device=like.device, dtype=like.dtype)
+    """A scalar 0 on the device of ``like`` (float32 or wider) that depends on no tensor."""
+    return torch.zeros((), device=like.device, dtype=torch.promote_types(like.dtype, torch.float32))
 
 
 def match_spatial(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:

@@ -43,13 +43,20 @@ class TinyResNet(StagedNet):
 
     input_size = IMAGE_SIZE
 
-    def __init__(self, widths: tuple[int, int, int, int], num_classes: int = NUM_CLASSES) -> None:
+    def __init__(
+        self,
+        widths: tuple[int, int, int, int],
+        num_classes: int = NUM_CLASSES,
+        stem_stride: int = 1,
+    ) -> None:
         super().__init__()
         stem, c1, c2, c3 = widths
         self.stages = nn.ModuleList(
             [
                 nn.Sequential(
-                    nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU()
+                    nn.Conv2d(3, stem, 3, stem_stride, 1, bias=False),
+                    nn.BatchNorm2d(stem),
+                    nn.ReLU(),
                 ),
                 Block(stem, c1, 1),
                 Block(c1, c2, 2),
@@ -70,10 +77,10 @@ def _randomize_bn(net: nn.Module, generator: torch.Generator) -> None:
             module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
 
 
-def build_pair(seed: int = 0) -> tuple[TinyResNet, TinyResNet]:
-    """(student, teacher): different widths, so every adaptor maps between different shapes."""
+def build_pair(seed: int = 0, student_stem_stride: int = 1) -> tuple[TinyResNet, TinyResNet]:
+    """(student, teacher): different widths (and optionally sizes), so adaptors change shapes."""
     torch.manual_seed(seed)
-    student = TinyResNet((4, 4, 8, 8))
+    student = TinyResNet((4, 4, 8, 8), stem_stride=student_stem_stride)
     teacher = TinyResNet((6, 8, 12, 16))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

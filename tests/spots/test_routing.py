@@ -136,3 +136,22 @@ def test_a_teacher_left_in_train_mode_still_routes_in_eval_mode(make_pair, make_
     assert torch.equal(routed, inp.teacher_logits)
     assert all(m.training for m in teacher.modules())
     assert all(torch.equal(v, stats_before[k]) for k, v in teacher.state_dict().items())
+
+
+def test_spots_of_different_spatial_sizes_are_bridged(make_pair, make_input) -> None:
+    student, teacher = make_pair(student_stem_stride=2)
+    spots = [0, 1, 2, 3]
+    student_shapes = [student.spot_info(8)[i].shape for i in spots]
+    teacher_shapes = [teacher.spot_info(8)[i].shape for i in spots]
+    assert all(s[1] * 2 == t[1] for s, t in zip(student_shapes, teacher_shapes, strict=True))
+    selector = _selector(student, teacher, spots)
+    inp = make_input(student, teacher)
+    assert torch.equal(selector.routed(inp.images, _decisions(6, 5, 1.0)), inp.teacher_logits)
+    student.eval()
+    with torch.no_grad():
+        expected = student(inp.images)
+    assert torch.equal(selector.routed(inp.images, _decisions(6, 5, 0.0)), expected)
+    student.train()
+    selection = selector(inp)
+    selection.routing_loss.backward()
+    assert all(p.grad is not None for p in selector.parameters())

@@ -319,3 +319,12 @@ def test_real_zoo_pair(make_pair) -> None:
     selection.routing_loss.backward()
     assert all(p.grad is None for p in student.parameters())
     assert torch.equal(selector.routed(images, torch.ones(4, len(spots) + 1)), teacher_logits)
+
+
+def test_adaptive_needs_a_pooled_last_feature(make_pair) -> None:
+    student, teacher = make_pair()
+    del student.stages[-1]
+    student.stage_roles = student.stage_roles[:-1]
+    with pytest.raises(SakdError, match="student's last spot feature is a map"):
+        build_selector("adaptive", student, teacher, [1], input_size=8)
+    assert build_selector("fixed", student, teacher, [1], input_size=8).num_spots == 2

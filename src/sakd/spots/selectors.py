@@ -217,6 +217,12 @@ def build_selector(
         return FixedSelector(spots, seed)
     if mode == "random":
         return RandomSelector(spots, seed)
+    for role, net in (("student", student), ("teacher", teacher)):
+        if net.spot_info(input_size)[-1].is_map:
+            raise SakdError(
+                f"the {role}'s last spot feature is a map, but the policy reads pooled vectors: "
+                "end the staged network with a pooling stage"
+            )
     teacher.eval().requires_grad_(False)
     selector_class = AdaptiveSelector if mode == "adaptive" else AntiSelector
     return selector_class(

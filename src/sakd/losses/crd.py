@@ -42,17 +42,20 @@ def contrast_scores(anchors: Tensor, bank: Tensor, contrast_index: Tensor) -> Te
     return (anchors @ bank.t()).gather(1, contrast_index)
 
 
-def nce_per_sample(probs: Tensor, num_train: int) -> Tensor:
-    """RepDistiller's ``ContrastLoss`` per sample: (B, K+1) probabilities, positive first -> (B,).
+def nce_per_sample(
+    scores: Tensor, log_normalizer: Tensor, temperature: float, num_train: int
+) -> Tensor:
+    """RepDistiller's ``ContrastLoss`` per sample: (B, K+1) scores, positive first -> (B,).
 
-    With noise probability K/N: −log(P₊ / (P₊ + K/N + eps)) − Σ_k log((K/N) / (P_k + K/N + eps)).
+    With P = exp(score / T) / Z and noise probability K/N:
+    −log(P₊ / (P₊ + K/N + eps)) − Σ_k log((K/N) / (P_k + K/N + eps)), computed in log space as
+    Σ_j log(P_j + K/N + eps) − log P₊ − K·log(K/N).
     """
-    noise = (probs.shape[1] - 1) / num_train
-    positive = probs[:, 0]
-    negatives = probs[:, 1:]
-    log_positive = torch.log(positive / (positive + noise + NCE_EPS))
-    log_negatives = torch.log(noise / (negatives + noise + NCE_EPS)).sum(1)
-    return -(log_positive + log_negatives)
+    num_negatives = scores.shape[1] - 1
+    noise = num_negatives / num_train
+    log_probs = scores / temperature - log_normalizer
+    log_shifted = torch.logaddexp(log_probs, log_probs.new_tensor(math.log(noise + NCE_EPS)))
+    return log_shifted.sum(1) - log_probs[:, 0] - num_negatives * math.log(noise)
 
 
 class NormalizedEmbed(nn.Module):
@@ -111,6 +114,7 @@ class ContrastiveRepresentation(Distiller):
         self._seed = int(torch.randint(_RANDOM_BITS, (1,)).item())
         self._generator: torch.Generator | None = None
         self._pending_generator_state: dict[str, Any] | None = None
+        self._normalizers_fixed = False
 
     # ----------------------------------------------------------------------------- training data
     def attach_train_labels(self, labels: Tensor) -> None:
@@ -138,8 +142,8 @@ class ContrastiveRepresentation(Distiller):
         """(B,) dataset indices -> (B, K) indices of training samples of *other* classes.
 
         Uniform over the other classes' samples, with replacement, in one batched call: draw a
-        rank r in [0, N − n_c), skip class c's contiguous block in the class-sorted order, and map
-        the rank through that order.
+        rank r = ⌊u·(N − n_c)⌋ from a 53-bit uniform u, skip class c's contiguous block in the
+        class-sorted order, and map the rank through that order.
         """
         if self.train_labels.numel() == 0:
             raise RuntimeError("CRD needs the training labels: call attach_train_labels() first")
@@ -147,12 +151,13 @@ class ContrastiveRepresentation(Distiller):
         anchor_class = self.train_labels[index]
         start = self.class_start[anchor_class][:, None]
         size = self.class_size[anchor_class][:, None]
+        others = self.num_train - size
         shape = (index.shape[0], self.params.num_negatives)
-        draws = torch.randint(
-            _RANDOM_BITS, shape, generator=generator, device=self.student_memory.device
+        uniform = torch.rand(
+            shape, generator=generator, device=self.student_memory.device, dtype=torch.float64
         )
-        rank = draws % (self.num_train - size)
-        position = rank + (rank >= start) * size
+        rank = torch.minimum((uniform * others).to(torch.int32), others - 1)
+        position = torch.where(rank >= start, rank + size, rank)
         return self.class_sorted_index[position]
 
     # ---------------------------------------------------------------------------------- forward
@@ -194,36 +199,44 @@ class ContrastiveRepresentation(Distiller):
         sample_weights: Tensor,
     ) -> Tensor:
         """Both NCE directions, weighted per sample and divided by B."""
-        temperature = self.params.temperature
-        student_exp = torch.exp(
-            contrast_scores(student_embedded, self.teacher_memory, contrast_index) / temperature
-        )
-        teacher_exp = torch.exp(
-            contrast_scores(teacher_embedded, self.student_memory, contrast_index) / temperature
-        )
-        self._estimate_normalizers(student_exp.detach(), teacher_exp.detach(), sample_weights)
-        normalizers = torch.where(
+        student_scores = contrast_scores(student_embedded, self.teacher_memory, contrast_index)
+        teacher_scores = contrast_scores(teacher_embedded, self.student_memory, contrast_index)
+        if not self._normalizers_fixed:
+            self._estimate_normalizers(
+                student_scores.detach(), teacher_scores.detach(), sample_weights
+            )
+        log_normalizers = torch.where(
             self.normalizers > 0, self.normalizers, torch.ones_like(self.normalizers)
-        )
-        per_sample = nce_per_sample(student_exp / normalizers[0], self.num_train) + nce_per_sample(
-            teacher_exp / normalizers[1], self.num_train
-        )
+        ).log()
+        temperature, num_train = self.params.temperature, self.num_train
+        per_sample = nce_per_sample(
+            student_scores, log_normalizers[0], temperature, num_train
+        ) + nce_per_sample(teacher_scores, log_normalizers[1], temperature, num_train)
         return (sample_weights * per_sample).sum() / sample_weights.shape[0]
 
     @torch.no_grad()
     def _estimate_normalizers(
-        self, student_exp: Tensor, teacher_exp: Tensor, sample_weights: Tensor
+        self, student_scores: Tensor, teacher_scores: Tensor, sample_weights: Tensor
     ) -> None:
-        """Set each unset Z to N × the mean exp-score of the selected rows (once, no host sync)."""
+        """Set each unset Z to N × the mean of exp(score / T) over the selected rows.
+
+        Runs until both constants are set (normally only on the first step): the check that ends
+        it is the only host synchronisation of this distiller.
+        """
         selected = sample_weights.sum()
         estimates = torch.stack(
             [
-                self.num_train * safe_divide((sample_weights * e.mean(1)).sum(), selected)
-                for e in (student_exp, teacher_exp)
+                self.num_train
+                * safe_divide(
+                    (sample_weights * torch.exp(scores / self.params.temperature).mean(1)).sum(),
+                    selected,
+                )
+                for scores in (student_scores, teacher_scores)
             ]
         )
         unset = (self.normalizers < 0) & (selected > 0)
         self.normalizers.copy_(torch.where(unset, estimates, self.normalizers))
+        self._normalizers_fixed = bool((self.normalizers > 0).all())
 
     @torch.no_grad()
     def _update_memory(
@@ -290,6 +303,7 @@ class ContrastiveRepresentation(Distiller):
         """
         self._seed = int(state["seed"])
         self._generator = None
+        self._normalizers_fixed = False
         self._pending_generator_state = (
             None
             if state.get("state") is None

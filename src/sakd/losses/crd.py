@@ -135,8 +135,8 @@ class ContrastiveRepresentation(Distiller):
             )
         self.train_labels = labels
         self.class_sorted_index = torch.argsort(labels, stable=True)
-        self.class_start = torch.cumsum(sizes, 0) - sizes
-        self.class_size = sizes
+        self.class_start = (torch.cumsum(sizes, 0) - sizes).to(torch.int32)
+        self.class_size = sizes.to(torch.int32)
 
     def sample_negatives(self, index: Tensor) -> Tensor:
         """(B,) dataset indices -> (B, K) indices of training samples of *other* classes.

@@ -25,7 +25,7 @@ from sakd.engine.checkpoint import load_checkpoint, load_weights_strict, save_ch
 from sakd.engine.evaluate import accuracy
 from sakd.engine.metrics import MetricsLog
 from sakd.engine.runtime import Runtime, rng_state, set_rng_state
-from sakd.engine.task import Phase, Task
+from sakd.engine.task import Phase, StepResult, Task
 from sakd.errors import SakdError
 
 NAN_CHECK_EVERY = 50
@@ -42,6 +42,43 @@ class RunSummary:
     last_top5: float
     epochs: int
     seconds: float
+
+
+def train_step(
+    runtime: Runtime,
+    phase: Phase,
+    optimizers: dict[str, torch.optim.Optimizer],
+    images: Tensor,
+    labels: Tensor,
+    index: Tensor,
+    epoch: int,
+) -> StepResult:
+    """One optimisation step: forward the phase's step, ONE backward of the summed losses, step all."""
+    images = runtime.prepare_images(images)
+    with runtime.autocast():
+        result = phase.step(images, labels, index, epoch)
+    total = sum(result.losses.values())
+    for opt in optimizers.values():
+        opt.zero_grad(set_to_none=True)
+    total.backward()
+    for opt in optimizers.values():
+        opt.step()
+    return result
+
+
+def make_optimizers(phase: Phase) -> dict[str, torch.optim.Optimizer]:
+    """One SGD optimizer per non-empty parameter group of ``phase``."""
+    return {
+        name: torch.optim.SGD(
+            group.params,
+            lr=group.lr,
+            momentum=group.momentum,
+            weight_decay=group.weight_decay,
+            nesterov=group.nesterov,
+        )
+        for name, group in phase.groups.items()
+        if group.params
+    }
 
 
 class Trainer:
@@ -87,7 +124,7 @@ class Trainer:
             for index in range(phase_index, len(phases)):
                 phase = phases[index]
                 if optimizers is None:
-                    optimizers = self._make_optimizers(phase)
+                    optimizers = make_optimizers(phase)
                 for ep in range(epoch, phase.epochs):
                     record = self._train_epoch(phase, index, ep, optimizers)
                     if phase.evaluate:
@@ -123,19 +160,6 @@ class Trainer:
         )
 
     # ----------------------------------------------------------------- helpers
-    def _make_optimizers(self, phase: Phase) -> dict[str, torch.optim.Optimizer]:
-        return {
-            name: torch.optim.SGD(
-                group.params,
-                lr=group.lr,
-                momentum=group.momentum,
-                weight_decay=group.weight_decay,
-                nesterov=group.nesterov,
-            )
-            for name, group in phase.groups.items()
-            if group.params
-        }
-
     def _set_lr(self, phase: Phase, optimizers, epoch: int) -> dict[str, float]:
         factor = 1.0
         if phase.decay:
@@ -181,15 +205,7 @@ class Trainer:
         )
         start = time.perf_counter()
         for step, (images, labels, index) in enumerate(batches):
-            images = self.runtime.prepare_images(images)
-            with self.runtime.autocast():
-                result = phase.step(images, labels, index, epoch)
-            total = sum(result.losses.values())
-            for opt in optimizers.values():
-                opt.zero_grad(set_to_none=True)
-            total.backward()
-            for opt in optimizers.values():
-                opt.step()
+            result = train_step(self.runtime, phase, optimizers, images, labels, index, epoch)
             n = labels.numel()
             seen += n
             for name, value in result.losses.items():
@@ -269,7 +285,7 @@ class Trainer:
         phase_index, epoch = int(data["phase_index"]), int(data["epoch"])
         if epoch >= phases[phase_index].epochs and phase_index + 1 < len(phases):
             phase_index, epoch = phase_index + 1, 0
-        optimizers = self._make_optimizers(phases[phase_index])
+        optimizers = make_optimizers(phases[phase_index])
         if epoch > 0:
             for name, opt in optimizers.items():
                 opt.load_state_dict(data["optimizers"][name])

@@ -36,8 +36,10 @@ def correlation_congruence_loss(
 
 
 def _next_selected(weights: Tensor) -> tuple[Tensor, Tensor]:
-    """For each i: index of the next sample j > i with w_j > 0 (clamped into range), and whether
-    i is selected and such a j exists. Both (B,); static shapes, no host sync."""
+    """(B,) weights -> for each i, the next j > i with w_j > 0 (clamped), and whether it pairs.
+
+    "Pairs" means i itself is selected and such a j exists. Static shapes, no host sync.
+    """
     batch = weights.shape[0]
     positions = torch.arange(batch, device=weights.device)
     candidates = torch.where(weights > 0, positions, torch.full_like(positions, batch))
@@ -110,7 +112,7 @@ class CorrelationCongruence(Distiller):
         """Sum over spots of the gated CC loss; features (B, D), ``weights`` (B, S)."""
         check_spot_inputs(student_feats, teacher_feats, weights, self.num_spots)
         terms = []
-        for s, t, w, embed_s, embed_t in zip(
+        for student, teacher, weight, student_embed, teacher_embed in zip(
             student_feats,
             teacher_feats,
             weights.unbind(1),
@@ -118,11 +120,11 @@ class CorrelationCongruence(Distiller):
             self.teacher_embeds,
             strict=True,
         ):
-            dtype = embed_s.linear.weight.dtype
-            with full_precision(w.device):
-                teacher_embedded = embed_t(t.detach().to(dtype))
-                if not self.params.train_teacher_embed:
-                    teacher_embedded = teacher_embedded.detach()
-                student_embedded = embed_s(s.to(dtype))
-                terms.append(correlation_congruence_loss(student_embedded, teacher_embedded, w))
+            dtype = student_embed.linear.weight.dtype
+            with full_precision(weight.device):
+                teacher_embedded = teacher_embed(teacher.detach().to(dtype))
+                student_embedded = student_embed(student.to(dtype))
+                terms.append(
+                    correlation_congruence_loss(student_embedded, teacher_embedded, weight)
+                )
         return torch.stack(terms).sum()

@@ -77,7 +77,9 @@ class ProbabilisticKnowledgeTransfer(Distiller):
         eps = self.params.eps
         with full_precision(weights.device):
             terms = [
-                probabilistic_transfer_loss(s, t, w, eps)
-                for s, t, w in zip(student_feats, teacher_feats, weights.unbind(1), strict=True)
+                probabilistic_transfer_loss(student, teacher, weight, eps)
+                for student, teacher, weight in zip(
+                    student_feats, teacher_feats, weights.unbind(1), strict=True
+                )
             ]
         return torch.stack(terms).sum()

@@ -102,7 +102,11 @@ class RelationalKD(Distiller):
         params = self.params
         with full_precision(weights.device):
             terms = [
-                relational_loss(s, t, w, params.distance_weight, params.angle_weight)
-                for s, t, w in zip(student_feats, teacher_feats, weights.unbind(1), strict=True)
+                relational_loss(
+                    student, teacher, weight, params.distance_weight, params.angle_weight
+                )
+                for student, teacher, weight in zip(
+                    student_feats, teacher_feats, weights.unbind(1), strict=True
+                )
             ]
         return torch.stack(terms).sum()

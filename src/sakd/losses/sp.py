@@ -67,7 +67,9 @@ class SimilarityPreserving(Distiller):
         check_spot_inputs(student_feats, teacher_feats, weights, self.num_spots)
         with full_precision(weights.device):
             terms = [
-                similarity_preserving_loss(s, t, w)
-                for s, t, w in zip(student_feats, teacher_feats, weights.unbind(1), strict=True)
+                similarity_preserving_loss(student, teacher, weight)
+                for student, teacher, weight in zip(
+                    student_feats, teacher_feats, weights.unbind(1), strict=True
+                )
             ]
         return torch.stack(terms).sum()

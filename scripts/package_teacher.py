@@ -22,6 +22,12 @@ from sakd.engine.metrics import read_metrics
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "sakd" / "assets"
 
 
+def _command(config: dict) -> str:
+    """The command that trained the run (the recipe plus the overrides it was given)."""
+    command = f"sakd train quickstart/teacher output_dir={config['output_dir']}"
+    return command if config["progress"] else command + " progress=false"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
@@ -49,7 +55,7 @@ def main() -> None:
         "last_top1": records[-1]["test_top1"],
         "epochs": len(records),
         "sha256": digest,
-        "command": "sakd train quickstart/teacher output_dir=runs/quickstart-teacher",
+        "command": _command(data["config"]),
         "torch": torch.__version__,
     }
     (ASSETS / f"{args.name}.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -73,6 +73,15 @@ MASKS = {
 }
 
 
+def random_selection(seed: int, batch: int = 6) -> list[int]:
+    """Rows of a seeded Bernoulli(0.5) draw, as the random spot mode makes them."""
+    draw = torch.rand(batch, generator=torch.Generator().manual_seed(seed))
+    return (draw < 0.5).nonzero().flatten().tolist()
+
+
+MASKS.update({f"random{seed}": random_selection(seed) for seed in (11, 12, 13)})
+
+
 def weight_column(selected: list[int], batch: int = 6) -> Tensor:
     """(batch, 1) float64 0/1 weights selecting ``selected``."""
     weights = torch.zeros(batch, 1, dtype=torch.float64)

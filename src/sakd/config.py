@@ -114,7 +114,13 @@ class SpotsConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    """Everything one run needs; ``teacher`` and ``distiller`` are set for distillation runs."""
+    """Everything one run needs; ``teacher`` and ``distiller`` are set for distillation runs.
+
+    ``precision`` / ``channels_last`` ``auto``: bf16 autocast and channels-last on CUDA, fp32 and
+    contiguous tensors on the CPU. ``compile``: ``torch.compile`` the student's forward passes.
+    ``batch_size`` is per process; under ``torchrun`` with W processes ``lr_scaling=linear``
+    multiplies every learning rate by W (the global batch is W × ``batch_size``), ``none`` keeps it.
+    """
 
     name: str = "run"
     output_dir: str = "runs/run"
@@ -124,9 +130,10 @@ class RunConfig(_Strict):
     eval_batch_size: int = Field(default=256, ge=1)
     lr: float = Field(default=0.05, gt=0)
     device: str = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
-    channels_last: bool = False
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool | Literal["auto"] = "auto"
     compile: bool = False
+    lr_scaling: Literal["linear", "none"] = "linear"
     progress: bool = True
     resume: bool = True
     data: DataConfig = Field(default_factory=DataConfig)

@@ -55,8 +55,13 @@ def augment_batch(
     return crop_flip(images, top, left, flipped, pad)
 
 
-def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """uint8 (B, C, H, W) in [0, 255] -> float32 (B, C, H, W), ``(x / 255 - mean) / std`` per channel."""
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+def normalize(
+    images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor
+) -> Tensor:
+    """uint8 (B, C, H, W) in [0, 255] -> float32 (B, C, H, W), ``(x / 255 - mean) / std`` per channel.
+
+    ``mean`` and ``std`` (C,) may be tensors already on the images' device (then nothing is copied).
+    """
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     return (images.to(torch.float32) / 255.0 - mean_t) / std_t

@@ -97,18 +97,25 @@ def iterate_batches(
             draws = draw_crop_flip(num_samples, pad, flip, generator)
     else:
         order = torch.arange(num_samples)
-    positions = _rank_positions(num_samples, rank, world_size, drop)
     device = torch.device(device)
+    # The epoch's order, augmentation draws and normalisation constants move to the data's device
+    # once: a split held on a GPU is then batched without any per-batch host-to-device copy.
+    source = data.images.device
+    positions = _rank_positions(num_samples, rank, world_size, drop).to(source)
+    order = order.to(source)
+    if draws is not None:
+        draws = tuple(draw.to(source) for draw in draws)
+    mean = torch.tensor(data.mean, dtype=torch.float32, device=device)
+    std = torch.tensor(data.std, dtype=torch.float32, device=device)
     for batch in range(count):
         batch_positions = positions[batch * batch_size : (batch + 1) * batch_size]
         indices = order[batch_positions]
-        source_indices = indices.to(data.images.device)
-        images = data.images[source_indices].to(device)
+        images = data.images[indices].to(device)
         if draws is not None:
             top, left, flipped = (draw[batch_positions] for draw in draws)
             images = crop_flip(images, top, left, flipped, pad)
         yield (
-            normalize(images, data.mean, data.std),
-            data.labels[source_indices.to(data.labels.device)].to(device),
+            normalize(images, mean, std),
+            data.labels[indices.to(data.labels.device)].to(device),
             indices.to(device),
         )

@@ -1,10 +1,11 @@
-"""Accuracy of a network on a dataset split."""
+"""Accuracy of a network on a dataset split (sharded over the ranks of a data-parallel run)."""
 
 from __future__ import annotations
 
 import torch
 
 from sakd.data import ImageSet, iterate_batches
+from sakd.engine.distributed import all_reduce_
 from sakd.engine.runtime import Runtime
 
 
@@ -12,21 +13,40 @@ from sakd.engine.runtime import Runtime
 def accuracy(
     model: torch.nn.Module, data: ImageSet, runtime: Runtime, batch_size: int = 256
 ) -> tuple[float, float]:
-    """Top-1 and top-5 accuracy (%) of ``model`` on ``data`` (eval mode, no augmentation)."""
+    """Top-1 and top-5 accuracy (%) of ``model`` on ``data`` (eval mode, no augmentation).
+
+    With several ranks each evaluates its shard and the hit counts are summed; the shards are
+    padded by wrapping around (rank r's k-th sample sits at position r + W·k of the split), so
+    positions past the end are left out and every sample counts exactly once.
+    """
     was_training = model.training
     model.eval()
-    hits = torch.zeros(2, dtype=torch.long, device=runtime.device)
-    total = 0
+    rank, world_size = runtime.rank, runtime.world_size
+    num_samples = len(data)
+    counts = torch.zeros(3, dtype=torch.long, device=runtime.device)
+    seen = 0
     for images, labels, _ in iterate_batches(
-        data, batch_size, train=False, seed=0, epoch=0, device=runtime.device
+        data,
+        batch_size,
+        train=False,
+        seed=0,
+        epoch=0,
+        device=runtime.device,
+        rank=rank,
+        world_size=world_size,
     ):
         with runtime.autocast():
             logits = model(runtime.prepare_images(images))
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         match = top == labels[:, None]
-        hits[0] += match[:, 0].sum()
-        hits[1] += match.any(dim=1).sum()
-        total += labels.numel()
+        position = rank + world_size * torch.arange(
+            seen, seen + labels.numel(), device=runtime.device
+        )
+        counted = position < num_samples
+        counts[0] += (match[:, 0] & counted).sum()
+        counts[1] += (match.any(dim=1) & counted).sum()
+        counts[2] += counted.sum()
+        seen += labels.numel()
     model.train(was_training)
-    top1, top5 = hits.tolist()
+    top1, top5, total = all_reduce_(counts).tolist()
     return 100.0 * top1 / max(total, 1), 100.0 * top5 / max(total, 1)

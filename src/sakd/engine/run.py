@@ -1,4 +1,8 @@
-"""Run a configuration end to end: validate and build everything, then train into ``output_dir``."""
+"""Run a configuration end to end: validate and build everything, then train into ``output_dir``.
+
+Started by ``torchrun``, every process runs this same function on its own rank (see
+:mod:`sakd.engine.distributed`); only rank 0 touches ``output_dir``.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import torch
 from sakd.config import RunConfig, dump_config
 from sakd.engine.build import build_task, load_data
 from sakd.engine.checkpoint import atomic_write_text, sha256_file
+from sakd.engine.distributed import join_launch, on_main_rank
 from sakd.engine.evaluate import accuracy
 from sakd.engine.runtime import Runtime, seed_everything
 from sakd.engine.trainer import RunSummary, Trainer
@@ -23,42 +28,68 @@ def run(cfg: RunConfig) -> RunSummary:
     """Train the network (or distil the student) that ``cfg`` describes; returns its summary.
 
     All inputs are checked before ``output_dir`` is touched. The run folder then holds
-    ``config.yaml`` (resolved), ``run.json`` (facts about the run), ``metrics.jsonl``,
-    TensorBoard files and ``checkpoints/{last,best}.pt`` (+ ``best.pt.sha256``).
+    ``config.yaml`` (resolved), ``run.json`` (facts about the run, including the precision, memory
+    format and number of ranks actually used), ``metrics.jsonl``, TensorBoard files and
+    ``checkpoints/{last,best}.pt`` (+ ``best.pt.sha256``). On a GPU the whole dataset is moved
+    to the device once and batched and augmented there.
     """
     if cfg.teacher is None and cfg.distiller is not None:
         raise SakdError("a distiller needs a teacher")
+    return _run(cfg, join_launch(cfg.device))
+
+
+def _run(cfg: RunConfig, device: str) -> RunSummary:
     seed_everything(cfg.seed)
-    runtime = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
+    runtime = Runtime.create(device, cfg.precision, cfg.channels_last, cfg.compile)
     train_set, test_set = load_data(cfg)
+    if runtime.device.type != "cpu":
+        train_set, test_set = train_set.to(runtime.device), test_set.to(runtime.device)
     task, facts = build_task(cfg, train_set, runtime)
+    # After building: the builders probe the student's shapes, which must not trigger compilation.
+    runtime.compile_network(task.eval_model)
     run_dir = Path(cfg.output_dir)
-    _check_output_dir(run_dir)
+    on_main_rank(lambda: _check_output_dir(run_dir))
     if cfg.teacher is not None:
         teacher_top1, _ = accuracy(task.teacher, test_set, runtime, cfg.eval_batch_size)
         facts["teacher_top1"] = teacher_top1
-    if not cfg.resume:
-        _clear_previous_run(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     info = {
         **facts,
         "torch": torch.__version__,
         "device": str(runtime.device),
         "device_name": _device_name(runtime.device),
-        "precision": cfg.precision,
+        "precision": runtime.precision,
+        "channels_last": runtime.channels_last,
+        "compile": runtime.compile,
+        "data_on_device": train_set.images.device.type == runtime.device.type,
+        "world_size": runtime.world_size,
+        "batch_size_per_rank": cfg.batch_size,
+        "global_batch_size": cfg.batch_size * runtime.world_size,
+        "lr_scaling": cfg.lr_scaling,
+        "lr_scale": runtime.world_size if cfg.lr_scaling == "linear" else 1,
         "train_size": len(train_set.labels),
         "test_size": len(test_set.labels),
         "num_classes": train_set.num_classes,
     }
-    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2) + "\n")
+    on_main_rank(lambda: _prepare_run_dir(cfg, run_dir, info))
     trainer = Trainer(cfg, task, train_set, test_set, runtime, run_dir)
     summary = trainer.fit()
+    on_main_rank(lambda: _finish_run_dir(run_dir, summary))
+    return summary
+
+
+def _prepare_run_dir(cfg: RunConfig, run_dir: Path, info: dict[str, Any]) -> None:
+    if not cfg.resume:
+        _clear_previous_run(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2) + "\n")
+
+
+def _finish_run_dir(run_dir: Path, summary: RunSummary) -> None:
     best = run_dir / "checkpoints" / "best.pt"
     if best.is_file():
         atomic_write_text(best.with_name("best.pt.sha256"), f"{sha256_file(best)}  best.pt\n")
     atomic_write_text(run_dir / "summary.json", json.dumps(summary.__dict__, indent=2) + "\n")
-    return summary
 
 
 def _check_output_dir(run_dir: Path) -> None:

@@ -6,10 +6,16 @@ TensorBoard, and atomically rewrites ``checkpoints/last.pt`` (and ``best.pt`` on
 top-1). A run started again with the same configuration resumes from ``last.pt`` at the next epoch
 and ends with the same weights as an uninterrupted run (data order and augmentation are a pure
 function of seed and epoch; every RNG state is in the checkpoint).
+
+Under ``torchrun`` (see :mod:`sakd.engine.distributed`) each rank trains on its shard of every
+epoch through ``DistributedDataParallel``; the epoch's losses and statistics are summed over the
+ranks, evaluation is sharded, and rank 0 alone writes metrics and checkpoints while the others
+wait. Checkpoints hold the unwrapped modules, so a run resumes on any number of ranks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +28,13 @@ from tqdm import tqdm
 from sakd.config import RunConfig
 from sakd.data import ImageSet, iterate_batches, num_batches
 from sakd.engine.checkpoint import load_checkpoint, load_weights_strict, save_checkpoint
+from sakd.engine.distributed import (
+    DataParallelPhase,
+    all_reduce_sum,
+    average_batchnorm_statistics,
+    broadcast_from_main,
+    on_main_rank,
+)
 from sakd.engine.evaluate import accuracy
 from sakd.engine.metrics import MetricsLog
 from sakd.engine.runtime import Runtime, rng_state, set_rng_state
@@ -104,6 +117,8 @@ class Trainer:
         self.extra_record = extra_record or {}
         self.best_top1 = -1.0
         self.best_epoch = -1
+        self.is_main = runtime.rank == 0
+        self.lr_scale = runtime.world_size if config.lr_scaling == "linear" else 1
 
     # ------------------------------------------------------------------ public
     def fit(self) -> RunSummary:
@@ -113,37 +128,46 @@ class Trainer:
         self._num_phases = len(phases)
         phase_index, epoch, optimizers = 0, 0, None
         resume_from = self.ckpt_dir / "last.pt"
-        if self.config.resume and resume_from.is_file():
-            phase_index, epoch, optimizers = self._restore(resume_from, phases)
-        metrics = MetricsLog(self.run_dir)
-        pre_metrics = MetricsLog(self.run_dir, "pretrain.jsonl", tensorboard=False)
-        if phase_index == len(phases) - 1:
+        saved = self._read_checkpoint(resume_from) if self.config.resume else None
+        if saved is not None:
+            phase_index, epoch, optimizers = self._restore(saved, resume_from, phases)
+        metrics = MetricsLog(self.run_dir) if self.is_main else None
+        pre_metrics = (
+            MetricsLog(self.run_dir, "pretrain.jsonl", tensorboard=False) if self.is_main else None
+        )
+        if metrics is not None and phase_index == len(phases) - 1:
             metrics.truncate_after(epoch)
         last = {"test_top1": float("nan"), "test_top5": float("nan")}
         try:
             for index in range(phase_index, len(phases)):
-                phase = phases[index]
                 if optimizers is None:
-                    optimizers = make_optimizers(phase)
-                for ep in range(epoch, phase.epochs):
-                    record = self._train_epoch(phase, index, ep, optimizers)
-                    if phase.evaluate:
-                        top1, top5 = self.evaluate()
-                        record.update(test_top1=top1, test_top5=top5)
-                        last = record
-                        if top1 > self.best_top1:
-                            self.best_top1, self.best_epoch = top1, ep
-                        record["best_top1"] = self.best_top1
-                        record.update(self.extra_record)
-                        (metrics if index == len(phases) - 1 else pre_metrics).write(record)
-                    else:
-                        pre_metrics.write(record)
-                    self._save(
-                        index, ep + 1, optimizers, new_best=phase.evaluate and self.best_epoch == ep
-                    )
+                    optimizers = make_optimizers(phases[index])
+                with self._parallel(phases[index]) as phase:
+                    for ep in range(epoch, phase.epochs):
+                        record = self._train_epoch(phase, index, ep, optimizers)
+                        average_batchnorm_statistics(self.task)
+                        log = pre_metrics
+                        if phase.evaluate:
+                            top1, top5 = self.evaluate()
+                            record.update(test_top1=top1, test_top5=top5)
+                            last = record
+                            if top1 > self.best_top1:
+                                self.best_top1, self.best_epoch = top1, ep
+                            record["best_top1"] = self.best_top1
+                            record.update(self.extra_record)
+                            log = metrics if index == len(phases) - 1 else pre_metrics
+                        if log is not None:
+                            log.write(record)
+                        self._save(
+                            index,
+                            ep + 1,
+                            optimizers,
+                            new_best=phase.evaluate and self.best_epoch == ep,
+                        )
                 epoch, optimizers = 0, None
         finally:
-            metrics.close()
+            if metrics is not None:
+                metrics.close()
         return RunSummary(
             best_top1=self.best_top1,
             best_epoch=self.best_epoch,
@@ -160,6 +184,12 @@ class Trainer:
         )
 
     # ----------------------------------------------------------------- helpers
+    def _parallel(self, phase: Phase) -> contextlib.AbstractContextManager[Phase]:
+        """The phase as stepped on this launch: through DDP when there are several ranks."""
+        if self.runtime.world_size == 1:
+            return contextlib.nullcontext(phase)
+        return DataParallelPhase(self.task, phase)
+
     def _set_lr(self, phase: Phase, optimizers, epoch: int) -> dict[str, float]:
         factor = 1.0
         if phase.decay:
@@ -167,7 +197,7 @@ class Trainer:
             factor = self.config.schedule.gamma ** sum(epoch >= m for m in milestones)
         lrs = {}
         for name, opt in optimizers.items():
-            lr = phase.groups[name].lr * factor
+            lr = phase.groups[name].lr * factor * self.lr_scale
             for group in opt.param_groups:
                 group["lr"] = lr
             lrs[name] = lr
@@ -183,15 +213,18 @@ class Trainer:
         # uses the epoch number itself.
         is_main = phase_index == self._num_phases - 1
         data_epoch = epoch if is_main else 10_000 * (phase_index + 1) + epoch
+        runtime = self.runtime
         batches = iterate_batches(
             self.train_set,
             cfg.batch_size,
             train=True,
             seed=cfg.seed,
             epoch=data_epoch,
-            device=self.runtime.device,
+            device=runtime.device,
+            rank=runtime.rank,
+            world_size=runtime.world_size,
         )
-        total_batches = num_batches(self.train_set, cfg.batch_size)
+        total_batches = num_batches(self.train_set, cfg.batch_size, world_size=runtime.world_size)
         loss_sums: dict[str, Tensor] = {}
         stat_sums: dict[str, Tensor] = {}
         seen = 0
@@ -200,7 +233,7 @@ class Trainer:
             unit="img",
             unit_scale=False,
             leave=False,
-            disable=not cfg.progress,
+            disable=not (cfg.progress and self.is_main),
             desc=f"{phase.name} {epoch + 1}/{phase.epochs}",
         )
         start = time.perf_counter()
@@ -214,10 +247,20 @@ class Trainer:
                 stat_sums[name] = stat_sums.get(name, 0) + value.detach().float() * n
             if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == total_batches:
                 self._check_finite(loss_sums, phase, epoch, step)
-            bar.update(n)
+            bar.update(n * runtime.world_size)
         bar.close()
         self._check_finite(loss_sums, phase, epoch, total_batches)
         seconds = time.perf_counter() - start
+        summed = all_reduce_sum(
+            {
+                **{f"loss/{k}": v for k, v in loss_sums.items()},
+                **{f"stat/{k}": v for k, v in stat_sums.items()},
+                "seen": torch.tensor(float(seen), device=runtime.device),
+            }
+        )
+        seen = int(summed.pop("seen"))
+        loss_sums = {k[len("loss/") :]: v for k, v in summed.items() if k.startswith("loss/")}
+        stat_sums = {k[len("stat/") :]: v for k, v in summed.items() if k.startswith("stat/")}
         record: dict[str, Any] = {
             "epoch": epoch,
             "phase": phase.name,
@@ -256,13 +299,25 @@ class Trainer:
         }
 
     def _save(self, phase_index: int, epoch: int, optimizers, new_best: bool) -> None:
-        payload = self._payload(phase_index, epoch, optimizers)
-        save_checkpoint(self.ckpt_dir / "last.pt", payload)
-        if new_best:
-            save_checkpoint(self.ckpt_dir / "best.pt", payload)
+        """Rank 0 writes ``last.pt`` (and ``best.pt``); the other ranks wait for it."""
 
-    def _restore(self, path: Path, phases: list[Phase]):
-        data = load_checkpoint(path, map_location=self.runtime.device)
+        def write() -> None:
+            payload = self._payload(phase_index, epoch, optimizers)
+            save_checkpoint(self.ckpt_dir / "last.pt", payload)
+            if new_best:
+                save_checkpoint(self.ckpt_dir / "best.pt", payload)
+
+        on_main_rank(write)
+
+    def _read_checkpoint(self, path: Path) -> dict[str, Any] | None:
+        """Rank 0's ``last.pt`` (None when absent) on every rank, its tensors on the CPU."""
+
+        def read() -> dict[str, Any] | None:
+            return load_checkpoint(path) if path.is_file() else None
+
+        return broadcast_from_main(on_main_rank(read))
+
+    def _restore(self, data: dict[str, Any], path: Path, phases: list[Phase]):
         saved = {k: v for k, v in data.get("config", {}).items() if k not in RESUME_IGNORED_KEYS}
         current = {
             k: v

@@ -14,6 +14,12 @@ Two things differ from the authors' code in *how*, not *what*, they compute:
   without replacement per sample; see ``docs/distillers_part2.md``);
 * scores are computed as the full product ``anchors @ bankᵀ`` (B × N) and then gathered at the
   (B, K+1) contrast indices, instead of gathering a (B, K+1, D) tensor of bank rows first.
+
+In a data-parallel run (:mod:`sakd.engine.distributed`) every rank keeps the same banks and draws
+what a single process with the global batch would: the negatives' uniforms are drawn for the
+global batch from a generator in the same state on every rank and each rank keeps its own rows;
+the bank update gathers every rank's selected embeddings and indices and applies the global
+batch's update on every rank; Z is estimated from the global batch's sums.
 """
 
 from __future__ import annotations
@@ -27,6 +33,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from sakd.engine.distributed import (
+    all_reduce_,
+    gather_global_rows,
+    global_rows,
+    rank_and_world_size,
+)
 from sakd.errors import SakdError
 from sakd.losses._relational import check_spot_inputs, full_precision, safe_divide
 from sakd.losses.base import DistillContext, Distiller, DistillerParams
@@ -68,6 +80,39 @@ class NormalizedEmbed(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, ...) -> (B, out_dim)."""
         return F.normalize(self.linear(x.reshape(x.shape[0], -1)), p=2, dim=1)
+
+
+def _global_batch(
+    index: Tensor, student_embedded: Tensor, teacher_embedded: Tensor, sample_weights: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Every rank's (B,), (B, D), (B, D), (B,) rows in global-batch order: (W·B, ...) each.
+
+    A sample present twice (shards padded by wrapping) takes its first occurrence's values in
+    both rows, so the bank update writes one well-defined row. A single process gets its inputs.
+    """
+    if rank_and_world_size()[1] == 1:
+        return index, student_embedded, teacher_embedded, sample_weights
+    dim = student_embedded.shape[1]
+    packed = torch.cat(
+        [
+            index[:, None].double(),
+            student_embedded.double(),
+            teacher_embedded.double(),
+            sample_weights[:, None].double(),
+        ],
+        1,
+    )
+    gathered = gather_global_rows(packed)
+    all_index = gathered[:, 0].long()
+    first = (all_index[:, None] == all_index[None, :]).int().argmax(1)
+    gathered = gathered[first]
+    dtype = student_embedded.dtype
+    return (
+        all_index,
+        gathered[:, 1 : 1 + dim].to(dtype),
+        gathered[:, 1 + dim : 1 + 2 * dim].to(dtype),
+        gathered[:, -1].to(sample_weights.dtype),
+    )
 
 
 @register_distiller
@@ -152,9 +197,12 @@ class ContrastiveRepresentation(Distiller):
         start = self.class_start[anchor_class][:, None]
         size = self.class_size[anchor_class][:, None]
         others = self.num_train - size
-        shape = (index.shape[0], self.params.num_negatives)
-        uniform = torch.rand(
-            shape, generator=generator, device=self.student_memory.device, dtype=torch.float64
+        device = self.student_memory.device
+        uniform = global_rows(
+            lambda shape: torch.rand(
+                shape, generator=generator, device=device, dtype=torch.float64
+            ),
+            (index.shape[0], self.params.num_negatives),
         )
         rank = torch.minimum((uniform * others).to(torch.int32), others - 1)
         position = torch.where(rank >= start, rank + size, rank)
@@ -223,17 +271,16 @@ class ContrastiveRepresentation(Distiller):
         Runs until both constants are set (normally only on the first step): the check that ends
         it is the only host synchronisation of this distiller.
         """
-        selected = sample_weights.sum()
-        estimates = torch.stack(
+        sums = torch.stack(
             [
-                self.num_train
-                * safe_divide(
-                    (sample_weights * torch.exp(scores / self.params.temperature).mean(1)).sum(),
-                    selected,
-                )
+                (sample_weights * torch.exp(scores / self.params.temperature).mean(1)).sum()
                 for scores in (student_scores, teacher_scores)
             ]
+            + [sample_weights.sum()]
         )
+        sums = all_reduce_(sums)
+        selected = sums[2]
+        estimates = self.num_train * safe_divide(sums[:2], selected)
         unset = (self.normalizers < 0) & (selected > 0)
         self.normalizers.copy_(torch.where(unset, estimates, self.normalizers))
         self._normalizers_fixed = bool((self.normalizers > 0).all())
@@ -249,8 +296,12 @@ class ContrastiveRepresentation(Distiller):
         """Momentum update + renormalisation of the selected rows of both banks.
 
         The banks are replaced rather than written in place: the autograd graph of this step keeps
-        the pre-update banks it scored against.
+        the pre-update banks it scored against. With several ranks the update is the global
+        batch's (see the module docstring).
         """
+        index, student_embedded, teacher_embedded, sample_weights = _global_batch(
+            index, student_embedded.detach(), teacher_embedded.detach(), sample_weights
+        )
         momentum = self.params.momentum
         selected = (sample_weights > 0)[:, None]
         for name, embedded in (

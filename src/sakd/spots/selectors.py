@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sakd.engine.distributed import global_rows
 from sakd.errors import SakdError
 from sakd.models.staged import StagedNet
 from sakd.spots.gumbel import GUMBEL_TAU, SeededGenerator, sample_gumbel, straight_through_gumbel
@@ -90,8 +91,10 @@ class RandomSelector(SpotSelector):
     def forward(self, inp: SelectorInput) -> SpotSelection:
         """Random 0/1 weights (B, K)."""
         generator = self.rng.on(inp.images.device)
-        uniform = torch.rand(
-            (inp.images.shape[0], self.num_spots), generator=generator, device=generator.device
+        # Under torchrun: this rank's rows of the global batch's draw (sakd.engine.distributed).
+        uniform = global_rows(
+            lambda shape: torch.rand(shape, generator=generator, device=generator.device),
+            (inp.images.shape[0], self.num_spots),
         )
         return SpotSelection((uniform < 0.5).float())
 
@@ -130,7 +133,9 @@ class AdaptiveSelector(SpotSelector):
     def sample_decisions(self, inp: SelectorInput) -> Tensor:
         """Straight-through decisions a (B, K): exactly 0/1, gradient of the soft Gumbel sample."""
         logits = self.policy(inp.teacher_feats[-1], inp.student_feats[-1])
-        noise = sample_gumbel(logits.shape, self.rng.on(logits.device))
+        generator = self.rng.on(logits.device)
+        # Under torchrun: this rank's rows of the global batch's draw (sakd.engine.distributed).
+        noise = global_rows(lambda shape: sample_gumbel(shape, generator), tuple(logits.shape))
         return straight_through_gumbel(logits, noise, self.tau)[..., 0]
 
     def first_teacher_output(self, inp: SelectorInput) -> Tensor:

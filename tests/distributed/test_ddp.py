@@ -4,7 +4,9 @@ One ``torchrun`` launch (module fixture) runs three jobs through ``sakd.cli.main
 
 * ``crd``: CRD at fixed spots, 2 × 8 images per step, lr 0.05 scaled linearly to 0.1;
 * ``train``: the student alone, same batches;
-* ``adaptive``: AT spot-adaptively with a BatchNorm student, interrupted after its first epoch.
+* ``adaptive``: AT spot-adaptively with a BatchNorm student, interrupted after its first epoch;
+* ``ab``: AB with its pre-training phase, where the student's head gets no gradient, then the main
+  phase, where AB's connectors get none.
 
 The first two use resnet8 without BatchNorm, whose outputs are per sample: a step on two shards
 of 8 is then the step of one process on their union of 16 (sharding interleaves positions, CRD's
@@ -97,6 +99,17 @@ def launch(tmp_path_factory):
             ),
             1,
         ),
+        "ab": (
+            "distill",
+            _distill(
+                root / "ab",
+                teacher,
+                epochs=1,
+                model={"name": "resnet8"},
+                distiller={"name": "ab", "params": {"pretrain_epochs": 1}},
+            ),
+            None,
+        ),
     }
     spec = []
     for name, (command, config, stop) in jobs.items():
@@ -132,7 +145,7 @@ def _records(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("job", ["crd", "train", "adaptive"])
+@pytest.mark.parametrize("job", ["crd", "train", "adaptive", "ab"])
 def test_ranks_end_with_identical_weights(launch, job):
     root, _ = launch
     first, second = _rank_states(root / job)
@@ -182,6 +195,13 @@ def test_training_alone_on_two_ranks_matches_one_process(launch, tmp_path):
     _worker_module().register_test_models()
     run(validate_config(_single_process({**configs["train"], "output_dir": str(tmp_path / "s")})))
     _assert_same_run(root / "train", tmp_path / "s")
+
+
+def test_phases_with_parameters_left_unused_run_on_two_ranks(launch):
+    root, _ = launch
+    pretrain = [json.loads(x) for x in (root / "ab" / "pretrain.jsonl").read_text().splitlines()]
+    assert len(pretrain) == 1 and "pretrain_ab" in pretrain[0]["losses"]
+    assert [r["epoch"] for r in _records(root / "ab")] == [0]
 
 
 def test_rank_zero_writes_the_run_folder_once(launch):

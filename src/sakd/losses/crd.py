@@ -11,7 +11,7 @@ Two things differ from the authors' code in *how*, not *what*, they compute:
 * negatives are drawn on the bank's device in one batched call, with a generator owned by the
   distiller (saved in ``state_dict`` through the extra-state mechanism): uniformly over the
   training samples of other classes, **with replacement** (RepDistiller's data loader draws them
-  without replacement per sample; see ``docs/distillers_part2.md``);
+  without replacement per sample; see ``docs/distillers.md``);
 * scores are computed as the full product ``anchors @ bankᵀ`` (B × N) and then gathered at the
   (B, K+1) contrast indices, instead of gathering a (B, K+1, D) tensor of bank rows first.
 

@@ -88,6 +88,36 @@ def _cmd_quickstart(args: argparse.Namespace) -> None:
     quickstart(args.out, args.overrides)
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> None:
+    from sakd.experiments.runner import Shard, reproduce
+
+    shard = Shard.parse(args.shard) if args.shard else None
+    reproduce(args.grid, args.overrides, shard=shard, out=args.out, dry_run=args.dry_run)
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from sakd.experiments.report import build_report, write_report
+
+    report = build_report(args.dir, grid=args.grid, overrides=args.overrides)
+    plots = []
+    if args.plots and report.results:
+        from sakd.experiments.plot import make_plots
+
+        plots = make_plots(report)
+    md_path, csv_path = write_report(report, plots)
+    print(
+        f"report: {len(report.results)} finished run(s), {len(report.problems)} problem(s) -> "
+        f"{md_path}, {csv_path}" + (f", {len(plots)} figure(s)" if plots else "")
+    )
+
+
+def _cmd_plot(args: argparse.Namespace) -> None:
+    from sakd.experiments.plot import plot_dir
+
+    for path in plot_dir(args.dir, args.out):
+        print(path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``sakd``."""
     parser = argparse.ArgumentParser(
@@ -129,6 +159,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     with_overrides(p)
     p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser(
+        "reproduce", help="run a grid of runs (R1, R2, R3 or a grid file), resumably, in shards"
+    )
+    p.add_argument("grid", help="R1, R2, R3 (the paper's tables) or a grid YAML file")
+    with_overrides(p)
+    p.add_argument("--shard", metavar="I/N", help="run only the runs whose index %% N == I")
+    p.add_argument("--out", help="root folder for the runs and teachers (default: here)")
+    p.add_argument("--dry-run", action="store_true", help="validate and list the runs, run none")
+    p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("report", help="aggregate the runs under DIR into report.md and report.csv")
+    p.add_argument("dir", help="folder holding the runs (searched recursively)")
+    p.add_argument(
+        "--grid", help="the grid that made them (R1, R2, R3 or a file): shows missing runs"
+    )
+    p.add_argument("--plots", action="store_true", help="also write the figures into DIR/plots")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="the grid's overrides (with --grid)"
+    )
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("plot", help="PNG figures of the runs under DIR")
+    p.add_argument("dir", help="folder holding the runs (searched recursively)")
+    p.add_argument("--out", help="folder for the figures (default DIR/plots)")
+    p.set_defaults(func=_cmd_plot)
     return parser
 
 

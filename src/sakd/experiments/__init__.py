@@ -1,0 +1,1 @@
+"""Experiments: grids of runs (``sakd reproduce``), result tables (``sakd report``) and figures."""

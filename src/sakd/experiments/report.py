@@ -1,0 +1,621 @@
+"""``sakd report DIR``: every run under DIR aggregated into ``report.md`` and ``report.csv``.
+
+For each pair × distiller and spot mode: top-1 at the best and at the last epoch as mean ± sample
+standard deviation over seeds, the gain of each mode over ``fixed`` (paired by seed), the paper's
+numbers and our distance to them, the teacher's accuracy and checksum, the seeds behind each
+number, the protocol facts, the adaptive runs' spot rates, and every run folder that does not count
+and why. Nothing is dropped silently: expected runs without a result are listed as missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sakd.engine.checkpoint import atomic_write_text
+from sakd.errors import SakdError
+from sakd.experiments.reference import Published, lookup, published_baselines
+from sakd.experiments.results import CellKey, Problem, RunResult, collect_runs
+
+MODE_ORDER = ("fixed", "adaptive", "random", "anti")
+# Config keys that may differ between the runs of one cell (they do not change what is measured).
+VOLATILE_KEYS = ("seed", "output_dir", "name", "progress", "resume", "device", "spots.mode")
+CSV_FIELDS = [
+    "kind",
+    "dataset",
+    "teacher",
+    "student",
+    "distiller",
+    "mode",
+    "n",
+    "seeds",
+    "expected_seeds",
+    "missing_seeds",
+    "best_mean",
+    "best_std",
+    "last_mean",
+    "last_std",
+    "best_epoch_mean",
+    "epochs",
+    "gain_vs_fixed_best_mean",
+    "gain_vs_fixed_best_std",
+    "gain_vs_fixed_last_mean",
+    "gain_vs_fixed_last_std",
+    "gain_n",
+    "paper_table",
+    "paper_top1",
+    "ours_best_minus_paper",
+    "paper_note",
+    "teacher_top1",
+    "paper_teacher_top1",
+    "teacher_sha256",
+    "precision",
+    "device",
+    "spot_rates_last_epoch",
+]
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation (n − 1 in the denominator; None when n < 2)."""
+
+    n: int
+    mean: float | None
+    std: float | None
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Stat:
+        """The statistic of ``values`` (mean None when empty)."""
+        data = list(values)
+        if not data:
+            return cls(0, None, None)
+        std = statistics.stdev(data) if len(data) > 1 else None
+        return cls(len(data), statistics.fmean(data), std)
+
+    def text(self) -> str:
+        """``mean ± std`` with two decimals (``mean`` alone for one seed, ``–`` for none)."""
+        if self.mean is None:
+            return "–"
+        if self.std is None:
+            return f"{self.mean:.2f}"
+        return f"{self.mean:.2f} ± {self.std:.2f}"
+
+
+@dataclass
+class ModeResult:
+    """The finished runs of one cell in one spot mode, and the seeds that were expected."""
+
+    runs: list[RunResult] = field(default_factory=list)
+    expected: set[int] | None = None
+
+    @property
+    def seeds(self) -> list[int]:
+        """Seeds with a finished run."""
+        return sorted(r.seed for r in self.runs)
+
+    @property
+    def missing(self) -> list[int]:
+        """Expected seeds without a finished run."""
+        return sorted((self.expected or set()) - set(self.seeds))
+
+    @property
+    def best(self) -> Stat:
+        """Best-epoch top-1 over seeds."""
+        return Stat.of(r.best_top1 for r in self.runs)
+
+    @property
+    def last(self) -> Stat:
+        """Last-epoch top-1 over seeds."""
+        return Stat.of(r.last_top1 for r in self.runs)
+
+    @property
+    def best_epoch(self) -> Stat:
+        """1-based epoch of the best top-1 over seeds."""
+        return Stat.of(r.best_epoch for r in self.runs)
+
+    def seeds_text(self) -> str:
+        """``k/n`` seeds found of the expected ones, or ``n=k`` when nothing was expected."""
+        if self.expected is None:
+            return f"n={len(self.runs)}"
+        return f"{len(set(self.seeds) & self.expected)}/{len(self.expected)}"
+
+    def spot_rates(self) -> list[float] | None:
+        """Last-epoch spot rates averaged over seeds (feature spots…, logits)."""
+        rows = [r.spot_rates[-1] for r in self.runs if r.spot_rates]
+        if not rows or len({len(row) for row in rows}) != 1:
+            return None
+        return [statistics.fmean(column) for column in zip(*rows, strict=True)]
+
+
+@dataclass
+class Cell:
+    """One pair × distiller (or one single network): its runs by spot mode."""
+
+    key: CellKey
+    modes: dict[str, ModeResult] = field(default_factory=dict)
+
+    def mode(self, name: str) -> ModeResult:
+        """The results of mode ``name``, added to the cell when absent."""
+        return self.modes.setdefault(name, ModeResult())
+
+    def get(self, name: str) -> ModeResult:
+        """The results of mode ``name`` (empty when none ran or were expected)."""
+        return self.modes.get(name) or ModeResult()
+
+    def runs(self) -> list[RunResult]:
+        """Every finished run of the cell."""
+        return [r for m in self.modes.values() for r in m.runs]
+
+    def gain(self, mode: str, epoch: str = "best") -> Stat:
+        """``mode`` − fixed over the seeds run in both (paired), at the best or last epoch."""
+        if mode not in self.modes or "fixed" not in self.modes:
+            return Stat(0, None, None)
+        fixed = {r.seed: r for r in self.modes["fixed"].runs}
+        pick = (lambda r: r.best_top1) if epoch == "best" else (lambda r: r.last_top1)
+        return Stat.of(
+            pick(r) - pick(fixed[r.seed]) for r in self.modes[mode].runs if r.seed in fixed
+        )
+
+    def published(self) -> Published | None:
+        """The paper's numbers for this cell."""
+        k = self.key
+        if k.teacher is None or k.distiller is None:
+            return None
+        return lookup(k.dataset, k.teacher, k.student, k.distiller)
+
+
+@dataclass
+class Report:
+    """Everything ``report.md`` / ``report.csv`` show."""
+
+    root: Path
+    cells: list[Cell]
+    singles: list[Cell]
+    problems: list[Problem]
+    results: list[RunResult]
+    grid: str | None = None
+
+
+def build_report(
+    root: str | Path, grid: str | None = None, overrides: list[str] | None = None
+) -> Report:
+    """Collect and aggregate every run under ``root`` (and the runs ``grid`` expects)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SakdError(f"{str(root)!r} is not a folder: give the folder that holds the runs")
+    results, problems = collect_runs(root)
+    cells: dict[CellKey, Cell] = {}
+    if grid is not None:
+        for key, mode, seeds in expected_runs(grid, overrides):
+            cell = cells.setdefault(key, Cell(key))
+            cell.mode(mode).expected = set(seeds)
+    for result in results:
+        cell = cells.setdefault(result.key, Cell(result.key))
+        cell.mode(result.mode or "single").runs.append(result)
+    ordered = sorted(cells.values(), key=_cell_order)
+    distill = [c for c in ordered if c.key.teacher is not None]
+    singles = [c for c in ordered if c.key.teacher is None]
+    problems = [*problems, *_mixed_protocols(ordered), *_duplicate_seeds(ordered)]
+    return Report(root, distill, singles, problems, results, grid)
+
+
+def expected_runs(
+    grid: str, overrides: list[str] | None = None
+) -> list[tuple[CellKey, str, list[int]]]:
+    """(cell, mode, seeds) of every run the grid ``grid`` holds."""
+    from sakd.experiments.grid import load_grid, plan_grid
+
+    spec, name = load_grid(grid)
+    plan = plan_grid(spec, name, overrides, check_disk=False)
+    expected: dict[tuple[CellKey, str], list[int]] = defaultdict(list)
+    for planned in plan.runs:
+        cfg = planned.config
+        assert cfg.teacher is not None
+        key = CellKey(cfg.data.name, cfg.teacher.name, cfg.model.name, planned.distiller)
+        expected[(key, planned.mode)].append(planned.seed)
+    return [(key, mode, seeds) for (key, mode), seeds in expected.items()]
+
+
+def _cell_order(cell: Cell) -> tuple:
+    k = cell.key
+    return (k.dataset, k.teacher or "", k.student, k.distiller or "")
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _mixed_protocols(cells: list[Cell]) -> list[Problem]:
+    """A cell whose runs differ in more than seed and spot mode mixes protocols: say so."""
+    problems = []
+    for cell in cells:
+        runs = cell.runs()
+        flats = [_flatten(r.config) for r in runs]
+        keys = set().union(*flats) - set(VOLATILE_KEYS) if flats else set()
+        differing = sorted(k for k in keys if len({repr(f.get(k)) for f in flats}) > 1)
+        if differing:
+            shown = ", ".join(differing[:6]) + (" …" if len(differing) > 6 else "")
+            problems.append(
+                Problem(
+                    runs[0].path.parent,
+                    "mixed",
+                    f"{_label(cell.key)}: its {len(runs)} runs differ in {shown}; the numbers "
+                    "mix protocols (counted anyway)",
+                )
+            )
+    return problems
+
+
+def _duplicate_seeds(cells: list[Cell]) -> list[Problem]:
+    problems = []
+    for cell in cells:
+        for mode, result in cell.modes.items():
+            repeated = sorted(s for s, n in Counter(result.seeds).items() if n > 1)
+            if repeated:
+                paths = ", ".join(str(r.path) for r in result.runs if r.seed in repeated)
+                problems.append(
+                    Problem(
+                        result.runs[0].path,
+                        "duplicate",
+                        f"{_label(cell.key)} {mode}: seed(s) {repeated} appear in several folders "
+                        f"({paths}); each counts once per folder",
+                    )
+                )
+    return problems
+
+
+def _label(key: CellKey) -> str:
+    head = f"{key.dataset} {key.pair}"
+    return head if key.distiller is None else f"{head} {key.distiller}"
+
+
+# --------------------------------------------------------------------------------------- writing
+def write_report(report: Report, plots: list[Path] | None = None) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.csv`` into the report's folder; returns their paths."""
+    md_path, csv_path = report.root / "report.md", report.root / "report.csv"
+    atomic_write_text(md_path, render_markdown(report, plots or []))
+    atomic_write_text(csv_path, render_csv(report))
+    return md_path, csv_path
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def _counted(values: Iterable[Any]) -> str:
+    counts = Counter(str(v) for v in values)
+    if not counts:
+        return "–"
+    return ", ".join(f"{v} ({n} run{'s' if n > 1 else ''})" for v, n in counts.most_common())
+
+
+def _precision(result: RunResult) -> str:
+    return str(result.info.get("precision") or result.config.get("precision", "?"))
+
+
+def _device(result: RunResult) -> str:
+    info = result.info
+    if "device" not in info:
+        return "?"
+    name = info.get("device_name")
+    return f"{info['device']} ({name})" if name else str(info["device"])
+
+
+def render_markdown(report: Report, plots: list[Path]) -> str:
+    """The report as Markdown."""
+    out: list[str] = [f"# Results under `{report.root}`", ""]
+    runs, cells = report.results, report.cells
+    out += [
+        f"{len(runs)} finished run(s) in {len(cells)} pair × distiller cell(s) and "
+        f"{len(report.singles)} single-network cell(s); {len(report.problems)} problem(s)"
+        + (f"; expected runs from grid `{report.grid}`." if report.grid else "."),
+        "",
+        "How to read it:",
+        "",
+        "- Top-1 accuracy in % on the test split, **mean ± sample standard deviation** over seeds "
+        "(n − 1 in the denominator; a single seed shows the mean alone).",
+        "- **best**: the highest test top-1 over the epochs — chosen on the test split, as "
+        "RepDistiller and the SAKD authors do; **last**: after the final epoch.",
+        "- **gain**: mode − fixed for each seed run in both modes (paired by seed), mean ± std of "
+        "those differences.",
+        "- **paper**: the SAKD paper's tables R1–R3 (fixed = its “Stan.”, distiller + vanilla KD; "
+        "presumably best-epoch numbers); **ours − paper** uses our best-epoch mean.",
+        "- **seeds**: finished runs behind each number (k/n of those the grid expects, or n=k).",
+        "",
+    ]
+    out += _protocol_section(runs)
+    for (dataset, teacher, student), group in _by_pair(cells):
+        out += _pair_section(dataset, teacher, student, group)
+    out += _spot_section(cells)
+    out += _single_section(report.singles)
+    out += _missing_section(cells + report.singles)
+    out += _problem_section(report.problems, report.root)
+    if plots:
+        out += ["## Figures", ""]
+        for path in plots:
+            rel = path.relative_to(report.root) if path.is_relative_to(report.root) else path
+            out += [f"![{path.stem}]({rel.as_posix()})", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _protocol_section(runs: list[RunResult]) -> list[str]:
+    if not runs:
+        return ["No finished runs.", ""]
+    facts = [
+        ("dataset", [r.key.dataset for r in runs]),
+        ("epochs", [r.config.get("epochs") for r in runs]),
+        ("batch size", [r.config.get("batch_size") for r in runs]),
+        ("lr", [r.config.get("lr") for r in runs]),
+        ("precision", [_precision(r) for r in runs]),
+        ("device", [_device(r) for r in runs]),
+        ("torch", [r.info.get("torch", "?") for r in runs]),
+        ("train images", [r.info.get("train_size", "?") for r in runs]),
+        ("test images", [r.info.get("test_size", "?") for r in runs]),
+    ]
+    out = ["## Protocol", "", "| fact | value (runs) |", "|---|---|"]
+    out += [f"| {name} | {_counted(values)} |" for name, values in facts]
+    return [*out, ""]
+
+
+def _by_pair(cells: list[Cell]):
+    groups: dict[tuple[str, str, str], list[Cell]] = defaultdict(list)
+    for cell in cells:
+        assert cell.key.teacher is not None
+        groups[(cell.key.dataset, cell.key.teacher, cell.key.student)].append(cell)
+    return groups.items()
+
+
+def _teacher_line(dataset: str, teacher: str, student: str, cells: list[Cell]) -> str:
+    runs = [r for c in cells for r in c.runs()]
+    accs = [float(r.info["teacher_top1"]) for r in runs if "teacher_top1" in r.info]
+    digests = Counter(str(r.info.get("teacher_sha256", "?")) for r in runs)
+    base = published_baselines().get((dataset, teacher, student))
+    ours = Stat.of(accs).text() if accs else "?"
+    paper = f"; paper {base.teacher:.2f}" if base and base.teacher is not None else ""
+    sums = ", ".join(
+        f"`{d[:16]}`{'…' if len(d) > 16 else ''} ({n} run{'s' if n > 1 else ''})"
+        for d, n in digests.most_common()
+    )
+    warn = " — **several teacher files**" if len(digests) > 1 else ""
+    return f"Teacher {teacher}: top-1 {ours} (ours, as each run evaluated it){paper}; SHA-256 {sums}{warn}."
+
+
+def _pair_section(dataset: str, teacher: str, student: str, cells: list[Cell]) -> list[str]:
+    base = published_baselines().get((dataset, teacher, student))
+    where = f" (paper table {base.table})" if base else ""
+    out = [f"## {dataset}: {teacher} → {student}{where}", ""]
+    out += [_teacher_line(dataset, teacher, student, cells), ""]
+    extra = [m for m in MODE_ORDER[2:] if any(m in c.modes for c in cells)]
+    header = [
+        "distiller",
+        "fixed best",
+        "adaptive best",
+        "gain best",
+        "fixed last",
+        "adaptive last",
+        "gain last",
+    ]
+    for mode in extra:
+        header += [f"{mode} best", f"{mode} last", f"{mode} gain best"]
+    header += ["paper fixed", "paper adaptive", "paper gain", "ours − paper (fixed / adaptive)"]
+    header += ["seeds (" + " / ".join(["fixed", "adaptive", *extra]) + ")"]
+    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    notes = []
+    for cell in cells:
+        fixed, adaptive = cell.get("fixed"), cell.get("adaptive")
+        row = [
+            cell.key.distiller or "?",
+            _mode_text(fixed, "best"),
+            _mode_text(adaptive, "best"),
+            cell.gain("adaptive").text(),
+            _mode_text(fixed, "last"),
+            _mode_text(adaptive, "last"),
+            cell.gain("adaptive", "last").text(),
+        ]
+        for mode in extra:
+            result = cell.get(mode)
+            row += [_mode_text(result, "best"), _mode_text(result, "last"), cell.gain(mode).text()]
+        paper = cell.published()
+        if paper is None:
+            row += ["–", "–", "–", "–"]
+        else:
+            row += [
+                _fmt(paper.fixed),
+                _fmt(paper.adaptive),
+                _fmt(paper.gain, signed=True),
+                f"{_distance(fixed, paper.fixed)} / {_distance(adaptive, paper.adaptive)}",
+            ]
+            if paper.note:
+                notes.append(f"- {cell.key.distiller}: {paper.note}")
+        row.append(" / ".join(cell.get(m).seeds_text() for m in ("fixed", "adaptive", *extra)))
+        out.append("| " + " | ".join(row) + " |")
+    return [*out, "", *notes, *([""] if notes else [])]
+
+
+def _mode_text(result: ModeResult, epoch: str) -> str:
+    if not result.runs:
+        return "missing" if result.expected else "–"
+    return (result.best if epoch == "best" else result.last).text()
+
+
+def _distance(result: ModeResult, paper: float | None) -> str:
+    mean = result.best.mean
+    if mean is None or paper is None:
+        return "–"
+    return f"{mean - paper:+.2f}"
+
+
+def _rates_text(rates: list[float] | None) -> str:
+    if not rates:
+        return "–"
+    features = " ".join(f"{r:.2f}" for r in rates[:-1])
+    return f"{features} · logits {rates[-1]:.2f}" if features else f"logits {rates[-1]:.2f}"
+
+
+def _spot_section(cells: list[Cell]) -> list[str]:
+    rows = []
+    for cell in cells:
+        adaptive = cell.modes.get("adaptive")
+        if adaptive is None or not adaptive.runs:
+            continue
+        rows.append(
+            f"| {cell.key.dataset} | {cell.key.pair} | {cell.key.distiller} | "
+            f"{_rates_text(adaptive.spot_rates())} | {len(adaptive.runs)} |"
+        )
+    if not rows:
+        return []
+    return [
+        "## Spot rates of the adaptive runs (last epoch)",
+        "",
+        "Fraction of training samples distilled at each spot in the last epoch, mean over seeds "
+        "(feature spots in order, then the logit spot).",
+        "",
+        "| dataset | pair | distiller | spot rates | seeds |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def _single_section(singles: list[Cell]) -> list[str]:
+    if not singles:
+        return []
+    out = [
+        "## Single networks (teachers, students alone)",
+        "",
+        "| dataset | network | best | last | epochs | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cell in singles:
+        result = cell.get("single")
+        epochs = _counted(r.config.get("epochs") for r in result.runs)
+        out.append(
+            f"| {cell.key.dataset} | {cell.key.student} | {result.best.text()} | "
+            f"{result.last.text()} | {epochs} | {result.seeds_text()} |"
+        )
+    return [*out, ""]
+
+
+def _missing_section(cells: list[Cell]) -> list[str]:
+    rows = []
+    for cell in cells:
+        for mode, result in sorted(cell.modes.items(), key=lambda m: _mode_rank(m[0])):
+            if result.missing:
+                seeds = ", ".join(str(s) for s in result.missing)
+                rows.append(f"| {_label(cell.key)} | {mode} | {seeds} |")
+    if not rows:
+        return []
+    return [
+        "## Missing runs",
+        "",
+        "Expected by the grid, with no finished run under this folder.",
+        "",
+        "| cell | mode | missing seeds |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def _mode_rank(mode: str) -> int:
+    return MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
+
+
+def _problem_section(problems: list[Problem], root: Path) -> list[str]:
+    if not problems:
+        return ["## Problems", "", "None: every run folder under this folder counts.", ""]
+    out = [
+        "## Problems",
+        "",
+        "Run folders that do not count (or cells that need care), and why.",
+        "",
+        "| folder | kind | what |",
+        "|---|---|---|",
+    ]
+    for problem in problems:
+        folder = (
+            problem.path.relative_to(root) if problem.path.is_relative_to(root) else problem.path
+        )
+        out.append(f"| `{folder.as_posix()}` | {problem.kind} | {problem.message} |")
+    return [*out, ""]
+
+
+def render_csv(report: Report) -> str:
+    """The report as CSV: one row per cell × spot mode (and one per single network)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for cell in [*report.cells, *report.singles]:
+        for mode, result in sorted(cell.modes.items(), key=lambda m: _mode_rank(m[0])):
+            writer.writerow(_csv_row(cell, mode, result))
+    return buffer.getvalue()
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _csv_row(cell: Cell, mode: str, result: ModeResult) -> dict[str, Any]:
+    key = cell.key
+    runs = result.runs
+    paper = cell.published()
+    paper_top1 = None
+    if paper is not None:
+        paper_top1 = {"fixed": paper.fixed, "adaptive": paper.adaptive}.get(mode)
+    gain_best = cell.gain(mode) if mode != "fixed" else Stat(0, None, None)
+    gain_last = cell.gain(mode, "last") if mode != "fixed" else Stat(0, None, None)
+    teacher_accs = [float(r.info["teacher_top1"]) for r in runs if "teacher_top1" in r.info]
+    base = published_baselines().get((key.dataset, key.teacher or "", key.student))
+    best = result.best
+    return {
+        "kind": "single" if key.teacher is None else "distill",
+        "dataset": key.dataset,
+        "teacher": key.teacher or "",
+        "student": key.student,
+        "distiller": key.distiller or "",
+        "mode": "" if mode == "single" else mode,
+        "n": len(runs),
+        "seeds": " ".join(str(s) for s in result.seeds),
+        "expected_seeds": " ".join(str(s) for s in sorted(result.expected or [])),
+        "missing_seeds": " ".join(str(s) for s in result.missing),
+        "best_mean": _num(best.mean),
+        "best_std": _num(best.std),
+        "last_mean": _num(result.last.mean),
+        "last_std": _num(result.last.std),
+        "best_epoch_mean": _num(result.best_epoch.mean),
+        "epochs": " ".join(sorted({str(r.config.get("epochs")) for r in runs})),
+        "gain_vs_fixed_best_mean": _num(gain_best.mean),
+        "gain_vs_fixed_best_std": _num(gain_best.std),
+        "gain_vs_fixed_last_mean": _num(gain_last.mean),
+        "gain_vs_fixed_last_std": _num(gain_last.std),
+        "gain_n": gain_best.n if mode != "fixed" else "",
+        "paper_table": paper.table if paper else "",
+        "paper_top1": _num(paper_top1),
+        "ours_best_minus_paper": _num(
+            None if best.mean is None or paper_top1 is None else best.mean - paper_top1
+        ),
+        "paper_note": (paper.note if paper else None) or "",
+        "teacher_top1": _num(Stat.of(teacher_accs).mean),
+        "paper_teacher_top1": _num(base.teacher if base else None),
+        "teacher_sha256": " ".join(sorted({str(r.info.get("teacher_sha256", "")) for r in runs}))
+        if key.teacher
+        else "",
+        "precision": " ".join(sorted({_precision(r) for r in runs})),
+        "device": " ".join(sorted({_device(r) for r in runs})),
+        "spot_rates_last_epoch": " ".join(f"{v:.4f}" for v in (result.spot_rates() or [])),
+    }

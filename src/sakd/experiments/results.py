@@ -1,0 +1,179 @@
+"""Read run folders back: configuration, per-epoch metrics, run facts, and what is wrong with them.
+
+A run folder is any folder holding ``config.yaml``. A run counts in results only when its
+``metrics.jsonl`` parses and holds one record per epoch 0 … epochs−1; anything else (corrupt or
+partial metrics, unfinished runs, unreadable files) becomes a :class:`Problem` and the rest of the
+folder tree is still read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class CellKey:
+    """What a result row is about: the data, the pair and the distiller (None: a single network)."""
+
+    dataset: str
+    teacher: str | None
+    student: str
+    distiller: str | None
+
+    @property
+    def pair(self) -> str:
+        """``teacher -> student`` (or the network's name for a single-network run)."""
+        return self.student if self.teacher is None else f"{self.teacher} -> {self.student}"
+
+
+@dataclass
+class RunResult:
+    """One finished run: its identity, its per-epoch test top-1 and the facts in run.json."""
+
+    path: Path
+    key: CellKey
+    mode: str | None
+    seed: int
+    config: dict[str, Any]
+    records: list[dict[str, Any]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def curve(self) -> list[float]:
+        """Test top-1 (%) after each epoch."""
+        return [float(r["test_top1"]) for r in self.records]
+
+    @property
+    def best_top1(self) -> float:
+        """Highest test top-1 over the epochs (chosen on the test split)."""
+        return max(self.curve)
+
+    @property
+    def best_epoch(self) -> int:
+        """1-based epoch of the best test top-1 (the first one on ties)."""
+        curve = self.curve
+        return curve.index(max(curve)) + 1
+
+    @property
+    def last_top1(self) -> float:
+        """Test top-1 after the last epoch."""
+        return self.curve[-1]
+
+    @property
+    def spot_rates(self) -> list[list[float]] | None:
+        """Per epoch, the fraction of samples distilled at each spot (None if not logged)."""
+        rates = [r.get("spot_rates") for r in self.records]
+        return None if any(r is None for r in rates) else rates
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A run folder that does not count, and why."""
+
+    path: Path
+    kind: str
+    message: str
+
+
+def collect_runs(root: Path) -> tuple[list[RunResult], list[Problem]]:
+    """Every run under ``root``: the finished ones, and a problem for each one that does not count."""
+    results: list[RunResult] = []
+    problems: list[Problem] = []
+    for config_path in sorted(root.rglob("config.yaml")):
+        folder = config_path.parent
+        outcome = read_run(folder)
+        (results if isinstance(outcome, RunResult) else problems).append(outcome)
+    return results, problems
+
+
+def read_run(folder: Path) -> RunResult | Problem:
+    """The run in ``folder``, or the :class:`Problem` that keeps it out of the results."""
+    try:
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        return Problem(folder, "unreadable", f"config.yaml cannot be read ({type(exc).__name__})")
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        return Problem(folder, "unreadable", "config.yaml is not a sakd run configuration")
+    epochs = int(config.get("epochs", 0))
+    finished = (folder / "summary.json").is_file()
+    metrics = folder / "metrics.jsonl"
+    if not metrics.is_file():
+        if finished:
+            return Problem(folder, "corrupt", "metrics.jsonl is missing but summary.json exists")
+        return Problem(folder, "unfinished", f"no epoch finished yet (0 of {epochs})")
+    records, error = _parse_metrics(metrics)
+    if error is not None:
+        return Problem(folder, "corrupt", error)
+    done = [int(r["epoch"]) for r in records]
+    if done != list(range(len(done))):
+        return Problem(folder, "partial", f"metrics.jsonl epochs are {_spans(done)}, not 1..n")
+    if len(records) < epochs:
+        if finished:
+            return Problem(
+                folder,
+                "partial",
+                f"metrics.jsonl holds {len(records)} of {epochs} epochs but summary.json exists",
+            )
+        return Problem(folder, "unfinished", f"{len(records)} of {epochs} epochs done")
+    if len(records) > epochs:
+        return Problem(
+            folder, "partial", f"metrics.jsonl holds {len(records)} epochs, config {epochs}"
+        )
+    return RunResult(
+        path=folder,
+        key=_cell_key(config),
+        mode=(config.get("spots") or {}).get("mode") if config.get("teacher") else None,
+        seed=int(config.get("seed", 0)),
+        config=config,
+        records=records,
+        info=_read_info(folder),
+    )
+
+
+def _parse_metrics(path: Path) -> tuple[list[dict[str, Any]], str | None]:
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            return [], f"metrics.jsonl line {number} is not JSON (corrupt or cut short)"
+        if not isinstance(record, dict) or "epoch" not in record:
+            return [], f"metrics.jsonl line {number} is not an epoch record"
+        top1 = record.get("test_top1")
+        if not isinstance(top1, int | float) or not math.isfinite(top1):
+            return [], f"metrics.jsonl line {number} has no finite test_top1"
+        records.append(record)
+    if not records:
+        return [], "metrics.jsonl is empty"
+    return records, None
+
+
+def _spans(epochs: list[int]) -> str:
+    return ", ".join(str(e + 1) for e in epochs[:12]) + (" …" if len(epochs) > 12 else "")
+
+
+def _cell_key(config: dict[str, Any]) -> CellKey:
+    teacher = config.get("teacher") or {}
+    distiller = config.get("distiller") or {}
+    return CellKey(
+        dataset=str((config.get("data") or {}).get("name", "?")),
+        teacher=teacher.get("name"),
+        student=str(config["model"].get("name", "?")),
+        distiller=distiller.get("name", "kd") if teacher else None,
+    )
+
+
+def _read_info(folder: Path) -> dict[str, Any]:
+    try:
+        info = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}

@@ -1,0 +1,70 @@
+"""Helpers for the experiment tests: tiny grids on the embedded data, fabricated run folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from sakd.config import dump_config, load_config
+
+# A few steps per run: 64 training images in batches of 32, 32 test images, one epoch.
+TINY = [
+    "epochs=1",
+    "batch_size=32",
+    "data.train_limit=64",
+    "data.test_limit=32",
+    "progress=false",
+    "precision=bf16",
+    "channels_last=true",
+]
+
+
+def write_grid(path: Path, **fields) -> Path:
+    """A grid file with the quickstart pair and the tiny settings unless ``fields`` say otherwise."""
+    grid = {
+        "name": path.stem,
+        "pairs": ["quickstart"],
+        "distillers": ["kd"],
+        "modes": ["fixed"],
+        "seeds": [0],
+        "overrides": [
+            *TINY,
+            "output_dir=runs/{teacher}-{student}/{distiller}-{mode}/seed{seed}",
+        ],
+    }
+    grid.update(fields)
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    return path
+
+
+def fabricate_run(
+    folder: Path,
+    recipe: str,
+    overrides: list[str],
+    top1: list[float],
+    *,
+    finished: bool = True,
+    spot_rates: list[list[float]] | None = None,
+    teacher_top1: float = 79.0,
+    teacher_sha256: str = "ab" * 32,
+) -> Path:
+    """A run folder written by hand: config.yaml, metrics.jsonl (one record per value), run.json."""
+    cfg = load_config(recipe, [*overrides, f"output_dir={folder}"])
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(dump_config(cfg))
+    lines = []
+    for epoch, acc in enumerate(top1):
+        record = {"epoch": epoch, "losses": {"ce": 1.0}, "test_top1": acc, "test_top5": 99.0}
+        if spot_rates is not None:
+            record["spot_rates"] = spot_rates[epoch]
+        lines.append(json.dumps(record))
+    (folder / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+    info = {"precision": "fp32", "device": "cuda", "device_name": "Test GPU", "torch": "2.x"}
+    if cfg.teacher is not None:
+        info.update(teacher_sha256=teacher_sha256, teacher_top1=teacher_top1)
+    (folder / "run.json").write_text(json.dumps(info))
+    if finished:
+        (folder / "summary.json").write_text(json.dumps({"best_top1": max(top1)}))
+    return folder

@@ -2,10 +2,11 @@
 
 ``python -m torch.distributed.run --nproc_per_node=2 ddp_worker.py SPEC.json`` runs, on every
 rank, each entry of the spec — ``{"command": "distill" | "train", "config": YAML_PATH,
-"stop_after_epochs": int | null}`` — through ``sakd.cli.main`` (what ``-m sakd`` runs), and after
+"stop_after_epochs": int | null, "expected_status": int (optional)}`` — through ``sakd.cli.main`` (what ``-m sakd`` runs), and after
 every checkpoint writes this rank's module states to ``<output_dir>/rank<r>.pt``, so the test can
 compare the ranks. ``stop_after_epochs`` interrupts the run after that many saved epochs (as a
-Ctrl-C would), leaving a checkpoint to resume from.
+Ctrl-C would), leaving a checkpoint to resume from. The worker exits with 0 when every command
+ended with its expected status (0, 130 when interrupted, or the entry's ``expected_status``).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def run_spec(spec_path: Path) -> int:
         patch_save(entry.get("stop_after_epochs"))
         code = main([entry["command"], entry["config"]])
         trainer_module.Trainer._save = original_save
-        expected = 130 if entry.get("stop_after_epochs") else 0
+        expected = entry.get("expected_status", 130 if entry.get("stop_after_epochs") else 0)
         if code != expected and status == 0:
             status = code or 1
     return status

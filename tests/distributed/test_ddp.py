@@ -6,7 +6,8 @@ One ``torchrun`` launch (module fixture) runs three jobs through ``sakd.cli.main
 * ``train``: the student alone, same batches;
 * ``adaptive``: AT spot-adaptively with a BatchNorm student, interrupted after its first epoch;
 * ``ab``: AB with its pre-training phase, where the student's head gets no gradient, then the main
-  phase, where AB's connectors get none.
+  phase, where AB's connectors get none;
+* ``bad``: an ``output_dir`` that is a file, which rank 0 finds: both ranks must exit with status 2.
 
 The first two use resnet8 without BatchNorm, whose outputs are per sample: a step on two shards
 of 8 is then the step of one process on their union of 16 (sharding interleaves positions, CRD's
@@ -116,6 +117,9 @@ def launch(tmp_path_factory):
         path = root / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
         spec.append({"command": command, "config": str(path), "stop_after_epochs": stop})
+    (root / "a-file").write_text("")
+    (root / "bad.yaml").write_text(yaml.safe_dump(_base(root / "a-file")))
+    spec.append({"command": "train", "config": str(root / "bad.yaml"), "expected_status": 2})
     (root / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(
@@ -134,6 +138,9 @@ def launch(tmp_path_factory):
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # The bad job: one line from each rank, rank 0's message on both.
+    errors = [line for line in result.stderr.splitlines() if line.startswith("sakd: error:")]
+    assert len(errors) == 2 and all("is a file" in line for line in errors), errors
     return root, {name: config for name, (_, config, _) in jobs.items()}
 
 

@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from sakd.engine.task import Phase, StepResult
 from sakd.errors import SakdError
 
 T = TypeVar("T")
@@ -76,11 +77,6 @@ def rank_and_world_size() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def is_main_rank() -> bool:
-    """True on rank 0 (and in a single process)."""
-    return rank_and_world_size()[0] == 0
 
 
 def resolve_device(device: str, launch: Launch) -> str:
@@ -251,7 +247,9 @@ class _PhaseModule(nn.Module):
         self.task = task
         self.step_fn = step
 
-    def forward(self, images: Tensor, labels: Tensor, index: Tensor, epoch: int):
+    def forward(
+        self, images: Tensor, labels: Tensor, index: Tensor, epoch: int
+    ) -> tuple[dict[str, Tensor], Tensor | None, dict[str, Tensor]]:
         """(losses dict, logits, stats dict) of the wrapped step."""
         result = self.step_fn(images, labels, index, epoch)
         return result.losses, result.logits, result.stats
@@ -268,10 +266,8 @@ class DataParallelPhase:
     averaged once per epoch).
     """
 
-    def __init__(self, task: nn.Module, phase) -> None:
+    def __init__(self, task: nn.Module, phase: Phase) -> None:
         from torch.nn.parallel import DistributedDataParallel
-
-        from sakd.engine.task import StepResult
 
         self._module: DistributedDataParallel | None = DistributedDataParallel(
             _PhaseModule(task, phase.step), static_graph=True, **_no_buffer_sync()
@@ -284,7 +280,7 @@ class DataParallelPhase:
 
         self.phase = replace(phase, step=step)
 
-    def __enter__(self):
+    def __enter__(self) -> Phase:
         """The wrapped phase (same groups and epochs, step through DDP)."""
         return self.phase
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+import torch
 import yaml
 
 from sakd.config import dump_config, load_config
+from sakd.experiments import runner as runner_module
+from sakd.experiments.runner import reproduce
 
 # A few steps per run: 64 training images in batches of 32, 32 test images, one epoch.
 TINY = [
@@ -19,6 +23,50 @@ TINY = [
     "precision=bf16",
     "channels_last=true",
 ]
+
+
+def _quiet(_: str) -> None:
+    """Swallow the runner's progress lines."""
+
+
+@pytest.fixture(scope="session")
+def interrupted_grid(tmp_path_factory):
+    """A 4-run grid killed after its first finished run, then started again twice.
+
+    Returns the grid root and the output folders passed to the engine by each invocation.
+    """
+    root = tmp_path_factory.mktemp("grid")
+    grid = write_grid(
+        root / "grid.yaml",
+        distillers=["at"],
+        modes=["fixed", "adaptive"],
+        seeds=[0, 1],
+    )
+    calls: list[list[Path]] = [[], [], []]
+    real_run = runner_module.run
+    attempt = {"index": 0}
+
+    def counting_run(cfg):
+        calls[attempt["index"]].append(Path(cfg.output_dir))
+        summary = real_run(cfg)
+        if attempt["index"] == 0:
+            raise KeyboardInterrupt
+        return summary
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(runner_module, "run", counting_run)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # session fixtures run outside the root conftest's one-thread fixture
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            reproduce(str(grid), out=root, log=_quiet)
+        for index in (1, 2):
+            attempt["index"] = index
+            reproduce(str(grid), out=root, log=_quiet)
+    finally:
+        patch.undo()
+        torch.set_num_threads(threads)
+    return root, calls
 
 
 def write_grid(path: Path, **fields) -> Path:

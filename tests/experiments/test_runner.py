@@ -14,7 +14,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from sakd.cli import main
 from sakd.engine import trainer as trainer_module
@@ -29,46 +28,6 @@ from .conftest import write_grid
 
 def _quiet(_: str) -> None:
     """Swallow the runner's progress lines."""
-
-
-@pytest.fixture(scope="module")
-def interrupted_grid(tmp_path_factory):
-    """A 4-run grid killed after its first finished run, then started again twice.
-
-    Returns the grid root and the output folders passed to the engine by each invocation.
-    """
-    root = tmp_path_factory.mktemp("grid")
-    grid = write_grid(
-        root / "grid.yaml",
-        distillers=["at"],
-        modes=["fixed", "adaptive"],
-        seeds=[0, 1],
-    )
-    calls: list[list[Path]] = [[], [], []]
-    real_run = runner_module.run
-    attempt = {"index": 0}
-
-    def counting_run(cfg):
-        calls[attempt["index"]].append(Path(cfg.output_dir))
-        summary = real_run(cfg)
-        if attempt["index"] == 0:
-            raise KeyboardInterrupt
-        return summary
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(runner_module, "run", counting_run)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # module fixtures run outside the root conftest's one-thread fixture
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            reproduce(str(grid), out=root, log=_quiet)
-        for index in (1, 2):
-            attempt["index"] = index
-            reproduce(str(grid), out=root, log=_quiet)
-    finally:
-        patch.undo()
-        torch.set_num_threads(threads)
-    return root, calls
 
 
 def test_interrupted_grid_runs_every_run_exactly_once(interrupted_grid):

@@ -230,9 +230,8 @@ def plan_grid(
     from sakd.models import list_models
 
     state = _PlanState()
-    shared = [*spec.overrides, *(overrides or [])]
-    _check_overrides(shared, state)
-    _check_overrides(spec.teacher_overrides, state)
+    shared = _valid_overrides([*spec.overrides, *(overrides or [])], state)
+    teacher_overrides = _valid_overrides(spec.teacher_overrides, state)
     known_distillers = set(list_distillers())
     distillers = [d for d in spec.distillers if d in known_distillers]
     for bad in sorted(set(spec.distillers) - known_distillers):
@@ -264,7 +263,7 @@ def plan_grid(
         if bad_names or base.data.name not in datasets:
             continue
         job = (
-            _teacher_job(pair, base, shared, spec.teacher_overrides, state)
+            _teacher_job(pair, base, shared, teacher_overrides, state)
             if check_disk
             else TeacherJob(base.teacher.name, base.teacher.checkpoint, None, None)
         )
@@ -301,13 +300,29 @@ def _unknown(model_name: str, models: set[str]) -> bool:
     return ":" not in model_name and model_name not in models
 
 
-def _check_overrides(overrides: list[str], state: _PlanState) -> None:
+def _valid_overrides(overrides: list[str], state: _PlanState) -> list[str]:
+    """The overrides that are well-formed for any recipe; each bad one is reported once."""
+    valid = []
     for item in overrides:
         key, sep, _ = item.partition("=")
-        if not sep or not key:
-            state.add(f"override {item!r} is not KEY=VALUE")
-        elif key in AXIS_KEYS:
+        if key in AXIS_KEYS:
             state.add(f"override {item!r}: set {key} through the grid's {AXIS_KEYS[key]} list")
+            continue
+        try:
+            data = apply_overrides(_OVERRIDE_PROBE, [item])
+            validate_config(data, source=f"override {item!r}")
+        except SakdError as exc:
+            state.add(str(exc))
+            continue
+        valid.append(item)
+    return valid
+
+
+# Any config: overrides that fail on it fail on every recipe (unknown keys, wrong types, ranges).
+_OVERRIDE_PROBE = {
+    "model": {"name": "resnet8"},
+    "teacher": {"name": "resnet32", "checkpoint": "teacher.pt"},
+}
 
 
 def _check_unique(spec: GridSpec, state: _PlanState) -> None:

@@ -6,7 +6,7 @@
 - ``accuracy-<dataset>-<teacher>-<student>.png``: per distiller, test top-1 against the epoch for
   each spot mode, mean over seeds with a ±1 std band;
 - ``gains.png``: per pair, each mode's gain over ``fixed`` per distiller (best epoch, paired by
-  seed), mean with ±1 std error bars, and the paper's adaptive gain as a black mark.
+  seed), mean with ±1 std error bars, and the paper's adaptive gain as a black diamond.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _panels(count: int, title: str, height: float = 2.8):
 
     cols = min(PANEL_COLUMNS, count)
     rows = math.ceil(count / cols)
-    fig = Figure(figsize=(3.4 * cols, height * rows + 0.6), layout="constrained")
+    fig = Figure(figsize=(max(5.0, 3.4 * cols), height * rows + 0.9), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[count:]:
         ax.set_visible(False)
@@ -73,7 +73,7 @@ def _panels(count: int, title: str, height: float = 2.8):
 
 
 def _spot_rates_figure(cells: list[Cell], title: str, path: Path) -> Path:
-    fig, axes = _panels(len(cells), f"{title}: share of samples distilled per spot (adaptive)")
+    fig, axes = _panels(len(cells), f"{title}\nshare of samples distilled at each spot (adaptive)")
     for ax, cell in zip(axes, cells, strict=True):
         curves = [r.spot_rates for r in cell.get("adaptive").runs if r.spot_rates]
         epochs = min(len(c) for c in curves)
@@ -94,7 +94,7 @@ def _spot_rates_figure(cells: list[Cell], title: str, path: Path) -> Path:
 
 
 def _accuracy_figure(cells: list[Cell], title: str, path: Path) -> Path:
-    fig, axes = _panels(len(cells), f"{title}: test top-1 per epoch (mean ± std over seeds)")
+    fig, axes = _panels(len(cells), f"{title}\ntest top-1 per epoch (mean ± std over seeds)")
     for ax, cell in zip(axes, cells, strict=True):
         shown = 1
         for mode in MODE_ORDER:
@@ -162,7 +162,7 @@ def _gains_figure(pairs: dict[tuple[str, str, str], list[Cell]], path: Path) -> 
     fig.suptitle("Top-1 gain over fixed spots at the best epoch\n(mean ± std over seeds, paired)")
     for ax, ((dataset, teacher, student), cells) in zip(axes, shown.items(), strict=True):
         modes = [m for m in MODE_ORDER[1:] if any(c.gain(m).n for c in cells)]
-        width = 0.8 / len(modes)
+        width = min(0.8 / len(modes), 0.35)
         for i, mode in enumerate(modes):
             gains = [c.gain(mode) for c in cells]
             x = [j + (i - (len(modes) - 1) / 2) * width for j in range(len(cells))]
@@ -182,13 +182,15 @@ def _gains_figure(pairs: dict[tuple[str, str, str], list[Cell]], path: Path) -> 
             ax.scatter(
                 [j for j, _ in marks],
                 [g for _, g in marks],
-                marker="_",
-                s=300,
+                marker="D",
+                s=22,
                 color="black",
                 zorder=3,
                 label="paper adaptive − fixed",
             )
         ax.axhline(0.0, color="black", lw=0.8)
+        ax.set_xlim(-0.75, len(cells) - 0.25)
+        ax.margins(y=0.15)
         ax.set_xticks(range(len(cells)), [c.key.distiller or "" for c in cells])
         ax.set_ylabel("top-1 gain (points)")
         ax.set_title(f"{dataset}: {teacher} → {student}")

@@ -25,6 +25,8 @@ from sakd.experiments.reference import Published, lookup, published_baselines
 from sakd.experiments.results import CellKey, Problem, RunResult, collect_runs
 
 MODE_ORDER = ("fixed", "adaptive", "random", "anti")
+# The paper's column order; other distillers follow alphabetically.
+DISTILLER_ORDER = ("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ft", "nst", "crd")
 # Config keys that may differ between the runs of one cell (they do not change what is measured).
 VOLATILE_KEYS = ("seed", "output_dir", "name", "progress", "resume", "device", "spots.mode")
 CSV_FIELDS = [
@@ -79,13 +81,12 @@ class Stat:
         std = statistics.stdev(data) if len(data) > 1 else None
         return cls(len(data), statistics.fmean(data), std)
 
-    def text(self) -> str:
+    def text(self, signed: bool = False) -> str:
         """``mean ± std`` with two decimals (``mean`` alone for one seed, ``–`` for none)."""
         if self.mean is None:
             return "–"
-        if self.std is None:
-            return f"{self.mean:.2f}"
-        return f"{self.mean:.2f} ± {self.std:.2f}"
+        mean = f"{self.mean:+.2f}" if signed else f"{self.mean:.2f}"
+        return mean if self.std is None else f"{mean} ± {self.std:.2f}"
 
 
 @dataclass
@@ -225,7 +226,8 @@ def expected_runs(
 
 def _cell_order(cell: Cell) -> tuple:
     k = cell.key
-    return (k.dataset, k.teacher or "", k.student, k.distiller or "")
+    rank = DISTILLER_ORDER.index(k.distiller) if k.distiller in DISTILLER_ORDER else 99
+    return (k.dataset, k.teacher or "", k.student, rank, k.distiller or "")
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -412,7 +414,9 @@ def _pair_section(dataset: str, teacher: str, student: str, cells: list[Cell]) -
     ]
     for mode in extra:
         header += [f"{mode} best", f"{mode} last", f"{mode} gain best"]
-    header += ["paper fixed", "paper adaptive", "paper gain", "ours − paper (fixed / adaptive)"]
+    has_paper = any(c.published() is not None for c in cells)
+    if has_paper:
+        header += ["paper fixed", "paper adaptive", "paper gain", "ours − paper (fixed / adaptive)"]
     header += ["seeds (" + " / ".join(["fixed", "adaptive", *extra]) + ")"]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     notes = []
@@ -422,18 +426,22 @@ def _pair_section(dataset: str, teacher: str, student: str, cells: list[Cell]) -
             cell.key.distiller or "?",
             _mode_text(fixed, "best"),
             _mode_text(adaptive, "best"),
-            cell.gain("adaptive").text(),
+            cell.gain("adaptive").text(signed=True),
             _mode_text(fixed, "last"),
             _mode_text(adaptive, "last"),
-            cell.gain("adaptive", "last").text(),
+            cell.gain("adaptive", "last").text(signed=True),
         ]
         for mode in extra:
             result = cell.get(mode)
-            row += [_mode_text(result, "best"), _mode_text(result, "last"), cell.gain(mode).text()]
+            row += [
+                _mode_text(result, "best"),
+                _mode_text(result, "last"),
+                cell.gain(mode).text(signed=True),
+            ]
         paper = cell.published()
-        if paper is None:
+        if has_paper and paper is None:
             row += ["–", "–", "–", "–"]
-        else:
+        elif paper is not None:
             row += [
                 _fmt(paper.fixed),
                 _fmt(paper.adaptive),
@@ -444,6 +452,8 @@ def _pair_section(dataset: str, teacher: str, student: str, cells: list[Cell]) -
                 notes.append(f"- {cell.key.distiller}: {paper.note}")
         row.append(" / ".join(cell.get(m).seeds_text() for m in ("fixed", "adaptive", *extra)))
         out.append("| " + " | ".join(row) + " |")
+    if not has_paper:
+        notes.append("No published numbers for this pair.")
     return [*out, "", *notes, *([""] if notes else [])]
 
 

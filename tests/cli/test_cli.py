@@ -26,12 +26,29 @@ def _fails_cleanly(capsys, argv, needle, out_dir=None):
 def test_listings(capsys):
     assert main(["models"]) == 0
     models = capsys.readouterr().out.split()
-    assert {"resnet8x4", "resnet32x4", "wrn_40_2", "vgg13", "mobilenetv2", "shufflev1"} <= set(models)
+    assert {"resnet8x4", "resnet32x4", "wrn_40_2", "vgg13", "mobilenetv2", "shufflev1"} <= set(
+        models
+    )
     assert main(["recipes"]) == 0
     assert "quickstart" in capsys.readouterr().out.split()
     assert main(["distillers"]) == 0
     listing = capsys.readouterr().out
-    for name in ("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd", "dkd"):
+    for name in (
+        "kd",
+        "fitnet",
+        "at",
+        "sp",
+        "cc",
+        "vid",
+        "rkd",
+        "pkt",
+        "ab",
+        "ft",
+        "fsp",
+        "nst",
+        "crd",
+        "dkd",
+    ):
         assert f"\n{name} " in "\n" + listing, name
 
 
@@ -48,41 +65,85 @@ def test_train_then_eval(tmp_path, capsys):
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, capsys):
     out = tmp_path / "never"
     _fails_cleanly(capsys, ["train", str(tmp_path / "missing.yaml")], "neither a file")
-    _fails_cleanly(capsys, ["train", "quickstart/student", f"output_dir={out}", "model.name=resnet9000"],
-                   "unknown model", out)
-    _fails_cleanly(capsys, ["train", "quickstart/student", f"output_dir={out}", "data.name=imagenet9"],
-                   "unknown dataset", out)
-    _fails_cleanly(capsys, ["train", "quickstart/student", f"output_dir={out}", "data.name=cifar100",
-                            f"data.root={tmp_path / 'nodata'}"], "cifar", out)
-    _fails_cleanly(capsys, ["train", "quickstart/student", f"output_dir={out}", "colour=blue"],
-                   "unknown key 'colour'", out)
+    _fails_cleanly(
+        capsys,
+        ["train", "quickstart/student", f"output_dir={out}", "model.name=resnet9000"],
+        "unknown model",
+        out,
+    )
+    _fails_cleanly(
+        capsys,
+        ["train", "quickstart/student", f"output_dir={out}", "data.name=imagenet9"],
+        "unknown dataset",
+        out,
+    )
+    _fails_cleanly(
+        capsys,
+        [
+            "train",
+            "quickstart/student",
+            f"output_dir={out}",
+            "data.name=cifar100",
+            f"data.root={tmp_path / 'nodata'}",
+        ],
+        "cifar",
+        out,
+    )
+    _fails_cleanly(
+        capsys,
+        ["train", "quickstart/student", f"output_dir={out}", "colour=blue"],
+        "unknown key 'colour'",
+        out,
+    )
     _fails_cleanly(capsys, ["eval", str(tmp_path / "none.pt")], "does not exist")
-    _fails_cleanly(capsys, ["distill", "quickstart", f"output_dir={out}", "distiller.name=magic"],
-                   "unknown distiller", out)
-    _fails_cleanly(capsys, ["distill", "quickstart", f"output_dir={out}",
-                            f"teacher.checkpoint={tmp_path / 'no.pt'}"], "does not exist", out)
-    _fails_cleanly(capsys, ["distill", "quickstart", f"output_dir={out}", "spots.mode=often"],
-                   "spots.mode", out)
+    _fails_cleanly(
+        capsys,
+        ["distill", "quickstart", f"output_dir={out}", "distiller.name=magic"],
+        "unknown distiller",
+        out,
+    )
+    _fails_cleanly(
+        capsys,
+        ["distill", "quickstart", f"output_dir={out}", f"teacher.checkpoint={tmp_path / 'no.pt'}"],
+        "does not exist",
+        out,
+    )
+    _fails_cleanly(
+        capsys,
+        ["distill", "quickstart", f"output_dir={out}", "spots.mode=often"],
+        "spots.mode",
+        out,
+    )
 
 
 def test_eval_refuses_another_architecture(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "quickstart/student", *tiny_overrides(out, "epochs=1")]) == 0
     capsys.readouterr()
-    _fails_cleanly(capsys, ["eval", str(out / "checkpoints/last.pt"), "model.name=resnet14"],
-                   "does not fit the architecture")
+    _fails_cleanly(
+        capsys,
+        ["eval", str(out / "checkpoints/last.pt"), "model.name=resnet14"],
+        "does not fit the architecture",
+    )
 
 
 def test_distill_refuses_a_teacher_of_another_architecture(tmp_path, capsys):
     out = tmp_path / "never"
-    _fails_cleanly(capsys, ["distill", "quickstart", f"output_dir={out}", "teacher.name=resnet56"],
-                   "does not fit the architecture", out)
+    _fails_cleanly(
+        capsys,
+        ["distill", "quickstart", f"output_dir={out}", "teacher.name=resnet56"],
+        "does not fit the architecture",
+        out,
+    )
 
 
 def test_console_script_exit_status(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "sakd", "train", "quickstart/student", "epochs=zero"],
-        capture_output=True, text=True, cwd=tmp_path, check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("sakd: error:") and "Traceback" not in proc.stderr

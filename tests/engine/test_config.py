@@ -9,8 +9,10 @@ from sakd.errors import SakdError
 
 
 def test_overrides_are_typed_and_dotted():
-    data = apply_overrides({"model": {"name": "resnet8"}}, ["epochs=3", "lr=0.1", "data.name=cifar100",
-                                                           "data.train_limit=10", "progress=false"])
+    data = apply_overrides(
+        {"model": {"name": "resnet8"}},
+        ["epochs=3", "lr=0.1", "data.name=cifar100", "data.train_limit=10", "progress=false"],
+    )
     cfg = validate_config(data)
     assert cfg.epochs == 3 and isinstance(cfg.epochs, int)
     assert cfg.lr == 0.1
@@ -56,7 +58,9 @@ def test_yaml_is_loaded_safely(tmp_path):
 
 
 def test_base_chain_and_relative_bases(tmp_path):
-    (tmp_path / "base.yaml").write_text("epochs: 7\nmodel: {name: resnet8}\ndata: {name: embedded}\n")
+    (tmp_path / "base.yaml").write_text(
+        "epochs: 7\nmodel: {name: resnet8}\ndata: {name: embedded}\n"
+    )
     (tmp_path / "child.yaml").write_text("base: base.yaml\nlr: 0.2\n")
     cfg = load_config(str(tmp_path / "child.yaml"), ["seed=3"])
     assert (cfg.epochs, cfg.lr, cfg.seed, cfg.model.name) == (7, 0.2, 3, "resnet8")
@@ -65,16 +69,22 @@ def test_base_chain_and_relative_bases(tmp_path):
 def test_published_weights_fill_unset_values():
     cfg = load_config("cifar100/resnet32x4-resnet8x4", ["distiller.name=at"])
     assert (cfg.distiller.beta, cfg.loss.ce, cfg.loss.kd, cfg.spots.gamma) == (1000, 1, 1, 2)
-    rep = load_config("cifar100/resnet32x4-resnet8x4", ["distiller.name=fitnet", "distiller.weights=repdistiller"])
+    rep = load_config(
+        "cifar100/resnet32x4-resnet8x4", ["distiller.name=fitnet", "distiller.weights=repdistiller"]
+    )
     assert (rep.distiller.beta, rep.loss.kd) == (100, 0)
-    explicit = load_config("cifar100/resnet32x4-resnet8x4", ["distiller.name=at", "distiller.beta=5"])
+    explicit = load_config(
+        "cifar100/resnet32x4-resnet8x4", ["distiller.name=at", "distiller.beta=5"]
+    )
     assert explicit.distiller.beta == 5
     tiny = load_config("tiny-imagenet/resnet56-resnet20", ["distiller.name=sp"])
     assert tiny.spots.gamma == 2
 
 
 def test_output_dir_fields():
-    cfg = load_config("cifar100/vgg13-vgg8", ["distiller.name=crd", "spots.mode=adaptive", "seed=4"])
+    cfg = load_config(
+        "cifar100/vgg13-vgg8", ["distiller.name=crd", "spots.mode=adaptive", "seed=4"]
+    )
     assert cfg.output_dir == "runs/cifar100/vgg13-vgg8/crd-adaptive/seed4"
 
 

@@ -46,7 +46,11 @@ def test_one_epoch_per_distiller_at_fixed_spots(tmp_path, name):
 
 @pytest.mark.parametrize("mode", ["random", "adaptive", "anti"])
 def test_modes_run_through_the_same_path(tmp_path, mode):
-    run(_distill(tmp_path / mode, "distiller.name=at", f"spots.mode={mode}", "spots.homogeneous=false"))
+    run(
+        _distill(
+            tmp_path / mode, "distiller.name=at", f"spots.mode={mode}", "spots.homogeneous=false"
+        )
+    )
     record = _records(tmp_path / mode)[-1]
     rates = record["spot_rates"]
     assert len(rates) == 4  # AT's three stage outputs of resnet8, then the logit spot
@@ -81,7 +85,9 @@ def test_resumed_adaptive_run_equals_uninterrupted(tmp_path, monkeypatch):
                 assert torch.equal(value, b["modules"][module][key]), (module, key)
     assert _records(tmp_path / "straight") == [
         {**r, "images_per_sec": a_r["images_per_sec"], "epoch_seconds": a_r["epoch_seconds"]}
-        for r, a_r in zip(_records(tmp_path / "resumed"), _records(tmp_path / "straight"), strict=True)
+        for r, a_r in zip(
+            _records(tmp_path / "resumed"), _records(tmp_path / "straight"), strict=True
+        )
     ]
 
 

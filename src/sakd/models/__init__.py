@@ -9,4 +9,11 @@ from sakd.models.staged import SpotInfo, StagedNet, resolve_spots
 
 import_submodules(__name__, __path__)
 
-__all__ = ["SpotInfo", "StagedNet", "create_model", "list_models", "register_model", "resolve_spots"]
+__all__ = [
+    "SpotInfo",
+    "StagedNet",
+    "create_model",
+    "list_models",
+    "register_model",
+    "resolve_spots",
+]

@@ -30,5 +30,7 @@ def list_models() -> list[str]:
 def create_model(name: str, num_classes: int = 100, **kwargs) -> StagedNet:
     """Build the model registered as ``name``; unknown names raise :class:`SakdError`."""
     if name not in _MODELS:
-        raise SakdError(f"unknown model {name!r}: run `sakd models` to list the {len(_MODELS)} models")
+        raise SakdError(
+            f"unknown model {name!r}: run `sakd models` to list the {len(_MODELS)} models"
+        )
     return _MODELS[name](num_classes=num_classes, **kwargs)

@@ -107,7 +107,9 @@ def _describe(net: StagedNet, size: int) -> list[SpotInfo]:
         x = _meta_call(stage, x)
         shape = tuple(x.shape[1:])
         reduction = size // shape[1] if len(shape) == 3 else 0
-        infos.append(SpotInfo(index=i, role=role, channels=shape[0], reduction=reduction, shape=shape))
+        infos.append(
+            SpotInfo(index=i, role=role, channels=shape[0], reduction=reduction, shape=shape)
+        )
     return infos
 
 

@@ -25,7 +25,7 @@ TINY = [
 ]
 
 
-def _quiet(_: str) -> None:
+def quiet(_: str) -> None:
     """Swallow the runner's progress lines."""
 
 
@@ -59,10 +59,10 @@ def interrupted_grid(tmp_path_factory):
     torch.set_num_threads(1)  # session fixtures run outside the root conftest's one-thread fixture
     try:
         with pytest.raises(KeyboardInterrupt):
-            reproduce(str(grid), out=root, log=_quiet)
+            reproduce(str(grid), out=root, log=quiet)
         for index in (1, 2):
             attempt["index"] = index
-            reproduce(str(grid), out=root, log=_quiet)
+            reproduce(str(grid), out=root, log=quiet)
     finally:
         patch.undo()
         torch.set_num_threads(threads)

@@ -23,11 +23,7 @@ from sakd.experiments import runner as runner_module
 from sakd.experiments.grid import TeacherJob, load_grid, plan_grid
 from sakd.experiments.runner import LOCK_NAME, Shard, ensure_teacher, reproduce
 
-from .conftest import write_grid
-
-
-def _quiet(_: str) -> None:
-    """Swallow the runner's progress lines."""
+from .conftest import quiet, write_grid
 
 
 def test_interrupted_grid_runs_every_run_exactly_once(interrupted_grid):
@@ -104,7 +100,7 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer_module, "save_checkpoint", save_then_maybe_die)
     with pytest.raises(KeyboardInterrupt):
-        reproduce(str(grid), out=tmp_path, log=_quiet)
+        reproduce(str(grid), out=tmp_path, log=quiet)
     run_dir = tmp_path / "runs/r"
     assert not (run_dir / "summary.json").exists()
     saves.clear()
@@ -137,7 +133,7 @@ def test_missing_teacher_is_trained_first_then_used(tmp_path):
         ],
         teacher_overrides=["model.name=resnet8"],
     )
-    result = reproduce(str(grid), out=tmp_path, log=_quiet)
+    result = reproduce(str(grid), out=tmp_path, log=quiet)
     assert result.teachers_trained == [zoo.parent.parent]
     assert (zoo.parent.parent / "summary.json").is_file()
     assert not (zoo.parent.parent / LOCK_NAME).exists()
@@ -145,7 +141,7 @@ def test_missing_teacher_is_trained_first_then_used(tmp_path):
     assert "train_limit: 64" in teacher_cfg and "epochs: 1" in teacher_cfg  # data/epochs apply
     (run_dir,) = result.ran
     assert json.loads((run_dir / "run.json").read_text())["teacher_sha256"] == sha256_file(zoo)
-    again = reproduce(str(grid), out=tmp_path, log=_quiet)
+    again = reproduce(str(grid), out=tmp_path, log=quiet)
     assert again.teachers_trained == [] and again.ran == []
 
 
@@ -201,7 +197,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, monkeypatch):
         return SimpleNamespace(best_top1=0.0)
 
     monkeypatch.setattr(runner_module, "run", fake_run)
-    assert ensure_teacher(job, _quiet, poll_seconds=0.02) == job.run_dir
+    assert ensure_teacher(job, quiet, poll_seconds=0.02) == job.run_dir
     assert trained == [str(job.run_dir)] and not lock.exists()
 
 
@@ -213,3 +209,9 @@ def test_reproduce_from_the_command_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 of 4 runs" in out and "#1 " in out and "#3 " in out and "#0 " not in out
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+def test_reproduce_refuses_torchrun_and_points_to_shards(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SakdError, match="--shard i/n"):
+        reproduce(str(write_grid(tmp_path / "g.yaml")), out=tmp_path, log=quiet)

@@ -94,6 +94,12 @@ def reproduce(
     Everything is validated before anything runs. Finished runs are skipped and interrupted ones
     resumed, so calling this again after a kill loses nothing and runs nothing twice.
     """
+    if _under_torchrun():
+        raise SakdError(
+            "sakd reproduce runs one process per GPU: split the grid with --shard i/n (e.g. "
+            "CUDA_VISIBLE_DEVICES=i sakd reproduce ... --shard i/n); torchrun is for a single run "
+            "(torchrun --nproc_per_node=N -m sakd distill ...)"
+        )
     spec, name = load_grid(grid)
     plan = plan_grid(spec, name, overrides, out)
     shard = shard or Shard()
@@ -132,6 +138,14 @@ def reproduce(
         "already done"
     )
     return ReproduceResult(mine, ran, skipped, trained)
+
+
+def _under_torchrun() -> bool:
+    """True in a process that torchrun started as one of several ranks."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
 
 
 def _log_plan(plan: GridPlan, statuses: list[str], log: Log) -> None:

@@ -96,15 +96,19 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from sakd.experiments.report import build_report, write_report
 
     report = build_report(args.dir, grid=args.grid, overrides=args.overrides)
+    out = Path(args.out) if args.out else report.root
+    out.mkdir(parents=True, exist_ok=True)
     plots = []
     if args.plots and report.results:
         from sakd.experiments.plot import make_plots
 
-        plots = make_plots(report)
-    md_path, csv_path = write_report(report, plots)
+        plots = make_plots(report, out / "plots")
+    md_path, csv_path = write_report(report, plots, out)
     print(
         f"report: {len(report.results)} finished run(s), {len(report.problems)} problem(s) -> "
         f"{md_path}, {csv_path}" + (f", {len(plots)} figure(s)" if plots else "")
@@ -175,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--grid", help="the grid that made them (R1, R2, R3 or a file): shows missing runs"
     )
-    p.add_argument("--plots", action="store_true", help="also write the figures into DIR/plots")
+    p.add_argument("--plots", action="store_true", help="also write the figures into OUT/plots")
+    p.add_argument("--out", help="folder for report.md, report.csv and plots/ (default DIR)")
     p.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="the grid's overrides (with --grid)"
     )

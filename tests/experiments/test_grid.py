@@ -129,3 +129,24 @@ def test_out_root_holds_runs_and_teachers_but_not_packaged_or_absolute_files(tmp
         GridSpec(pairs=["quickstart"], distillers=["kd"], modes=["fixed"]), "g", root=tmp_path
     )
     assert packaged.runs[0].config.teacher.checkpoint == "sakd:assets/quickstart_teacher.pt"
+
+
+def test_a_pair_entry_can_change_networks_and_carry_its_own_overrides(tmp_path):
+    spec = GridSpec(
+        pairs=[
+            "quickstart",
+            {
+                "recipe": "quickstart",
+                "student": "resnet14",
+                "overrides": ["output_dir=other/{student}-{distiller}-{mode}-{seed}", "lr=0.02"],
+            },
+        ],
+        distillers=["kd"],
+        modes=["fixed"],
+        overrides=["output_dir=runs/{student}-{distiller}-{mode}-{seed}", "lr=0.01"],
+    )
+    first, second = plan_grid(spec, "g", root=tmp_path).runs
+    assert (first.config.model.name, first.config.lr) == ("resnet8", 0.01)
+    assert (second.config.model.name, second.config.lr) == ("resnet14", 0.02)
+    assert first.output_dir == tmp_path / "runs/resnet8-kd-fixed-0"
+    assert second.output_dir == tmp_path / "other/resnet14-kd-fixed-0"

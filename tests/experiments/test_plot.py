@@ -53,6 +53,10 @@ def test_report_with_plots_links_them(tmp_path, capsys):
     for name in ("spot_rates-cifar100-vgg13-vgg8", "accuracy-cifar100-vgg13-vgg8", "gains"):
         assert f"![{name}](plots/{name}.png)" in text
         _png_size(tmp_path / "plots" / f"{name}.png")
+    docs = tmp_path / "docs/results"
+    assert main(["report", str(tmp_path), "--plots", "--out", str(docs)]) == 0
+    assert "![gains](plots/gains.png)" in (docs / "report.md").read_text()
+    assert (docs / "plots/gains.png").is_file() and (docs / "report.csv").is_file()
     assert main(["plot", str(tmp_path), "--out", str(tmp_path / "again")]) == 0
     assert len(list((tmp_path / "again").glob("*.png"))) == 3
 

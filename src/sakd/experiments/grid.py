@@ -67,6 +67,7 @@ class PairSpec(_Strict):
     student: str | None = None
     teacher_checkpoint: str | None = None
     teacher_recipe: str | None = None
+    overrides: list[str] = Field(default_factory=list)
 
 
 class GridSpec(_Strict):
@@ -207,8 +208,9 @@ class _PlanState:
 class _Pair:
     label: str
     recipe: str
-    overrides: tuple[str, ...]
+    overrides: tuple[str, ...]  # teacher / student / teacher checkpoint of the pair entry
     teacher_recipe: str | None
+    extra: tuple[str, ...]  # the pair entry's own KEY=VALUE overrides
 
 
 def plan_grid(
@@ -243,13 +245,16 @@ def plan_grid(
     models = set(list_models())
     datasets = set(list_datasets())
 
-    pairs: list[tuple[_Pair, RunConfig, TeacherJob]] = []
+    pairs: list[tuple[_Pair, list[str], TeacherJob]] = []
     teachers: dict[str, TeacherJob] = {}
     for entry in spec.pairs:
         pair = _resolve_pair(entry, spec, state)
         if pair is None:
             continue
-        base = _load_run_config(pair.recipe, [*pair.overrides, *shared], root, pair.label, state)
+        pair_shared = [*shared, *_valid_overrides(list(pair.extra), state)]
+        base = _load_run_config(
+            pair.recipe, [*pair.overrides, *pair_shared], root, pair.label, state
+        )
         if base is None:
             continue
         if base.teacher is None:
@@ -263,27 +268,27 @@ def plan_grid(
         if bad_names or base.data.name not in datasets:
             continue
         job = (
-            _teacher_job(pair, base, shared, teacher_overrides, state)
+            _teacher_job(pair, base, pair_shared, teacher_overrides, state)
             if check_disk
             else TeacherJob(base.teacher.name, base.teacher.checkpoint, None, None)
         )
         if job is None:
             continue
         teachers.setdefault(job.checkpoint, job)
-        pairs.append((pair, base, job))
+        pairs.append((pair, pair_shared, job))
         for distiller in distillers:
             for mode in modes:
                 _check_spots(pair.label, base, distiller, mode, state)
 
     runs: list[PlannedRun] = []
     for seed in spec.seeds:
-        for pair, _, job in pairs:
+        for pair, pair_shared, job in pairs:
             for distiller in distillers:
                 for mode in modes:
                     axes = [f"distiller.name={distiller}", f"spots.mode={mode}", f"seed={seed}"]
                     label = f"{pair.label} {distiller}-{mode} seed {seed}"
                     cfg = _load_run_config(
-                        pair.recipe, [*pair.overrides, *shared, *axes], root, label, state
+                        pair.recipe, [*pair.overrides, *pair_shared, *axes], root, label, state
                     )
                     if cfg is not None:
                         runs.append(
@@ -336,7 +341,7 @@ def _check_unique(spec: GridSpec, state: _PlanState) -> None:
 def _resolve_pair(entry: str | PairSpec, spec: GridSpec, state: _PlanState) -> _Pair | None:
     """The recipe and overrides of a pair entry (a recipe name, or a :class:`PairSpec`)."""
     if isinstance(entry, str):
-        return _Pair(entry, entry, (), None)
+        return _Pair(entry, entry, (), None, ())
     recipe = entry.recipe
     if recipe is None:
         if entry.teacher is None or entry.student is None or spec.dataset is None:
@@ -356,7 +361,7 @@ def _resolve_pair(entry: str | PairSpec, spec: GridSpec, state: _PlanState) -> _
     label = recipe
     if entry.teacher is not None or entry.student is not None:
         label = f"{recipe} ({entry.teacher or 'its teacher'} -> {entry.student or 'its student'})"
-    return _Pair(label, recipe, tuple(overrides), entry.teacher_recipe)
+    return _Pair(label, recipe, tuple(overrides), entry.teacher_recipe, tuple(entry.overrides))
 
 
 def _load_run_config(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -285,10 +286,13 @@ def _label(key: CellKey) -> str:
 
 
 # --------------------------------------------------------------------------------------- writing
-def write_report(report: Report, plots: list[Path] | None = None) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.csv`` into the report's folder; returns their paths."""
-    md_path, csv_path = report.root / "report.md", report.root / "report.csv"
-    atomic_write_text(md_path, render_markdown(report, plots or []))
+def write_report(
+    report: Report, plots: list[Path] | None = None, out: str | Path | None = None
+) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.csv`` into ``out`` (default: the runs' folder)."""
+    folder = Path(out) if out is not None else report.root
+    md_path, csv_path = folder / "report.md", folder / "report.csv"
+    atomic_write_text(md_path, render_markdown(report, plots or [], folder))
     atomic_write_text(csv_path, render_csv(report))
     return md_path, csv_path
 
@@ -318,8 +322,8 @@ def _device(result: RunResult) -> str:
     return f"{info['device']} ({name})" if name else str(info["device"])
 
 
-def render_markdown(report: Report, plots: list[Path]) -> str:
-    """The report as Markdown."""
+def render_markdown(report: Report, plots: list[Path], folder: Path | None = None) -> str:
+    """The report as Markdown, linking ``plots`` relative to ``folder`` (where it is written)."""
     out: list[str] = [f"# Results under `{report.root}`", ""]
     runs, cells = report.results, report.cells
     out += [
@@ -350,7 +354,7 @@ def render_markdown(report: Report, plots: list[Path]) -> str:
     if plots:
         out += ["## Figures", ""]
         for path in plots:
-            rel = path.relative_to(report.root) if path.is_relative_to(report.root) else path
+            rel = Path(os.path.relpath(path.resolve(), (folder or report.root).resolve()))
             out += [f"![{path.stem}]({rel.as_posix()})", ""]
     return "\n".join(out).rstrip() + "\n"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from sakd.cli import main
 from sakd.config import dump_config
@@ -103,8 +104,13 @@ def test_a_folder_holding_another_configuration_is_refused(tmp_path):
     (planned,) = plan_grid(spec, name, root=tmp_path).runs
     planned.output_dir.mkdir(parents=True)
     (planned.output_dir / "config.yaml").write_text(dump_config(planned.config))
-    # Settings that do not change the run (progress, device, ...) are not a conflict.
+    # Settings that do not change the run (progress, device, ...) are not a conflict, nor are
+    # fields added to the schema after the run was written (they take their defaults).
     assert plan_grid(spec, name, ["progress=true", "device=cpu"], root=tmp_path).runs
+    saved = yaml.safe_load((planned.output_dir / "config.yaml").read_text())
+    del saved["lr_scaling"], saved["spots"]["tau"]
+    (planned.output_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert plan_grid(spec, name, root=tmp_path).runs
     with pytest.raises(SakdError, match="another configuration .lr differ"):
         plan_grid(spec, name, ["lr=0.1"], root=tmp_path)
 

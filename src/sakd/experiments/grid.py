@@ -19,6 +19,7 @@ after checking everything it can without touching the disk: every bad entry is l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 from dataclasses import dataclass, field
@@ -465,6 +466,10 @@ def config_differences(run_dir: Path, cfg: RunConfig) -> list[str] | None:
         return ["config.yaml (unreadable)"]
     if not isinstance(saved, dict):
         return ["config.yaml (not a mapping)"]
+    # Through the schema, so that fields added since the run was written take their defaults;
+    # a config that no longer validates is compared as written (its odd keys show up as changes).
+    with contextlib.suppress(SakdError):
+        saved = validate_config(saved, source=str(path)).model_dump(mode="json")
     planned = json.loads(json.dumps(cfg.model_dump(mode="json")))
     keys = (set(saved) | set(planned)) - set(IGNORED_CONFIG_KEYS)
     return sorted(k for k in keys if saved.get(k) != planned.get(k))

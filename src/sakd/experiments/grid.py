@@ -13,8 +13,8 @@ A grid is a YAML file (or one of the packaged paper tables ``R1``, ``R2``, ``R3`
 
 :func:`plan_grid` turns it into an ordered list of :class:`PlannedRun` (seed-major, so an
 interrupted grid holds every cell at its first seeds) and the :class:`TeacherJob` each pair needs,
-after checking everything it can without touching the disk: every bad entry is listed in one
-:class:`~sakd.errors.SakdError`.
+after checking everything that can be checked before a run starts (names, keys, spots, teachers,
+existing run folders): every bad entry is listed in one :class:`~sakd.errors.SakdError`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sakd.config import RunConfig, apply_overrides, load_recipe_dict, validate_config
 from sakd.engine.checkpoint import resolve_path
+from sakd.engine.trainer import RESUME_IGNORED_KEYS
 from sakd.errors import SakdError
 
 GRIDS_PACKAGE = "sakd.experiments"
@@ -52,8 +53,8 @@ TEACHER_OVERRIDE_KEYS = (
     "eval_batch_size",
 )
 # Keys that may differ between a run folder's config.yaml and the planned config without the
-# run being another run (the engine's resume check ignores the same ones).
-IGNORED_CONFIG_KEYS = ("progress", "resume", "device", "output_dir", "name")
+# run being another run: the ones the engine's resume check ignores.
+IGNORED_CONFIG_KEYS = RESUME_IGNORED_KEYS
 
 
 class _Strict(BaseModel):
@@ -75,7 +76,6 @@ class GridSpec(_Strict):
     """The grid file: which pairs, distillers, spot modes and seeds, and the shared overrides."""
 
     name: str | None = None
-    table: str | None = None
     dataset: str | None = None
     pairs: list[str | PairSpec] = Field(min_length=1)
     distillers: list[str] = Field(min_length=1)
@@ -129,7 +129,6 @@ class GridPlan:
     """A validated grid: its runs in order and the teachers they need."""
 
     name: str
-    table: str | None
     runs: list[PlannedRun]
     teachers: list[TeacherJob] = field(default_factory=list)
 
@@ -138,12 +137,7 @@ class GridPlan:
         runs = [r for r in self.runs if r.index % count == index]
         needed = {r.teacher.checkpoint for r in runs}
         teachers = [t for t in self.teachers if t.checkpoint in needed]
-        return GridPlan(self.name, self.table, runs, teachers)
-
-
-def list_packaged_grids() -> list[str]:
-    """Names of the packaged grids (the paper's tables)."""
-    return list(PACKAGED_GRIDS)
+        return GridPlan(self.name, runs, teachers)
 
 
 def load_grid(ref: str) -> tuple[GridSpec, str]:
@@ -179,7 +173,7 @@ def load_grid(ref: str) -> tuple[GridSpec, str]:
             for err in exc.errors()
         ]
         raise SakdError(
-            f"grid {ref!r} is malformed ({'; '.join(problems)}): the keys are name, table, "
+            f"grid {ref!r} is malformed ({'; '.join(problems)}): the keys are name, "
             "dataset, pairs, distillers, modes, seeds, overrides, teacher_overrides"
         ) from None
     return spec, spec.name or source
@@ -299,7 +293,7 @@ def plan_grid(
         _check_output_dirs(runs, state)
     state.raise_if_any(name)
     needed = {r.teacher.checkpoint for r in runs}
-    return GridPlan(name, spec.table, runs, [t for k, t in teachers.items() if k in needed])
+    return GridPlan(name, runs, [t for k, t in teachers.items() if k in needed])
 
 
 def _unknown(model_name: str, models: set[str]) -> bool:

@@ -24,7 +24,7 @@ quickstart: install
 test: install
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
-	$(BIN)/pytest -n 2 --durations=15
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=15
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -39,6 +39,21 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 NUM_CLASSES = 10  # the embedded dataset
 
 
+pytestmark = pytest.mark.xdist_group("ddp")
+
+
+@pytest.fixture
+def test_models():
+    """Register the worker's test-only models for one test, then remove them from the registry."""
+    from sakd.models import registry
+
+    before = set(registry._MODELS)
+    _worker_module().register_test_models()
+    yield
+    for name in set(registry._MODELS) - before:
+        del registry._MODELS[name]
+
+
 def _worker_module():
     spec = importlib.util.spec_from_file_location("sakd_tests_ddp_worker", WORKER)
     module = importlib.util.module_from_spec(spec)
@@ -187,9 +202,9 @@ def _assert_same_run(two_ranks: Path, single: Path) -> None:
         assert ra["test_top1"] == pytest.approx(rb["test_top1"])
 
 
+@pytest.mark.usefixtures("test_models")
 def test_crd_on_two_ranks_matches_one_process_with_the_global_batch(launch, tmp_path):
     root, configs = launch
-    _worker_module().register_test_models()
     single = _single_process({**configs["crd"], "output_dir": str(tmp_path / "single")})
     run(validate_config(single))
     _assert_same_run(root / "crd", tmp_path / "single")
@@ -197,9 +212,9 @@ def test_crd_on_two_ranks_matches_one_process_with_the_global_batch(launch, tmp_
     assert (crd["normalizers"] > 0).all()
 
 
+@pytest.mark.usefixtures("test_models")
 def test_training_alone_on_two_ranks_matches_one_process(launch, tmp_path):
     root, configs = launch
-    _worker_module().register_test_models()
     run(validate_config(_single_process({**configs["train"], "output_dir": str(tmp_path / "s")})))
     _assert_same_run(root / "train", tmp_path / "s")
 

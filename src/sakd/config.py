@@ -73,7 +73,7 @@ class TeacherConfig(_Strict):
 
     name: str
     checkpoint: str
-    sha256: str | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
 
 
 class DistillerConfig(_Strict):

@@ -30,6 +30,7 @@ def test_overrides_are_typed_and_dotted():
         (["spots.gamma=-1"], "'spots.gamma'"),
         (["distiller.beta=-2"], "'distiller.beta'"),
         (["lr"], "KEY=VALUE"),
+        (["teacher.sha256=abc"], "'teacher.sha256'"),
     ],
 )
 def test_bad_values_name_the_key(overrides, needle):

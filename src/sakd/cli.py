@@ -36,6 +36,10 @@ def _cmd_distill(args: argparse.Namespace) -> None:
 
 
 def _report(summary, output_dir: str) -> None:
+    from sakd.engine.distributed import rank_and_world_size
+
+    if rank_and_world_size()[0] != 0:
+        return
     print(
         f"done: best top-1 {summary.best_top1:.2f}% (epoch {summary.best_epoch + 1}), "
         f"last top-1 {summary.last_top1:.2f}%, {summary.seconds:.0f} s -> {output_dir}"

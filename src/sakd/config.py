@@ -8,6 +8,7 @@ named (:class:`~sakd.errors.SakdError`).
 from __future__ import annotations
 
 import copy
+import functools
 import posixpath
 from importlib import resources
 from pathlib import Path
@@ -207,10 +208,14 @@ class RunConfig(_Strict):
 RECIPES_PACKAGE = "sakd.recipes"
 
 
+@functools.cache
+def _published_text() -> str:
+    return resources.files(RECIPES_PACKAGE).joinpath("_published.yaml").read_text()
+
+
 def published_weights() -> dict[str, dict[str, dict[str, float]]]:
-    """The published loss-weight tables (``recipes/_published.yaml``)."""
-    text = resources.files(RECIPES_PACKAGE).joinpath("_published.yaml").read_text()
-    return yaml.safe_load(text)
+    """The published loss-weight tables (``recipes/_published.yaml``), a fresh copy per call."""
+    return yaml.safe_load(_published_text())
 
 
 def list_recipes() -> list[str]:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from sakd.config import RunConfig
+from sakd.config import RunConfig, validate_config
 from sakd.data import ImageSet, iterate_batches, num_batches
 from sakd.engine.checkpoint import load_checkpoint, load_weights_strict, save_checkpoint
 from sakd.engine.distributed import (
@@ -318,7 +318,12 @@ class Trainer:
         return broadcast_from_main(on_main_rank(read))
 
     def _restore(self, data: dict[str, Any], path: Path, phases: list[Phase]):
-        saved = {k: v for k, v in data.get("config", {}).items() if k not in RESUME_IGNORED_KEYS}
+        # Compare through the schema, so fields added since the checkpoint take their defaults.
+        try:
+            stored = validate_config(data.get("config", {})).model_dump(mode="json")
+        except SakdError:
+            stored = data.get("config", {})
+        saved = {k: v for k, v in stored.items() if k not in RESUME_IGNORED_KEYS}
         current = {
             k: v
             for k, v in self.config.model_dump(mode="json").items()

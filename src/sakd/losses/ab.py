@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
-from sakd.losses._weighting import check_weights, gated_batch_mean, require_maps, zero_loss
-from sakd.losses.base import DistillContext, Distiller, DistillerParams
+from sakd.losses.base import DistillContext, DistillerParams
+from sakd.losses.per_sample import InitialisationDistiller
 from sakd.losses.registry import register_distiller
 from sakd.models.connectors import ConvReg
 from sakd.models.staged import SpotInfo
@@ -30,7 +29,7 @@ def ab_per_sample(student: Tensor, teacher: Tensor, margin: float) -> Tensor:
 
 
 @register_distiller
-class AB(Distiller):
+class AB(InitialisationDistiller):
     """Transfer the teacher's activation boundaries (signs of pre-ReLU responses) at every stage.
 
     As in RepDistiller, AB is an initialisation method: a pre-training stage trains the student's
@@ -41,8 +40,8 @@ class AB(Distiller):
     name = "ab"
     description = "Activation boundaries: margin loss on pre-ReLU maps (30-epoch init stage)"
     spot_role = "stages"
+    requires_maps = True
     preact = True
-    pretrain_trains_student = True
 
     class Params(DistillerParams):
         """RepDistiller defaults; per-stage weights are 2^(k−S+1) for k = 0..S−1."""
@@ -66,49 +65,19 @@ class AB(Distiller):
         num_train: int,
     ) -> None:
         super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
-        require_maps(self.name, [*self.student_spots, *self.teacher_spots])
         self.connectors = nn.ModuleList(
             _connector(s, t) for s, t in zip(self.student_spots, self.teacher_spots, strict=True)
         )
         count = len(self.student_spots)
         self.layer_weights = [2.0 ** (k - count + 1) for k in range(count)]
 
-    def _spot_losses(
-        self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor]
-    ) -> list[Tensor]:
-        """Per spot, the weighted and scaled AB loss of each sample: S tensors (B,)."""
-        return [
-            layer_weight
+    def spot_loss(self, k: int, student: Tensor, teacher: Tensor, ctx: DistillContext) -> Tensor:
+        """The weighted and scaled AB loss of each sample at spot ``k``: pre-ReLU maps -> (B,)."""
+        return (
+            self.layer_weights[k]
             * self.params.loss_scale
-            * ab_per_sample(connector(student), teacher.detach(), self.params.margin)
-            for connector, layer_weight, student, teacher in zip(
-                self.connectors, self.layer_weights, student_feats, teacher_feats, strict=True
-            )
-        ]
-
-    def forward(
-        self,
-        student_feats: Sequence[Tensor],
-        teacher_feats: Sequence[Tensor],
-        weights: Tensor,
-        ctx: DistillContext,
-    ) -> Tensor:
-        """Main-stage term: exactly 0 (RepDistiller) unless ``main_stage``; then the gated AB loss."""
-        check_weights(weights, student_feats[0].shape[0], self.num_spots)
-        if not self.params.main_stage:
-            return zero_loss(student_feats[0])
-        spot_losses = self._spot_losses(student_feats, teacher_feats)
-        return torch.stack(
-            [gated_batch_mean(loss, weights[:, k]) for k, loss in enumerate(spot_losses)]
-        ).sum()
-
-    def pretrain_loss(
-        self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], ctx: DistillContext
-    ) -> Tensor:
-        """The AB loss on the whole batch (pre-ReLU maps), summed over spots: a scalar."""
-        return torch.stack(
-            [loss.mean() for loss in self._spot_losses(student_feats, teacher_feats)]
-        ).sum()
+            * ab_per_sample(self.connectors[k](student), teacher, self.params.margin)
+        )
 
     def pretrain_parameters(self) -> list[nn.Parameter]:
         """The connectors' parameters (the student's stages are added by the trainer)."""

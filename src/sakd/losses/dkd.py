@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sakd.losses._weighting import check_weights, gated_batch_mean
-from sakd.losses.base import DistillContext, Distiller, DistillerParams
+from sakd.losses.base import DistillContext, DistillerParams
+from sakd.losses.per_sample import PerSampleDistiller
 from sakd.losses.registry import register_distiller
 
 # Logit offset that removes the target class from the non-target distribution (mdistiller's value).
@@ -47,7 +47,7 @@ def _target_vs_rest(probs: Tensor, target_mask: Tensor) -> Tensor:
 
 
 @register_distiller
-class DKD(Distiller):
+class DKD(PerSampleDistiller):
     """Target-class and non-target-class KD with separate weights and a linear warm-up."""
 
     name = "dkd"
@@ -74,6 +74,13 @@ class DKD(Distiller):
             return 1.0
         return min((max(epoch, 0) + 1) / self.params.warmup_epochs, 1.0)
 
+    def spot_loss(self, k: int, student: Tensor, teacher: Tensor, ctx: DistillContext) -> Tensor:
+        """DKD loss of each sample from the logits (B, K) and ``ctx.labels`` (B,) -> (B,)."""
+        params = self.params
+        return dkd_per_sample(
+            student, teacher, ctx.labels, params.alpha, params.beta, params.temperature
+        )
+
     def forward(
         self,
         student_feats: Sequence[Tensor],
@@ -82,14 +89,5 @@ class DKD(Distiller):
         ctx: DistillContext,
     ) -> Tensor:
         """Gated, warmed-up DKD on ``[logits]`` (B, K) with weights (B, 1); a scalar."""
-        student_logits, teacher_logits = student_feats[0], teacher_feats[0].detach()
-        check_weights(weights, student_logits.shape[0], 1)
-        per_sample = dkd_per_sample(
-            student_logits,
-            teacher_logits,
-            ctx.labels,
-            self.params.alpha,
-            self.params.beta,
-            self.params.temperature,
-        )
-        return self.warmup_factor(ctx.epoch) * gated_batch_mean(per_sample, weights[:, 0])
+        gated = super().forward(student_feats, teacher_feats, weights, ctx)
+        return self.warmup_factor(ctx.epoch) * gated

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sakd.errors import SakdError
-from sakd.losses._weighting import check_weights, gated_batch_mean, require_maps, zero_loss
-from sakd.losses.base import DistillContext, Distiller, DistillerParams
+from sakd.losses.base import DistillContext, DistillerParams
+from sakd.losses.per_sample import InitialisationDistiller
 from sakd.losses.registry import register_distiller
 from sakd.models.staged import SpotInfo
 
@@ -38,7 +37,7 @@ def fsp_per_sample(
 
 
 @register_distiller
-class FSP(Distiller):
+class FSP(InitialisationDistiller):
     """Match the "flow of solution procedure" (Gram matrices between consecutive maps).
 
     Spots are the stem and every stage output; the flow between spots k and k+1 is gated by the
@@ -50,7 +49,7 @@ class FSP(Distiller):
     name = "fsp"
     description = "FSP: match flow (Gram) matrices between consecutive maps (30-epoch init stage)"
     spot_role = "maps"
-    pretrain_trains_student = True
+    requires_maps = True
 
     class Params(DistillerParams):
         """RepDistiller defaults."""
@@ -72,7 +71,6 @@ class FSP(Distiller):
         num_train: int,
     ) -> None:
         super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
-        require_maps(self.name, [*self.student_spots, *self.teacher_spots])
         if len(self.student_spots) < 2:
             raise SakdError("fsp needs at least two feature maps (stem and one stage) per network")
         for student, teacher in zip(self.student_spots, self.teacher_spots, strict=True):
@@ -83,41 +81,17 @@ class FSP(Distiller):
                     f"{teacher.channels}: pick a pair with matching widths or another distiller"
                 )
 
-    def _flow_losses(
-        self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor]
-    ) -> list[Tensor]:
-        """Per consecutive pair of maps, the FSP loss of each sample: S − 1 tensors (B,)."""
-        teacher_feats = [teacher.detach() for teacher in teacher_feats]
-        return [
-            fsp_per_sample(
-                student_feats[k], student_feats[k + 1], teacher_feats[k], teacher_feats[k + 1]
-            )
-            for k in range(len(student_feats) - 1)
-        ]
-
-    def forward(
-        self,
-        student_feats: Sequence[Tensor],
-        teacher_feats: Sequence[Tensor],
-        weights: Tensor,
-        ctx: DistillContext,
-    ) -> Tensor:
-        """Main-stage term: exactly 0 (RepDistiller) unless ``main_stage``; then the gated FSP loss."""
-        check_weights(weights, student_feats[0].shape[0], self.num_spots)
-        if not self.params.main_stage:
-            return zero_loss(student_feats[0])
-        flow_losses = self._flow_losses(student_feats, teacher_feats)
-        return torch.stack(
-            [gated_batch_mean(loss, weights[:, k + 1]) for k, loss in enumerate(flow_losses)]
-        ).sum()
-
-    def pretrain_loss(
+    def per_sample_losses(
         self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], ctx: DistillContext
-    ) -> Tensor:
-        """The FSP loss on the whole batch, summed over consecutive pairs of maps: a scalar."""
-        return torch.stack(
-            [loss.mean() for loss in self._flow_losses(student_feats, teacher_feats)]
-        ).sum()
+    ) -> dict[int, Tensor]:
+        """Per column k ≥ 1, the FSP loss (B,) of the flow from map k − 1 to map k (S − 1 terms)."""
+        teacher_feats = [teacher.detach() for teacher in teacher_feats]
+        return {
+            k: fsp_per_sample(
+                student_feats[k - 1], student_feats[k], teacher_feats[k - 1], teacher_feats[k]
+            )
+            for k in range(1, len(student_feats))
+        }
 
     def pretrain_parameters(self) -> list[nn.Parameter]:
         """FSP owns no parameters: its pre-training stage trains only the student's stages."""

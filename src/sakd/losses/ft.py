@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sakd.losses._weighting import check_weights, gated_batch_mean, match_spatial, require_maps
-from sakd.losses.base import DistillContext, Distiller, DistillerParams
+from sakd.losses._weighting import match_spatial
+from sakd.losses.base import DistillContext, DistillerParams
+from sakd.losses.per_sample import PerSampleDistiller
 from sakd.losses.registry import register_distiller
 from sakd.models.staged import SpotInfo
 
@@ -75,7 +76,7 @@ def ft_per_sample(student_factor: Tensor, teacher_factor: Tensor, p1: float, p2:
 
 
 @register_distiller
-class FT(Distiller):
+class FT(PerSampleDistiller):
     """Match the student's translated factor to the teacher's paraphrased factor at the last stage.
 
     A pre-training stage first trains the paraphraser alone to reconstruct the teacher's feature;
@@ -85,6 +86,7 @@ class FT(Distiller):
     name = "ft"
     description = "Factor transfer: L1 between translator and pre-trained paraphraser factors"
     spot_role = "last_stage"
+    requires_maps = True
 
     class Params(DistillerParams):
         """RepDistiller/SAKD defaults: factor rate k, FactorTransfer p1/p2, paraphraser pre-training."""
@@ -108,7 +110,6 @@ class FT(Distiller):
         num_train: int,
     ) -> None:
         super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
-        require_maps(self.name, [*self.student_spots, *self.teacher_spots])
         self.paraphrasers = nn.ModuleList()
         self.translators = nn.ModuleList()
         for student, teacher in zip(self.student_spots, self.teacher_spots, strict=True):
@@ -116,29 +117,16 @@ class FT(Distiller):
             self.paraphrasers.append(Paraphraser(teacher.channels, factor_channels))
             self.translators.append(Translator(student.channels, factor_channels))
 
-    def forward(
-        self,
-        student_feats: Sequence[Tensor],
-        teacher_feats: Sequence[Tensor],
-        weights: Tensor,
-        ctx: DistillContext,
-    ) -> Tensor:
-        """Σ over spots of the gated FT loss; maps (B, C, H, W), weights (B, S); a scalar.
+    def spot_loss(self, k: int, student: Tensor, teacher: Tensor, ctx: DistillContext) -> Tensor:
+        """FT loss of each sample at spot ``k``: maps (B, C, H, W) -> (B,).
 
         The paraphraser is frozen here: the teacher factor carries no gradient.
         """
-        check_weights(weights, student_feats[0].shape[0], self.num_spots)
-        spot_losses = []
-        for k, (paraphraser, translator, student, teacher) in enumerate(
-            zip(self.paraphrasers, self.translators, student_feats, teacher_feats, strict=True)
-        ):
-            with torch.no_grad():
-                teacher_factor = paraphraser.encoder(teacher)
-            per_sample = ft_per_sample(
-                translator(student), teacher_factor, self.params.p1, self.params.p2
-            )
-            spot_losses.append(gated_batch_mean(per_sample, weights[:, k]))
-        return torch.stack(spot_losses).sum()
+        with torch.no_grad():
+            teacher_factor = self.paraphrasers[k].encoder(teacher)
+        return ft_per_sample(
+            self.translators[k](student), teacher_factor, self.params.p1, self.params.p2
+        )
 
     def pretrain_loss(
         self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], ctx: DistillContext

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch.nn.functional as F
 from torch import Tensor
 
-from sakd.losses._weighting import check_weights, gated_batch_mean
-from sakd.losses.base import DistillContext, Distiller, DistillerParams
+from sakd.losses.base import DistillContext, DistillerParams
+from sakd.losses.per_sample import PerSampleDistiller
 from sakd.losses.registry import register_distiller
 
 
@@ -21,7 +19,7 @@ def kd_per_sample(student_logits: Tensor, teacher_logits: Tensor, temperature: f
 
 
 @register_distiller
-class KD(Distiller):
+class KD(PerSampleDistiller):
     """Soft-target KL divergence between temperature-scaled logits, times T²."""
 
     name = "kd"
@@ -35,15 +33,6 @@ class KD(Distiller):
 
     params: Params
 
-    def forward(
-        self,
-        student_feats: Sequence[Tensor],
-        teacher_feats: Sequence[Tensor],
-        weights: Tensor,
-        ctx: DistillContext,
-    ) -> Tensor:
-        """Gated KD on ``[logits]`` (B, K) with weights (B, 1); a scalar."""
-        student_logits, teacher_logits = student_feats[0], teacher_feats[0].detach()
-        check_weights(weights, student_logits.shape[0], 1)
-        per_sample = kd_per_sample(student_logits, teacher_logits, self.params.temperature)
-        return gated_batch_mean(per_sample, weights[:, 0])
+    def spot_loss(self, k: int, student: Tensor, teacher: Tensor, ctx: DistillContext) -> Tensor:
+        """KD loss of each sample from the logits (B, K) -> (B,)."""
+        return kd_per_sample(student, teacher, self.params.temperature)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sakd.losses._weighting import check_weights, gated_batch_mean, match_spatial, require_maps
-from sakd.losses.base import DistillContext, Distiller, DistillerParams
+from sakd.losses._weighting import match_spatial
+from sakd.losses.base import DistillContext, DistillerParams
+from sakd.losses.per_sample import PerSampleDistiller
 from sakd.losses.registry import register_distiller
-from sakd.models.staged import SpotInfo
 
 
 def nst_per_sample(student: Tensor, teacher: Tensor) -> Tensor:
@@ -39,38 +36,17 @@ def nst_per_sample(student: Tensor, teacher: Tensor) -> Tensor:
 
 
 @register_distiller
-class NST(Distiller):
+class NST(PerSampleDistiller):
     """Match the distributions of channel activation patterns by a polynomial-kernel MMD per stage."""
 
     name = "nst"
     description = "Neuron selectivity transfer: degree-2 polynomial-kernel MMD between channels"
     spot_role = "stages"
+    requires_maps = True
 
     class Params(DistillerParams):
         """NST has no hyperparameters in RepDistiller (kernel fixed to (xᵀy)², full MMD)."""
 
-    def __init__(
-        self,
-        student_spots: Sequence[SpotInfo],
-        teacher_spots: Sequence[SpotInfo],
-        params: DistillerParams,
-        num_classes: int,
-        num_train: int,
-    ) -> None:
-        super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
-        require_maps(self.name, [*self.student_spots, *self.teacher_spots])
-
-    def forward(
-        self,
-        student_feats: Sequence[Tensor],
-        teacher_feats: Sequence[Tensor],
-        weights: Tensor,
-        ctx: DistillContext,
-    ) -> Tensor:
-        """Σ over spots of the gated NST loss; maps (B, C, H, W), weights (B, S); a scalar."""
-        check_weights(weights, student_feats[0].shape[0], self.num_spots)
-        spot_losses = [
-            gated_batch_mean(nst_per_sample(student, teacher.detach()), weights[:, k])
-            for k, (student, teacher) in enumerate(zip(student_feats, teacher_feats, strict=True))
-        ]
-        return torch.stack(spot_losses).sum()
+    def spot_loss(self, k: int, student: Tensor, teacher: Tensor, ctx: DistillContext) -> Tensor:
+        """NST loss of each sample at spot ``k``: maps (B, C, H, W) -> (B,)."""
+        return nst_per_sample(student, teacher)

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sakd.losses._weighting import check_weights, gated_batch_mean, match_spatial, require_maps
-from sakd.losses.base import DistillContext, Distiller, DistillerParams
+from sakd.losses._weighting import match_spatial
+from sakd.losses.base import DistillContext, DistillerParams
+from sakd.losses.per_sample import PerSampleDistiller
 from sakd.losses.registry import register_distiller
 from sakd.models.staged import SpotInfo
 
@@ -45,12 +46,13 @@ class VIDHead(nn.Module):
 
 
 @register_distiller
-class VID(Distiller):
+class VID(PerSampleDistiller):
     """Maximise a variational lower bound on the mutual information between teacher and student."""
 
     name = "vid"
     description = "Variational information distillation: Gaussian NLL of teacher maps per stage"
     spot_role = "stages"
+    requires_maps = True
 
     class Params(DistillerParams):
         """RepDistiller ``VIDLoss`` defaults (middle channels = teacher channels)."""
@@ -69,25 +71,11 @@ class VID(Distiller):
         num_train: int,
     ) -> None:
         super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
-        require_maps(self.name, [*self.student_spots, *self.teacher_spots])
         self.heads = nn.ModuleList(
             VIDHead(s.channels, t.channels, self.params.init_pred_var, self.params.eps)
             for s, t in zip(self.student_spots, self.teacher_spots, strict=True)
         )
 
-    def forward(
-        self,
-        student_feats: Sequence[Tensor],
-        teacher_feats: Sequence[Tensor],
-        weights: Tensor,
-        ctx: DistillContext,
-    ) -> Tensor:
-        """Σ over spots of the gated VID loss; maps (B, C, H, W), weights (B, S); a scalar."""
-        check_weights(weights, student_feats[0].shape[0], self.num_spots)
-        spot_losses = [
-            gated_batch_mean(head(student, teacher.detach()), weights[:, k])
-            for k, (head, student, teacher) in enumerate(
-                zip(self.heads, student_feats, teacher_feats, strict=True)
-            )
-        ]
-        return torch.stack(spot_losses).sum()
+    def spot_loss(self, k: int, student: Tensor, teacher: Tensor, ctx: DistillContext) -> Tensor:
+        """VID loss of each sample at spot ``k``: maps (B, C, H, W) -> (B,)."""
+        return self.heads[k](student, teacher)

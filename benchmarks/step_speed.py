@@ -143,6 +143,15 @@ def peak_memory_mb(case: Case, args) -> float:
     return float(out.strip().splitlines()[-1])
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (MB): VmHWM, which, unlike ru_maxrss, is not inherited
+    from the parent across fork + exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_single(case_json: str, args) -> None:
     """Child process of :func:`peak_memory_mb`: print the peak RSS after three steps."""
     torch.set_num_threads(args.threads)
@@ -152,7 +161,7 @@ def run_single(case_json: str, args) -> None:
         _, phase, optimizers, runtime = build(case, data, Path(tmp), case.teacher != case.student)
         for batch in batches(data, args.batch, 3):
             train_step(runtime, phase, optimizers, *batch, 0)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(peak_rss_mb())
 
 
 def main() -> None:

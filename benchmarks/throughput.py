@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from step_speed import step_flops, synthetic_data, teacher_file  # noqa: E402
+from step_speed import peak_rss_mb, step_flops, synthetic_data, teacher_file  # noqa: E402
 
 from sakd.config import RunConfig, validate_config  # noqa: E402
 from sakd.data import ImageSet, iterate_batches  # noqa: E402
@@ -162,7 +161,7 @@ def run_single(case_json: str, args) -> None:
         phase, optimizers, runtime = build(case, data, Path(tmp), args.batch)
         for batch in device_batches(data, args.batch, 3, case.device):
             train_step(runtime, phase, optimizers, *batch, 0)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(peak_rss_mb())
 
 
 def measure_device(device: str, args, folder: Path) -> dict:

@@ -14,7 +14,7 @@ decisions are exact 0/1 values.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -38,6 +38,28 @@ def check_spot_inputs(
         raise ValueError(
             f"weights must have shape ({batch}, {num_spots}), got {tuple(weights.shape)}"
         )
+
+
+def sum_over_spots(
+    spot_loss: Callable[[Tensor, Tensor, Tensor], Tensor],
+    student_feats: Sequence[Tensor],
+    teacher_feats: Sequence[Tensor],
+    weights: Tensor,
+    num_spots: int,
+) -> Tensor:
+    """Σ over spots of ``spot_loss(student, teacher, weight column (B,))``, run in full precision.
+
+    The inputs are checked first (:func:`check_spot_inputs`); ``weights`` is (B, S); a scalar.
+    """
+    check_spot_inputs(student_feats, teacher_feats, weights, num_spots)
+    with full_precision(weights.device):
+        terms = [
+            spot_loss(student, teacher, weight)
+            for student, teacher, weight in zip(
+                student_feats, teacher_feats, weights.unbind(1), strict=True
+            )
+        ]
+    return torch.stack(terms).sum()
 
 
 def compute_dtype(x: Tensor) -> torch.dtype:

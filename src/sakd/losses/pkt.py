@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
 from sakd.losses._relational import (
-    check_spot_inputs,
     compute_dtype,
-    full_precision,
     pair_weights,
     relational_gate,
     safe_divide,
+    sum_over_spots,
 )
 from sakd.losses.base import DistillContext, Distiller, DistillerParams
 from sakd.losses.registry import register_distiller
@@ -73,13 +73,5 @@ class ProbabilisticKnowledgeTransfer(Distiller):
         ctx: DistillContext,
     ) -> Tensor:
         """Sum over spots of the gated PKT loss; features (B, D), ``weights`` (B, S)."""
-        check_spot_inputs(student_feats, teacher_feats, weights, self.num_spots)
-        eps = self.params.eps
-        with full_precision(weights.device):
-            terms = [
-                probabilistic_transfer_loss(student, teacher, weight, eps)
-                for student, teacher, weight in zip(
-                    student_feats, teacher_feats, weights.unbind(1), strict=True
-                )
-            ]
-        return torch.stack(terms).sum()
+        spot_loss = partial(probabilistic_transfer_loss, eps=self.params.eps)
+        return sum_over_spots(spot_loss, student_feats, teacher_feats, weights, self.num_spots)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -10,12 +11,11 @@ from pydantic import Field
 from torch import Tensor
 
 from sakd.losses._relational import (
-    check_spot_inputs,
     compute_dtype,
-    full_precision,
     pair_weights,
     relational_gate,
     safe_divide,
+    sum_over_spots,
 )
 from sakd.losses.base import DistillContext, Distiller, DistillerParams
 from sakd.losses.registry import register_distiller
@@ -98,15 +98,9 @@ class RelationalKD(Distiller):
         ctx: DistillContext,
     ) -> Tensor:
         """Sum over spots of the gated RKD loss; features (B, D), ``weights`` (B, S)."""
-        check_spot_inputs(student_feats, teacher_feats, weights, self.num_spots)
-        params = self.params
-        with full_precision(weights.device):
-            terms = [
-                relational_loss(
-                    student, teacher, weight, params.distance_weight, params.angle_weight
-                )
-                for student, teacher, weight in zip(
-                    student_feats, teacher_feats, weights.unbind(1), strict=True
-                )
-            ]
-        return torch.stack(terms).sum()
+        spot_loss = partial(
+            relational_loss,
+            distance_weight=self.params.distance_weight,
+            angle_weight=self.params.angle_weight,
+        )
+        return sum_over_spots(spot_loss, student_feats, teacher_feats, weights, self.num_spots)

@@ -8,12 +8,11 @@ import torch
 from torch import Tensor
 
 from sakd.losses._relational import (
-    check_spot_inputs,
     compute_dtype,
-    full_precision,
     pair_weights,
     relational_gate,
     safe_divide,
+    sum_over_spots,
 )
 from sakd.losses.base import DistillContext, Distiller, DistillerParams
 from sakd.losses.registry import register_distiller
@@ -64,12 +63,6 @@ class SimilarityPreserving(Distiller):
         ctx: DistillContext,
     ) -> Tensor:
         """Sum over spots of the gated SP loss; features (B, C, H, W), ``weights`` (B, S)."""
-        check_spot_inputs(student_feats, teacher_feats, weights, self.num_spots)
-        with full_precision(weights.device):
-            terms = [
-                similarity_preserving_loss(student, teacher, weight)
-                for student, teacher, weight in zip(
-                    student_feats, teacher_feats, weights.unbind(1), strict=True
-                )
-            ]
-        return torch.stack(terms).sum()
+        return sum_over_spots(
+            similarity_preserving_loss, student_feats, teacher_feats, weights, self.num_spots
+        )

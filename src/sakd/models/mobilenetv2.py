@@ -12,10 +12,9 @@ conv2 (1×1 to 1280) + average pool. Block stages end in a linear bottleneck (no
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
+from sakd.models._reference_init import reference_init
 from sakd.models.registry import register_model
 from sakd.models.staged import StagedNet
 
@@ -100,20 +99,7 @@ class MobileNetV2(StagedNet):
         self.stages = nn.ModuleList(stages)
         self.head = nn.Linear(last_channels, num_classes)
         self.stage_roles = ("stem", "stage", "stage", "stage", "stage", "pooled")
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """Reference init: conv N(0, 2/(k²·C_out)), BN 1/0, Linear N(0, 0.01²) with zero bias."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.zeros_(module.bias)
+        reference_init(self, linear_std=0.01)
 
 
 @register_model("mobilenetv2")

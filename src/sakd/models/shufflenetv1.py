@@ -16,6 +16,13 @@ from sakd.models.staged import StagedNet
 STEM_CHANNELS = 24
 
 
+def pointwise_stem() -> nn.Sequential:
+    """The ShuffleNet stem (V1 and V2): conv1×1 3 -> 24 channels, stride 1, then BN and ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(3, STEM_CHANNELS, 1, bias=False), nn.BatchNorm2d(STEM_CHANNELS), nn.ReLU()
+    )
+
+
 def channel_shuffle(x: Tensor, groups: int) -> Tensor:
     """Interleave channel groups: (B, g·k, H, W) viewed as (B, g, k, H, W) -> transposed -> flat."""
     batch, channels, height, width = x.shape
@@ -68,13 +75,7 @@ class ShuffleNetV1(StagedNet):
         num_classes: int = 100,
     ) -> None:
         super().__init__()
-        stages: list[nn.Module] = [
-            nn.Sequential(
-                nn.Conv2d(3, STEM_CHANNELS, 1, bias=False),
-                nn.BatchNorm2d(STEM_CHANNELS),
-                nn.ReLU(),
-            )
-        ]
+        stages: list[nn.Module] = [pointwise_stem()]
         in_channels = STEM_CHANNELS
         for width, count in zip(widths, num_blocks, strict=True):
             layers: list[nn.Module] = []

@@ -11,10 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from sakd.models.registry import register_model
-from sakd.models.shufflenetv1 import channel_shuffle
+from sakd.models.shufflenetv1 import STEM_CHANNELS, channel_shuffle, pointwise_stem
 from sakd.models.staged import StagedNet
-
-STEM_CHANNELS = 24
 
 
 class SplitBlock(nn.Module):
@@ -82,13 +80,7 @@ class ShuffleNetV2(StagedNet):
         num_classes: int = 100,
     ) -> None:
         super().__init__()
-        stages: list[nn.Module] = [
-            nn.Sequential(
-                nn.Conv2d(3, STEM_CHANNELS, 1, bias=False),
-                nn.BatchNorm2d(STEM_CHANNELS),
-                nn.ReLU(),
-            )
-        ]
+        stages: list[nn.Module] = [pointwise_stem()]
         in_channels = STEM_CHANNELS
         for width, count in zip(widths[:3], num_blocks, strict=True):
             blocks = [DownBlock(in_channels, width), *(SplitBlock(width) for _ in range(count))]

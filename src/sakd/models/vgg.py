@@ -8,12 +8,12 @@ adaptive average pool. Every block stage ends in ``nn.ReLU()``. The conditional 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sakd.models._reference_init import reference_init
 from sakd.models.registry import register_model
 from sakd.models.staged import StagedNet
 
@@ -69,21 +69,7 @@ class VGG(StagedNet):
         self.stages = nn.ModuleList(stages)
         self.head = nn.Linear(config[-1][-1], num_classes)
         self.stage_roles = ("stem", "stage", "stage", "stage", "stage", "pooled")
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """Reference init: conv N(0, 2/(k²·C_out)) with zero bias, BN 1/0, Linear N(0, 0.01²)."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.zeros_(module.bias)
+        reference_init(self, linear_std=0.01)
 
 
 def _factory(name: str, config: tuple[tuple[int, ...], ...]) -> Callable[..., VGG]:

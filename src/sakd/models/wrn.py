@@ -7,11 +7,11 @@ No stage ends in a ReLU, so ``preact=True`` returns the same features.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from sakd.models._reference_init import reference_init
 from sakd.models.registry import register_model
 from sakd.models.staged import StagedNet
 
@@ -72,19 +72,7 @@ class WideResNet(StagedNet):
         )
         self.head = nn.Linear(c3, num_classes)
         self.stage_roles = ("stem", "stage", "stage", "stage", "pooled")
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """Reference init: conv N(0, 2/(k²·C_out)), BN weight 1 bias 0, Linear bias 0."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-                nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.zeros_(module.bias)
+        reference_init(self, linear_std=None)
 
 
 def _factory(depth: int, widen_factor: int) -> Callable[..., WideResNet]:

@@ -38,7 +38,7 @@ class AB(InitialisationDistiller):
     """
 
     name = "ab"
-    description = "Activation boundaries: margin loss on pre-ReLU maps (30-epoch init stage)"
+    description = "Activation boundaries: margin loss on pre-ReLU maps"
     spot_role = "stages"
     requires_maps = True
     preact = True

@@ -47,7 +47,7 @@ class FSP(InitialisationDistiller):
     """
 
     name = "fsp"
-    description = "FSP: match flow (Gram) matrices between consecutive maps (30-epoch init stage)"
+    description = "FSP: match flow (Gram) matrices between consecutive maps"
     spot_role = "maps"
     requires_maps = True
 

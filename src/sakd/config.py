@@ -7,6 +7,7 @@ named (:class:`~sakd.errors.SakdError`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import posixpath
@@ -341,6 +342,22 @@ def load_config(ref: str, overrides: list[str] | None = None) -> RunConfig:
     """Recipe (path or packaged name) + overrides → validated :class:`RunConfig`."""
     data = apply_overrides(load_recipe_dict(ref), overrides or [])
     return validate_config(data, source=f"config {ref!r}")
+
+
+RESUME_IGNORED_KEYS = ("progress", "resume", "device", "output_dir", "name")
+
+
+def config_differences(saved: dict, config: RunConfig) -> list[str]:
+    """Top-level keys in which a stored config differs from ``config`` (resume-irrelevant ones aside).
+
+    The stored dict is compared through the schema, so fields added since it was written take
+    their defaults; one that no longer validates is compared as written.
+    """
+    with contextlib.suppress(SakdError):
+        saved = validate_config(saved).model_dump(mode="json")
+    current = config.model_dump(mode="json")
+    keys = (set(saved) | set(current)) - set(RESUME_IGNORED_KEYS)
+    return sorted(k for k in keys if saved.get(k) != current.get(k))
 
 
 def dump_config(config: RunConfig) -> str:

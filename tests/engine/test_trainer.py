@@ -71,8 +71,10 @@ def test_resume_refuses_a_different_config(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run(_train_config(tmp_path / "r"))
     monkeypatch.undo()
+    before = (tmp_path / "r" / "config.yaml").read_text()
     with pytest.raises(SakdError, match="different configuration"):
         run(_train_config(tmp_path / "r", "lr=0.2"))
+    assert (tmp_path / "r" / "config.yaml").read_text() == before  # the folder still matches
 
 
 def test_non_finite_loss_is_one_clear_error(tmp_path):

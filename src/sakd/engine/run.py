@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from sakd.config import RunConfig, dump_config
+from sakd.config import RunConfig, config_differences, dump_config
 from sakd.engine.build import build_task, load_data
 from sakd.engine.checkpoint import atomic_write_text, sha256_file
 from sakd.engine.distributed import join_launch, on_main_rank
@@ -48,7 +49,7 @@ def _run(cfg: RunConfig, device: str) -> RunSummary:
     # After building: the builders probe the student's shapes, which must not trigger compilation.
     runtime.compile_network(task.eval_model)
     run_dir = Path(cfg.output_dir)
-    on_main_rank(lambda: _check_output_dir(run_dir))
+    on_main_rank(lambda: _check_output_dir(run_dir, cfg))
     if cfg.teacher is not None:
         teacher_top1, _ = accuracy(task.teacher, test_set, runtime, cfg.eval_batch_size)
         facts["teacher_top1"] = teacher_top1
@@ -92,9 +93,19 @@ def _finish_run_dir(run_dir: Path, summary: RunSummary) -> None:
     atomic_write_text(run_dir / "summary.json", json.dumps(summary.__dict__, indent=2) + "\n")
 
 
-def _check_output_dir(run_dir: Path) -> None:
+def _check_output_dir(run_dir: Path, cfg: RunConfig) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise SakdError(f"output_dir {str(run_dir)!r} is a file: choose a folder path")
+    saved = run_dir / "config.yaml"
+    if cfg.resume and (run_dir / "checkpoints" / "last.pt").is_file() and saved.is_file():
+        # Refuse before config.yaml is rewritten, so the folder keeps describing its checkpoints.
+        changed = config_differences(yaml.safe_load(saved.read_text()) or {}, cfg)
+        if changed:
+            raise SakdError(
+                f"output_dir {str(run_dir)!r} holds a run with a different configuration "
+                f"({', '.join(changed)} differ): use another output_dir, or resume=false to start "
+                "over in this one"
+            )
 
 
 def _clear_previous_run(run_dir: Path) -> None:

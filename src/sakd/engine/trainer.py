@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from sakd.config import RunConfig, validate_config
+from sakd.config import RunConfig, config_differences
 from sakd.data import ImageSet, iterate_batches, num_batches
 from sakd.engine.checkpoint import load_checkpoint, load_weights_strict, save_checkpoint
 from sakd.engine.distributed import (
@@ -42,7 +42,6 @@ from sakd.engine.task import Phase, StepResult, Task
 from sakd.errors import SakdError
 
 NAN_CHECK_EVERY = 50
-RESUME_IGNORED_KEYS = ("progress", "resume", "device", "output_dir", "name")
 
 
 @dataclass
@@ -318,19 +317,8 @@ class Trainer:
         return broadcast_from_main(on_main_rank(read))
 
     def _restore(self, data: dict[str, Any], path: Path, phases: list[Phase]):
-        # Compare through the schema, so fields added since the checkpoint take their defaults.
-        try:
-            stored = validate_config(data.get("config", {})).model_dump(mode="json")
-        except SakdError:
-            stored = data.get("config", {})
-        saved = {k: v for k, v in stored.items() if k not in RESUME_IGNORED_KEYS}
-        current = {
-            k: v
-            for k, v in self.config.model_dump(mode="json").items()
-            if k not in RESUME_IGNORED_KEYS
-        }
-        if saved != current:
-            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        changed = config_differences(data.get("config", {}), self.config)
+        if changed:
             raise SakdError(
                 f"{path} was written with a different configuration ({', '.join(changed)} differ): "
                 "use another output_dir, or resume=false to start over in this one"

@@ -19,8 +19,6 @@ existing run folders): every bad entry is listed in one :class:`~sakd.errors.Sak
 
 from __future__ import annotations
 
-import contextlib
-import json
 import posixpath
 from dataclasses import dataclass, field
 from importlib import resources
@@ -30,9 +28,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sakd.config import RunConfig, apply_overrides, load_recipe_dict, validate_config
+from sakd.config import (
+    RunConfig,
+    apply_overrides,
+    load_recipe_dict,
+    validate_config,
+)
+from sakd.config import config_differences as differences_from_saved
 from sakd.engine.checkpoint import resolve_path
-from sakd.engine.trainer import RESUME_IGNORED_KEYS
 from sakd.errors import SakdError
 
 GRIDS_PACKAGE = "sakd.experiments"
@@ -54,7 +57,6 @@ TEACHER_OVERRIDE_KEYS = (
 )
 # Keys that may differ between a run folder's config.yaml and the planned config without the
 # run being another run: the ones the engine's resume check ignores.
-IGNORED_CONFIG_KEYS = RESUME_IGNORED_KEYS
 
 
 class _Strict(BaseModel):
@@ -460,13 +462,7 @@ def config_differences(run_dir: Path, cfg: RunConfig) -> list[str] | None:
         return ["config.yaml (unreadable)"]
     if not isinstance(saved, dict):
         return ["config.yaml (not a mapping)"]
-    # Through the schema, so that fields added since the run was written take their defaults;
-    # a config that no longer validates is compared as written (its odd keys show up as changes).
-    with contextlib.suppress(SakdError):
-        saved = validate_config(saved, source=str(path)).model_dump(mode="json")
-    planned = json.loads(json.dumps(cfg.model_dump(mode="json")))
-    keys = (set(saved) | set(planned)) - set(IGNORED_CONFIG_KEYS)
-    return sorted(k for k in keys if saved.get(k) != planned.get(k))
+    return differences_from_saved(saved, cfg)
 
 
 def _check_output_dirs(runs: list[PlannedRun], state: _PlanState) -> None:

@@ -35,16 +35,20 @@ def load_data(cfg: RunConfig) -> tuple[ImageSet, ImageSet]:
     """Train and test splits, limited and with augmentation switched off when asked."""
     d = cfg.data
     train = load_dataset(d.name, d.root, train=True, download=d.download, image_size=d.image_size)
-    test = load_dataset(d.name, d.root, train=False, download=False, image_size=d.image_size)
     if d.train_limit is not None:
         train = train.subset(d.train_limit)
-    if d.test_limit is not None:
-        test = test.subset(d.test_limit)
     if not d.augment:
         train = dataclasses.replace(
             train, augment=dataclasses.replace(train.augment, crop_padding=0, horizontal_flip=False)
         )
-    return train, test
+    return train, load_test_split(cfg)
+
+
+def load_test_split(cfg: RunConfig) -> ImageSet:
+    """The evaluation split, limited to ``data.test_limit`` samples when set."""
+    d = cfg.data
+    test = load_dataset(d.name, d.root, train=False, download=False, image_size=d.image_size)
+    return test.subset(d.test_limit) if d.test_limit is not None else test
 
 
 def build_model(cfg_model, num_classes: int, input_size: int) -> StagedNet:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sakd.config import apply_overrides, validate_config
-from sakd.engine.build import build_model, load_data
+from sakd.engine.build import build_model, load_test_split
 from sakd.engine.checkpoint import FORMAT, extract_state_dict, load_checkpoint, load_weights_strict
 from sakd.engine.evaluate import accuracy
 from sakd.engine.runtime import Runtime
@@ -29,9 +29,7 @@ def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
         merged.pop(key, None)
     cfg = validate_config(merged, source=f"checkpoint {path!r}")
     runtime = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
-    _, test_set = load_data(
-        cfg.model_copy(update={"data": cfg.data.model_copy(update={"train_limit": 1})})
-    )
+    test_set = load_test_split(cfg)
     model = build_model(cfg.model, test_set.num_classes, int(test_set.images.shape[-1]))
     load_weights_strict(
         model, extract_state_dict(data), f"checkpoint {path!r} for {cfg.model.name!r}"

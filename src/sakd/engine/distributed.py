@@ -25,6 +25,7 @@ The rules a multi-rank run follows (``docs/performance.md`` explains them):
 from __future__ import annotations
 
 import atexit
+import datetime
 import gc
 import os
 from collections.abc import Callable
@@ -121,8 +122,18 @@ def join_launch(device: str) -> str:
 
 
 def _leave_launch() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """At exit: wait for the other ranks, then close the group (tearing gloo down while a peer
+    is still using it can abort the process with ``terminate called``)."""
+    if not dist.is_initialized():
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+        else:
+            dist.barrier()
+    except RuntimeError:
+        pass
+    dist.destroy_process_group()
 
 
 def on_main_rank(action: Callable[[], T]) -> T | None:

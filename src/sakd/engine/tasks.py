@@ -121,11 +121,9 @@ class DistillationTask(Task):
         hp = distiller.params
         group = ParamGroup(
             params,
-            lr=float(getattr(hp, "pretrain_lr", self._student_group["lr"])),
-            weight_decay=float(
-                getattr(hp, "pretrain_weight_decay", self._student_group["weight_decay"])
-            ),
-            momentum=float(getattr(hp, "pretrain_momentum", self._student_group["momentum"])),
+            lr=hp.pretrain_lr,
+            weight_decay=hp.pretrain_weight_decay,
+            momentum=hp.pretrain_momentum,
         )
         return Phase(
             f"pretrain-{distiller.name}",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from sakd.losses.base import DistillContext, DistillerParams
+from sakd.losses.base import DistillContext, DistillerParams, PretrainParams
 from sakd.losses.per_sample import InitialisationDistiller
 from sakd.losses.registry import register_distiller
 from sakd.models.connectors import ConvReg
@@ -43,16 +43,12 @@ class AB(InitialisationDistiller):
     requires_maps = True
     preact = True
 
-    class Params(DistillerParams):
+    class Params(PretrainParams):
         """RepDistiller defaults; per-stage weights are 2^(k−S+1) for k = 0..S−1."""
 
         margin: float = 1.0
         loss_scale: float = 3e-3
         main_stage: bool = False
-        pretrain_epochs: int = 30
-        pretrain_lr: float = 0.05
-        pretrain_momentum: float = 0.9
-        pretrain_weight_decay: float = 5e-4
 
     params: Params
 

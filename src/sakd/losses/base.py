@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from sakd.models.staged import SpotInfo
@@ -30,6 +30,15 @@ class DistillerParams(BaseModel):
     """Hyperparameters of a distiller (subclass per distiller, with the published defaults)."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class PretrainParams(DistillerParams):
+    """Hyperparameters of a declared pre-training stage: its length and its own SGD settings."""
+
+    pretrain_epochs: int = Field(default=30, ge=0)
+    pretrain_lr: float = Field(default=0.05, gt=0)
+    pretrain_momentum: float = Field(default=0.9, ge=0, lt=1)
+    pretrain_weight_decay: float = Field(default=5e-4, ge=0)
 
 
 @dataclass
@@ -75,8 +84,8 @@ class Distiller(nn.Module):
 
     @property
     def pretrain_epochs(self) -> int:
-        """Epochs of the declared pre-training stage (0: none)."""
-        return int(getattr(self.params, "pretrain_epochs", 0))
+        """Epochs of the declared pre-training stage (0: none, or no :class:`PretrainParams`)."""
+        return self.params.pretrain_epochs if isinstance(self.params, PretrainParams) else 0
 
     def forward(
         self,

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sakd.errors import SakdError
-from sakd.losses.base import DistillContext, DistillerParams
+from sakd.losses.base import DistillContext, DistillerParams, PretrainParams
 from sakd.losses.per_sample import InitialisationDistiller
 from sakd.losses.registry import register_distiller
 from sakd.models.staged import SpotInfo
@@ -51,14 +51,10 @@ class FSP(InitialisationDistiller):
     spot_role = "maps"
     requires_maps = True
 
-    class Params(DistillerParams):
+    class Params(PretrainParams):
         """RepDistiller defaults."""
 
         main_stage: bool = False
-        pretrain_epochs: int = 30
-        pretrain_lr: float = 0.05
-        pretrain_momentum: float = 0.9
-        pretrain_weight_decay: float = 5e-4
 
     params: Params
 

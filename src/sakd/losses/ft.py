@@ -7,10 +7,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from sakd.losses._weighting import match_spatial
-from sakd.losses.base import DistillContext, DistillerParams
+from sakd.losses.base import DistillContext, DistillerParams, PretrainParams
 from sakd.losses.per_sample import PerSampleDistiller
 from sakd.losses.registry import register_distiller
 from sakd.models.staged import SpotInfo
@@ -88,16 +89,13 @@ class FT(PerSampleDistiller):
     spot_role = "last_stage"
     requires_maps = True
 
-    class Params(DistillerParams):
+    class Params(PretrainParams):
         """RepDistiller/SAKD defaults: factor rate k, FactorTransfer p1/p2, paraphraser pre-training."""
 
         factor_rate: float = 0.5
         p1: float = 2.0
         p2: float = 1.0
-        pretrain_epochs: int = 30
-        pretrain_lr: float = 0.01
-        pretrain_momentum: float = 0.9
-        pretrain_weight_decay: float = 5e-4
+        pretrain_lr: float = Field(default=0.01, gt=0)
 
     params: Params
 

@@ -177,3 +177,12 @@ def test_train_mode_gradients_reach_every_parameter() -> None:
     model = create_model("shufflev2").train()
     model(torch.randn(2, 3, 32, 32)).logsumexp(dim=1).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_activate_turns_preact_features_into_the_normal_ones():
+    net = create_model("resnet8", num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    post, _ = net.forward_features(x)
+    pre, _ = net.forward_features(x, preact=True)
+    for a, b in zip(net.activate(pre), post, strict=True):
+        torch.testing.assert_close(a, b)

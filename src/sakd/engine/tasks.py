@@ -199,13 +199,7 @@ class DistillationTask(Task):
 
     def _activated(self, net: StagedNet, feats: list[Tensor]) -> list[Tensor]:
         """Post-activation features (the routed network's inputs) from possibly pre-ReLU ones."""
-        if not self._preact:
-            return feats
-        out = []
-        for stage, feat in zip(net.stages, feats, strict=True):
-            ends_in_relu = isinstance(stage, nn.Sequential) and isinstance(stage[-1], nn.ReLU)
-            out.append(stage[-1](feat) if ends_in_relu else feat)
-        return out
+        return net.activate(feats) if self._preact else feats
 
     def checkpoint_modules(self) -> dict[str, nn.Module]:
         modules: dict[str, nn.Module] = {"student": self.student, "selector": self.selector}

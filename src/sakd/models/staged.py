@@ -84,6 +84,13 @@ class StagedNet(nn.Module):
                 feats.append(x)
         return feats, self.head(x)
 
+    def activate(self, feats: list[Tensor]) -> list[Tensor]:
+        """Post-activation spot features from the ``forward_features(x, preact=True)`` ones."""
+        return [
+            stage[-1](feat) if _ends_in_activation(stage) else feat
+            for stage, feat in zip(self.stages, feats, strict=True)
+        ]
+
     def spot_info(self, input_size: int | None = None) -> list[SpotInfo]:
         """Describe every spot feature for a square input of ``input_size`` (default: the model's)."""
         size = input_size or self.input_size

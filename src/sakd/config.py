@@ -83,13 +83,16 @@ class DistillerConfig(_Strict):
 
     ``beta`` left unset takes the published value of the ``weights`` table (``_published.yaml``):
     ``sakd`` (the SAKD authors' β, with CE + vanilla KD: the paper's "Stan." baseline) or
-    ``repdistiller`` (the distiller alone, RepDistiller's β).
+    ``repdistiller`` (the distiller alone, RepDistiller's β). ``presets`` holds a recipe's
+    per-distiller parameter defaults (e.g. DKD's β for a pair); the chosen distiller's preset is
+    merged under ``params`` (``params`` wins) when the config is validated.
     """
 
     name: str = "kd"
     beta: float | None = Field(default=None, ge=0)
     weights: Literal["sakd", "repdistiller"] = "sakd"
     params: dict[str, Any] = Field(default_factory=dict)
+    presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class LossConfig(_Strict):
@@ -161,6 +164,9 @@ class RunConfig(_Strict):
         if self.teacher is not None and self.distiller is None:
             self.distiller = DistillerConfig()
         self._fill_published_weights()
+        if self.distiller is not None and self.distiller.name in self.distiller.presets:
+            preset = self.distiller.presets[self.distiller.name]
+            self.distiller.params = {**preset, **self.distiller.params}
         self._format_output_dir()
         return self
 

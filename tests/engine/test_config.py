@@ -100,3 +100,18 @@ def test_mobile_students_use_lr_001():
     assert load_config("cifar100/vgg13-mobilenetv2").lr == 0.01
     assert load_config("cifar100/wrn_40_2-shufflev1").lr == 0.01
     assert load_config("cifar100/vgg13-vgg8").lr == 0.05
+
+
+def test_pair_presets_apply_to_the_chosen_distiller_only():
+    dkd = load_config("cifar100/resnet56-resnet20", ["distiller.name=dkd"])
+    assert dkd.distiller.params == {"beta": 2}
+    at = load_config("cifar100/resnet56-resnet20", ["distiller.name=at"])
+    assert at.distiller.params == {}
+    mine = load_config(
+        "cifar100/resnet56-resnet20", ["distiller.name=dkd", "distiller.params.beta=5"]
+    )
+    assert mine.distiller.params == {"beta": 5}
+    ft = load_config("cifar100/resnet50-vgg8", ["distiller.name=ft"])
+    assert ft.distiller.params == {"pretrain_lr": 0.05}
+    ab = load_config("cifar100/vgg13-mobilenetv2", ["distiller.name=ab"])
+    assert ab.distiller.params == {"pretrain_lr": 0.01}

@@ -74,15 +74,13 @@ def _cmd_recipes(args: argparse.Namespace) -> None:
 
 
 def _cmd_distillers(args: argparse.Namespace) -> None:
-    from sakd.losses import get_distiller, list_distillers
+    from sakd.losses import PretrainParams, get_distiller, list_distillers
 
     for name in list_distillers():
         cls = get_distiller(name)
-        extra = (
-            f" (+{cls.Params().pretrain_epochs}-epoch pre-training)"
-            if getattr(cls.Params(), "pretrain_epochs", 0)
-            else ""
-        )
+        defaults = cls.Params()
+        epochs = defaults.pretrain_epochs if isinstance(defaults, PretrainParams) else 0
+        extra = f" (+{epochs}-epoch pre-training)" if epochs else ""
         print(f"{name:8s} spots={cls.spot_role:11s} {cls.description}{extra}")
 
 

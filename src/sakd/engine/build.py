@@ -11,7 +11,7 @@ import importlib
 
 from pydantic import ValidationError
 
-from sakd.config import DistillerConfig, RunConfig
+from sakd.config import DistillerConfig, ModelConfig, RunConfig
 from sakd.data import ImageSet, load_dataset
 from sakd.engine.checkpoint import (
     extract_state_dict,
@@ -79,7 +79,7 @@ def build_model(cfg_model, num_classes: int, input_size: int) -> StagedNet:
 def load_teacher(cfg: RunConfig, num_classes: int, input_size: int) -> tuple[StagedNet, str]:
     """The frozen teacher with its checkpoint loaded strictly; returns it and the file's SHA-256."""
     assert cfg.teacher is not None
-    teacher = build_model(type(cfg.model)(name=cfg.teacher.name), num_classes, input_size)
+    teacher = build_model(ModelConfig(name=cfg.teacher.name), num_classes, input_size)
     path = resolve_path(cfg.teacher.checkpoint)
     if not path.is_file():
         raise SakdError(

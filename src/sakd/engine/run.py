@@ -121,8 +121,3 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine()
-
-
-def summary_dict(summary: RunSummary) -> dict[str, Any]:
-    """The summary as a plain dict."""
-    return dict(summary.__dict__)

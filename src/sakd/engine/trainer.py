@@ -26,7 +26,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from sakd.config import RunConfig, config_differences
-from sakd.data import ImageSet, iterate_batches, num_batches
+from sakd.data import ImageSet, iterate_batches
 from sakd.engine.checkpoint import load_checkpoint, load_weights_strict, save_checkpoint
 from sakd.engine.distributed import (
     DataParallelPhase,
@@ -104,7 +104,6 @@ class Trainer:
         test_set: ImageSet,
         runtime: Runtime,
         run_dir: Path,
-        extra_record: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.task = task
@@ -113,7 +112,6 @@ class Trainer:
         self.runtime = runtime
         self.run_dir = run_dir
         self.ckpt_dir = run_dir / "checkpoints"
-        self.extra_record = extra_record or {}
         self.best_top1 = -1.0
         self.best_epoch = -1
         self.is_main = runtime.rank == 0
@@ -153,7 +151,6 @@ class Trainer:
                             if top1 > self.best_top1:
                                 self.best_top1, self.best_epoch = top1, ep
                             record["best_top1"] = self.best_top1
-                            record.update(self.extra_record)
                             log = metrics if index == len(phases) - 1 else pre_metrics
                         if log is not None:
                             log.write(record)
@@ -223,7 +220,6 @@ class Trainer:
             rank=runtime.rank,
             world_size=runtime.world_size,
         )
-        total_batches = num_batches(self.train_set, cfg.batch_size, world_size=runtime.world_size)
         loss_sums: dict[str, Tensor] = {}
         stat_sums: dict[str, Tensor] = {}
         seen = 0
@@ -236,6 +232,7 @@ class Trainer:
             desc=f"{phase.name} {epoch + 1}/{phase.epochs}",
         )
         start = time.perf_counter()
+        step = -1
         for step, (images, labels, index) in enumerate(batches):
             result = train_step(self.runtime, phase, optimizers, images, labels, index, epoch)
             n = labels.numel()
@@ -244,11 +241,11 @@ class Trainer:
                 loss_sums[name] = loss_sums.get(name, 0) + value.detach().float() * n
             for name, value in result.stats.items():
                 stat_sums[name] = stat_sums.get(name, 0) + value.detach().float() * n
-            if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == total_batches:
-                self._check_finite(loss_sums, phase, epoch, step)
+            if (step + 1) % NAN_CHECK_EVERY == 0:
+                self._check_finite(loss_sums, phase, epoch, step + 1)
             bar.update(n * runtime.world_size)
         bar.close()
-        self._check_finite(loss_sums, phase, epoch, total_batches)
+        self._check_finite(loss_sums, phase, epoch, step + 1)
         seconds = time.perf_counter() - start
         summed = all_reduce_sum(
             {
@@ -275,13 +272,13 @@ class Trainer:
         return record
 
     def _check_finite(
-        self, loss_sums: dict[str, Tensor], phase: Phase, epoch: int, step: int
+        self, loss_sums: dict[str, Tensor], phase: Phase, epoch: int, steps: int
     ) -> None:
         for name, value in loss_sums.items():
             if not torch.isfinite(torch.as_tensor(value)).all():
                 raise SakdError(
-                    f"loss {name!r} is not finite (NaN/inf) in {phase.name} epoch {epoch + 1} by step "
-                    f"{step + 1}: lower lr, use precision=fp32, or check the data; the last finished "
+                    f"loss {name!r} is not finite (NaN/inf) in {phase.name} epoch {epoch + 1} within "
+                    f"{steps} steps: lower lr, use precision=fp32, or check the data; the last finished "
                     "epoch is kept in checkpoints/last.pt"
                 )
 

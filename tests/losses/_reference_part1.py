@@ -415,3 +415,34 @@ def exercise_on_pair(
     zero = distiller(student_feats, teacher_feats, torch.zeros_like(weights), ctx)
     assert zero.item() == 0.0
     return value.detach()
+
+
+def check_gated_equals_subbatch(
+    name: str,
+    case: int,
+    seed: int,
+    reference,
+    trainable=lambda distiller: [],
+    atol: float = 1e-7,
+    student_spots: list[SpotInfo] | None = None,
+    teacher_spots: list[SpotInfo] | None = None,
+):
+    """The masking contract on random features: weighted value == sub-batch reference × fraction.
+
+    ``reference(distiller, student, teacher)`` returns ``(k, selected) -> loss`` for that spot's
+    selected rows. Checks finite gradients (exactly zero with an all-zero mask, then value 0) on
+    the student features and ``trainable(distiller)``; returns the distiller and the weights.
+    """
+    distiller = build(name, student_spots or SMALL_STUDENT, teacher_spots or SMALL_TEACHER)
+    generator = torch.Generator().manual_seed(seed + case)
+    student = [f.requires_grad_() for f in random_feats(distiller.student_spots, 6, generator)]
+    teacher = random_feats(distiller.teacher_spots, 6, generator)
+    weights = mask_matrix(case, distiller.num_spots)
+    value = distiller(student, teacher, weights, context(torch.zeros(6)))
+    expected = subbatch_sum(weights, reference(distiller, student, teacher))
+    torch.testing.assert_close(value.double(), expected, rtol=1e-5, atol=atol)
+    value.backward()
+    assert_gated_grads([*student, *trainable(distiller)], all_zero=not weights.any())
+    if not weights.any():
+        assert value.item() == 0.0
+    return distiller, weights

@@ -8,15 +8,13 @@ from ._reference_part1 import (
     PAIRS,
     SMALL_STUDENT,
     SMALL_TEACHER,
-    assert_gated_grads,
     build,
+    check_gated_equals_subbatch,
     context,
     exercise_on_pair,
     golden_setup,
-    mask_matrix,
     random_feats,
     ref_at,
-    subbatch_sum,
 )
 
 
@@ -48,19 +46,9 @@ def test_identical_maps_give_zero_and_scaled_maps_too():
 
 @pytest.mark.parametrize("case", MASK_CASES)
 def test_mask_equals_reference_on_selected_sub_batch(case):
-    at = build("at", SMALL_STUDENT, SMALL_TEACHER)
-    generator = torch.Generator().manual_seed(40 + case)
-    student = [f.requires_grad_() for f in random_feats(at.student_spots, 6, generator)]
-    teacher = random_feats(at.teacher_spots, 6, generator)
-    weights = mask_matrix(case, 3)
-    value = at(student, teacher, weights, context(torch.zeros(6)))
-
-    expected = subbatch_sum(weights, lambda k, sel: ref_at(student[k][sel], teacher[k][sel]))
-    torch.testing.assert_close(value.double(), expected, rtol=1e-5, atol=1e-7)
-    value.backward()
-    assert_gated_grads(student, all_zero=not weights.any())
-    if not weights.any():
-        assert value.item() == 0.0
+    check_gated_equals_subbatch(
+        "at", case, 40, lambda at, s, t: lambda k, sel: ref_at(s[k][sel], t[k][sel])
+    )
 
 
 @pytest.mark.parametrize("pair", sorted(PAIRS))

@@ -10,15 +10,12 @@ from ._reference_part1 import (
     PAIRS,
     SMALL_STUDENT,
     SMALL_TEACHER,
-    assert_gated_grads,
     build,
+    check_gated_equals_subbatch,
     context,
     exercise_on_pair,
     golden_setup,
-    mask_matrix,
-    random_feats,
     ref_mse,
-    subbatch_sum,
 )
 
 
@@ -42,20 +39,12 @@ def test_golden_value():
 @pytest.mark.parametrize("case", MASK_CASES)
 def test_mask_equals_reference_on_selected_sub_batch(case):
     """The regressor (BN in train mode) sees the whole batch, as in the SAKD authors' code."""
-    fitnet = build("fitnet", SMALL_STUDENT, SMALL_TEACHER)
-    generator = torch.Generator().manual_seed(30 + case)
-    student = [f.requires_grad_() for f in random_feats(fitnet.student_spots, 6, generator)]
-    teacher = random_feats(fitnet.teacher_spots, 6, generator)
-    weights = mask_matrix(case, 1)
-    value = fitnet(student, teacher, weights, context(torch.zeros(6)))
 
-    hint = fitnet.regressors[0](student[0])
-    expected = subbatch_sum(weights, lambda k, sel: ref_mse(hint[sel], teacher[0][sel]))
-    torch.testing.assert_close(value.double(), expected, rtol=1e-5, atol=1e-7)
-    value.backward()
-    assert_gated_grads([*student, *fitnet.parameters()], all_zero=not weights.any())
-    if not weights.any():
-        assert value.item() == 0.0
+    def reference(fitnet, student, teacher):
+        hint = fitnet.regressors[0](student[0])
+        return lambda k, sel: ref_mse(hint[sel], teacher[0][sel])
+
+    check_gated_equals_subbatch("fitnet", case, 30, reference, lambda fitnet: fitnet.parameters())
 
 
 @pytest.mark.parametrize("pair", sorted(PAIRS))

@@ -9,16 +9,14 @@ from ._reference_part1 import (
     PAIRS,
     SMALL_STUDENT,
     SMALL_TEACHER,
-    assert_gated_grads,
     build,
+    check_gated_equals_subbatch,
     context,
     exercise_on_pair,
     golden_setup,
-    mask_matrix,
     random_feats,
     ref_ft,
     ref_mse,
-    subbatch_sum,
 )
 
 
@@ -134,23 +132,13 @@ def test_main_stage_leaves_the_paraphraser_frozen():
 @pytest.mark.parametrize("case", MASK_CASES)
 def test_mask_equals_reference_on_selected_sub_batch(case):
     """No selected sample gives exactly 0 (not the authors' ungated fallback, method.md §6.3)."""
-    ft = build("ft", SMALL_STUDENT, SMALL_TEACHER)
-    generator = torch.Generator().manual_seed(70 + case)
-    student = [f.requires_grad_() for f in random_feats(ft.student_spots, 6, generator)]
-    teacher = random_feats(ft.teacher_spots, 6, generator)
-    weights = mask_matrix(case, 1)
-    value = ft(student, teacher, weights, context(torch.zeros(6)))
 
-    student_factor = ft.translators[0](student[0])  # the translator's BN sees the whole batch
-    teacher_factor = ft.paraphrasers[0].encoder(teacher[0])
-    expected = subbatch_sum(
-        weights, lambda k, sel: ref_ft(student_factor[sel], teacher_factor[sel])
-    )
-    torch.testing.assert_close(value.double(), expected, rtol=1e-5, atol=1e-7)
-    value.backward()
-    assert_gated_grads([*student, *ft.translators.parameters()], all_zero=not weights.any())
-    if not weights.any():
-        assert value.item() == 0.0
+    def reference(ft, student, teacher):
+        student_factor = ft.translators[0](student[0])  # the translator's BN sees the whole batch
+        teacher_factor = ft.paraphrasers[0].encoder(teacher[0])
+        return lambda k, sel: ref_ft(student_factor[sel], teacher_factor[sel])
+
+    check_gated_equals_subbatch("ft", case, 70, reference, lambda ft: ft.translators.parameters())
 
 
 @pytest.mark.parametrize("pair", sorted(PAIRS))

@@ -10,16 +10,13 @@ from ._reference_part1 import (
     PAIRS,
     SMALL_STUDENT,
     SMALL_TEACHER,
-    assert_gated_grads,
     build,
+    check_gated_equals_subbatch,
     context,
     exercise_on_pair,
     golden_setup,
-    mask_matrix,
-    random_feats,
     ref_nst,
     spots,
-    subbatch_sum,
 )
 
 
@@ -61,19 +58,9 @@ def test_per_sample_values_match_reference(channels, size):
 
 @pytest.mark.parametrize("case", MASK_CASES)
 def test_mask_equals_reference_on_selected_sub_batch(case):
-    nst = build("nst", SMALL_STUDENT, SMALL_TEACHER)
-    generator = torch.Generator().manual_seed(50 + case)
-    student = [f.requires_grad_() for f in random_feats(nst.student_spots, 6, generator)]
-    teacher = random_feats(nst.teacher_spots, 6, generator)
-    weights = mask_matrix(case, 3)
-    value = nst(student, teacher, weights, context(torch.zeros(6)))
-
-    expected = subbatch_sum(weights, lambda k, sel: ref_nst(student[k][sel], teacher[k][sel]))
-    torch.testing.assert_close(value.double(), expected, rtol=1e-5, atol=1e-6)
-    value.backward()
-    assert_gated_grads(student, all_zero=not weights.any())
-    if not weights.any():
-        assert value.item() == 0.0
+    check_gated_equals_subbatch(
+        "nst", case, 50, lambda nst, s, t: lambda k, sel: ref_nst(s[k][sel], t[k][sel]), atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("pair", sorted(PAIRS))

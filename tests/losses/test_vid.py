@@ -11,15 +11,12 @@ from ._reference_part1 import (
     PAIRS,
     SMALL_STUDENT,
     SMALL_TEACHER,
-    assert_gated_grads,
     build,
+    check_gated_equals_subbatch,
     context,
     exercise_on_pair,
     golden_setup,
-    mask_matrix,
-    random_feats,
     ref_vid,
-    subbatch_sum,
     vid_init_log_scale,
 )
 
@@ -56,21 +53,14 @@ def test_golden_value():
 
 @pytest.mark.parametrize("case", MASK_CASES)
 def test_mask_equals_reference_on_selected_sub_batch(case):
-    vid = build("vid", SMALL_STUDENT, SMALL_TEACHER)
-    generator = torch.Generator().manual_seed(60 + case)
-    student = [f.requires_grad_() for f in random_feats(vid.student_spots, 6, generator)]
-    teacher = random_feats(vid.teacher_spots, 6, generator)
-    weights = mask_matrix(case, 3)
-    value = vid(student, teacher, weights, context(torch.zeros(6)))
-
-    expected = subbatch_sum(
-        weights, lambda k, sel: _reference(vid.heads[k], student[k][sel], teacher[k][sel])
+    vid, weights = check_gated_equals_subbatch(
+        "vid",
+        case,
+        60,
+        lambda vid, s, t: lambda k, sel: _reference(vid.heads[k], s[k][sel], t[k][sel]),
+        lambda vid: vid.parameters(),
+        atol=1e-6,
     )
-    torch.testing.assert_close(value.double(), expected, rtol=1e-5, atol=1e-6)
-    value.backward()
-    assert_gated_grads([*student, *vid.parameters()], all_zero=not weights.any())
-    if not weights.any():
-        assert value.item() == 0.0
     for k, head in enumerate(vid.heads):
         if not weights[:, k].any():  # an unselected spot leaves its head untouched
             assert all(torch.count_nonzero(p.grad) == 0 for p in head.parameters())

@@ -282,7 +282,14 @@ class RunConfig(_Strict):
             section, name = key.split(".")
             target = d if section == "distiller" else getattr(self, section)
             setattr(target, name, float(row[name]))
-        resolved["loss.kd_temperature"] = source_of(sources, "loss.kd_temperature") or "default"
+        temperature_source = source_of(sources, "loss.kd_temperature")
+        if d is not None and temperature_source is not None and not self.loss.kd_weight:
+            raise SakdError(
+                f"{label}: loss.kd_temperature is set ({temperature_source}) but the logit-KD term "
+                "is off (loss.kd_weight=0): set loss.kd_weight > 0, or the distiller's own "
+                "temperature as distiller.params.temperature (`sakd distillers` lists its params)"
+            )
+        resolved["loss.kd_temperature"] = temperature_source or "default"
         if d is not None:
             preset = d.presets.get(d.name, {})
             for key in d.params:

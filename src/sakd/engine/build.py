@@ -182,12 +182,10 @@ def _param_sources(cfg: RunConfig, params: DistillerParams) -> dict[str, str]:
 def resolved_weights(cfg: RunConfig, params: DistillerParams | None = None) -> dict[str, dict]:
     """Every resolved loss weight (and distiller parameter) with its value and source, for run.json."""
     sources = cfg.weight_sources()
-    values = {
-        "loss.ce_weight": cfg.loss.ce_weight,
-        "loss.kd_weight": cfg.loss.kd_weight,
-        "loss.kd_temperature": cfg.loss.kd_temperature,
-        "spots.routing_ce_weight": cfg.spots.routing_ce_weight,
-    }
+    values = {"loss.ce_weight": cfg.loss.ce_weight, "loss.kd_weight": cfg.loss.kd_weight}
+    if cfg.loss.kd_weight:
+        values["loss.kd_temperature"] = cfg.loss.kd_temperature
+    values["spots.routing_ce_weight"] = cfg.spots.routing_ce_weight
     if cfg.distiller is not None:
         values["distiller.loss_weight"] = cfg.distiller.loss_weight
     if params is not None:

@@ -146,6 +146,9 @@ class LossConfig(_Strict):
     kd_temperature: float = Field(default=4.0, gt=0)
 
 
+_DEFAULT_KD_TEMPERATURE = LossConfig.model_fields["kd_temperature"].default
+
+
 class SpotsConfig(_Strict):
     """Where to distil: the spot mode and, for adaptive/anti, the policy's settings.
 
@@ -216,7 +219,8 @@ class RunConfig(_Strict):
         if sources is None:  # validated without the loader: every value set counts as the config's
             values = self._weight_values()
             sources = {key: "config" for key, value in values.items() if value is not None}
-        resolved = self._resolve_weights(dict(sources), context.get("label", "config"))
+        label = context.get("label", "config")
+        resolved = self._resolve_weights(dict(sources), label, context.get("stored", False))
         self._format_output_dir()
         self._sources = resolved
         return self
@@ -250,11 +254,14 @@ class RunConfig(_Strict):
             "spots.routing_ce_weight": self.spots.routing_ce_weight,
         }
 
-    def _resolve_weights(self, sources: dict[str, str], label: str) -> dict[str, str]:
+    def _resolve_weights(
+        self, sources: dict[str, str], label: str, stored: bool = False
+    ) -> dict[str, str]:
         """Fill unset loss weights from the published table and merge the chosen distiller's preset.
 
         ``sources`` holds the keys the recipe files and overrides set, with their source; returns
-        where each resolved value came from.
+        where each resolved value came from. A temperature for a logit-KD term that is off is an
+        error, except in configs sakd stored itself (``stored``).
         """
         d = self.distiller
         values = self._weight_values()
@@ -283,7 +290,8 @@ class RunConfig(_Strict):
             target = d if section == "distiller" else getattr(self, section)
             setattr(target, name, float(row[name]))
         temperature_source = source_of(sources, "loss.kd_temperature")
-        if d is not None and temperature_source is not None and not self.loss.kd_weight:
+        unused = not self.loss.kd_weight and self.loss.kd_temperature != _DEFAULT_KD_TEMPERATURE
+        if d is not None and temperature_source is not None and unused and not stored:
             raise SakdError(
                 f"{label}: loss.kd_temperature is set ({temperature_source}) but the logit-KD term "
                 "is off (loss.kd_weight=0): set loss.kd_weight > 0, or the distiller's own "
@@ -526,7 +534,7 @@ def validate_config(data: dict | Recipe, source: str = "config", stored: bool = 
     for old, new in RENAMED_KEYS.items():
         if _lookup(values, old):
             raise SakdError(f"{source}: key {old!r} was renamed to {new!r}")
-    context = {"sources": recipe.sources, "label": source}
+    context = {"sources": recipe.sources, "label": source, "stored": stored}
     try:
         return RunConfig.model_validate(values, context=context)
     except ValidationError as exc:

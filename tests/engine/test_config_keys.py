@@ -176,3 +176,13 @@ def test_run_json_records_every_resolved_weight_and_its_source(tmp_path):
 
 def _distill(out, *extra):
     return load_config("quickstart", tiny_overrides(out, "epochs=1", *extra))
+
+
+def test_a_resolved_config_yaml_loads_again_as_a_recipe(tmp_path):
+    for name in ("kd", "at", "dkd"):
+        cfg = load_config("cifar100/resnet56-resnet20", [f"distiller.name={name}"])
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(dump_config(cfg))
+        again = load_config(str(path))
+        assert again.model_dump() == cfg.model_dump()
+        assert set(again.weight_sources().values()) == {f"recipe {path}"}

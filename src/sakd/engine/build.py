@@ -170,18 +170,11 @@ def distiller_params(cls: type[Distiller], values: dict) -> DistillerParams:
         ) from None
 
 
-def _param_sources(cfg: RunConfig, params: DistillerParams) -> dict[str, str]:
-    """Where each of the distiller's resolved parameters came from (unset ones: its defaults)."""
-    sources = cfg.weight_sources()
-    return {
-        f"distiller.params.{key}": sources.get(f"distiller.params.{key}", "default")
-        for key in params.model_dump()
-    }
-
-
 def resolved_weights(cfg: RunConfig, params: DistillerParams | None = None) -> dict[str, dict]:
-    """Every resolved loss weight (and distiller parameter) with its value and source, for run.json."""
-    sources = cfg.weight_sources()
+    """Every resolved loss weight (and distiller parameter) with its value and source, for run.json.
+
+    Distiller parameters no recipe, preset or override set are the ``Params`` defaults.
+    """
     values = {"loss.ce_weight": cfg.loss.ce_weight, "loss.kd_weight": cfg.loss.kd_weight}
     if cfg.loss.kd_weight:
         values["loss.kd_temperature"] = cfg.loss.kd_temperature
@@ -189,9 +182,9 @@ def resolved_weights(cfg: RunConfig, params: DistillerParams | None = None) -> d
     if cfg.distiller is not None:
         values["distiller.loss_weight"] = cfg.distiller.loss_weight
     if params is not None:
-        sources = {**sources, **_param_sources(cfg, params)}
         values.update({f"distiller.params.{k}": v for k, v in params.model_dump().items()})
-    return {key: {"value": value, "source": sources[key]} for key, value in values.items()}
+    sources = cfg.weight_sources()
+    return {k: {"value": v, "source": sources.get(k, "default")} for k, v in values.items()}
 
 
 def build_task(cfg: RunConfig, train_set: ImageSet, runtime: Runtime) -> tuple[Task, dict]:

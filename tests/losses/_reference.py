@@ -37,6 +37,11 @@ def unit(v: Tensor) -> Tensor:
     return v / v.norm()
 
 
+def attention(f: Tensor, p: float) -> Tensor:
+    """normalise(mean_c f^p) flattened over positions, for one (C, H, W) map (AT's map, FT's code)."""
+    return unit((f**p).mean(dim=0).reshape(-1))
+
+
 # ----------------------------------------------------------------------------------------------
 # logit and feature-map formulas
 
@@ -89,9 +94,7 @@ def ref_at(student: Tensor, teacher: Tensor, p: float = 2.0) -> Tensor:
     student, teacher = pool_pair(student, teacher)
     squares = []
     for s, t in zip(student, teacher, strict=True):
-        a_s = unit((s**p).mean(dim=0).reshape(-1))
-        a_t = unit((t**p).mean(dim=0).reshape(-1))
-        squares.append((a_s - a_t) ** 2)
+        squares.append((attention(s, p) - attention(t, p)) ** 2)
     return torch.stack(squares).mean()
 
 
@@ -137,9 +140,7 @@ def ref_ft(student_factor: Tensor, teacher_factor: Tensor, p1: float = 2.0) -> T
     student_factor, teacher_factor = pool_pair(student_factor, teacher_factor)
     diffs = []
     for s, t in zip(student_factor, teacher_factor, strict=True):
-        code_s = unit((s**p1).mean(dim=0).reshape(-1))
-        code_t = unit((t**p1).mean(dim=0).reshape(-1))
-        diffs.append((code_s - code_t).abs())
+        diffs.append((attention(s, p1) - attention(t, p1)).abs())
     return torch.stack(diffs).mean()
 
 

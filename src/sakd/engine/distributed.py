@@ -15,8 +15,8 @@ The rules a multi-rank run follows (``docs/performance.md`` explains them):
   the ``k``-th batch of a single process with batch ``W × batch_size``, interleaved.
 * **Shared random draws.** Draws that belong to samples (Gumbel noise, random spot choices, CRD's
   negatives) are made for the whole global batch from a generator that is identical on every rank,
-  and each rank keeps its own rows (:func:`sakd.collectives.global_rows`): a W-rank run draws exactly what the
-  single process with the global batch draws.
+  and each rank keeps its own rows (:func:`sakd.collectives.global_rows`): a W-rank run draws
+  exactly what the single process with the global batch draws.
 * **What differs from that single process:** statistics taken over a batch see the rank's batch
   only — BatchNorm in train mode, the routing hinge and γ rule, relational distillers (SP, CC,
   RKD, PKT). BatchNorm running statistics are averaged over the ranks at the end of every epoch.

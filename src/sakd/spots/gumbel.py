@@ -1,4 +1,4 @@
-"""Straight-through Gumbel-softmax (method.md §1.4); the noise comes from a :class:`sakd.seeding.SeededGenerator`."""
+"""Straight-through Gumbel-softmax (method.md §1.4); noise from a ``sakd.seeding.SeededGenerator``."""
 
 from __future__ import annotations
 

@@ -17,17 +17,16 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _harness import interleaved_times, median_times, pooled_spot
 from torch import Tensor, nn
 
 from sakd.losses import DistillContext, get_distiller
 from sakd.models.registry import create_model
-from sakd.models.staged import SpotInfo, resolve_spots
+from sakd.models.staged import resolve_spots
 
 
 class GatherCRD(nn.Module):
@@ -82,27 +81,6 @@ class GatherCRD(nn.Module):
         return -(log_positive.sum() + log_negative.sum()) / probs.shape[0]
 
 
-def interleaved_medians(
-    steps: dict[str, Callable[[int], None]], warmup: int, repeats: int
-) -> dict[str, float]:
-    """Median wall time of each ``step(i)``; the variants alternate, so they share the machine's load."""
-    for i in range(warmup):
-        for step in steps.values():
-            step(i)
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for i in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step(warmup + i)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def pooled(dim: int) -> SpotInfo:
-    """A pooled-vector spot of size ``dim``."""
-    return SpotInfo(index=4, role="pooled", channels=dim, reduction=0, shape=(dim,))
-
-
 def loss_benchmark(args: argparse.Namespace) -> None:
     """CRD loss forward + backward: sakd vs the gather formulation."""
     torch.manual_seed(0)
@@ -110,7 +88,7 @@ def loss_benchmark(args: argparse.Namespace) -> None:
     labels = torch.randint(args.num_classes, (args.num_train,))
     crd_cls = get_distiller("crd")
     params = crd_cls.Params(num_negatives=args.negatives, feat_dim=args.feat_dim)
-    ours = crd_cls([pooled(dim)], [pooled(dim)], params, args.num_classes, args.num_train)
+    ours = crd_cls([pooled_spot(dim)], [pooled_spot(dim)], params, args.num_classes, args.num_train)
     ours.attach_train_labels(labels)
     theirs = GatherCRD(dim, dim, args.feat_dim, args.num_train)
     inputs = [
@@ -132,8 +110,8 @@ def loss_benchmark(args: argparse.Namespace) -> None:
         contrast_index = torch.cat([index[:, None], negatives[i]], 1)
         theirs(student, teacher, index, contrast_index).backward()
 
-    medians = interleaved_medians(
-        {"sakd": step_ours, "gather": step_theirs}, args.warmup, args.repeats
+    medians = median_times(
+        interleaved_times({"sakd": step_ours, "gather": step_theirs}, args.warmup, args.repeats)
     )
     t_ours, t_theirs = medians["sakd"], medians["gather"]
     print(
@@ -187,7 +165,7 @@ def _training_step(name: str, args: argparse.Namespace) -> Callable[[int], None]
 def full_step_benchmark(args: argparse.Namespace) -> None:
     """One training step (teacher fwd, student fwd/bwd, CE + KD + distiller, SGD): CRD vs AT."""
     steps = {name: _training_step(name, args) for name in ("at", "crd")}
-    times = interleaved_medians(steps, args.warmup, args.repeats)
+    times = median_times(interleaved_times(steps, args.warmup, args.repeats))
     print(
         f"training step resnet32x4->resnet8x4, batch {args.batch}: AT {times['at'] * 1e3:.0f} ms, "
         f"CRD {times['crd'] * 1e3:.0f} ms, CRD/AT = {times['crd'] / times['at']:.3f}"

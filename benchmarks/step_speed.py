@@ -2,7 +2,7 @@
 
 Every configuration (pair × distiller × spot mode × precision) is built once through the library's
 own builders (random weights; speed does not depend on them), then timed in interleaved rounds so
-that all ratios come from the same stretch of a noisy shared machine. Reported per configuration:
+that all ratios come from the same stretch of a noisy shared machine (``_harness.py``). Reported per configuration:
 median images/s over the rounds, FLOPs of one step (``torch.utils.flop_counter``; forward +
 backward), and, with ``--memory``, the peak resident memory of a fresh process running it.
 
@@ -18,26 +18,25 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from _harness import (
+    Step,
+    build_step,
+    distill_config,
+    fresh_process_peak_rss_mb,
+    full_batches,
+    interleaved_times,
+    report_single_peak,
+    step_flops,
+    synthetic_data,
+)
 
-from sakd.config import validate_config
-from sakd.data import AugmentSpec, ImageSet, iterate_batches
-from sakd.engine.build import build_task
-from sakd.engine.runtime import Runtime
-from sakd.engine.trainer import make_optimizers, train_step
-from sakd.models import create_model
-
-NUM_CLASSES = 100
+from sakd.data import ImageSet
 
 
 @dataclass
@@ -55,113 +54,28 @@ class Case:
         return f"{self.teacher}->{self.student} {self.distiller} {self.mode} {self.precision}"
 
 
-def synthetic_data(num_samples: int) -> ImageSet:
-    """CIFAR-100-shaped random images (the data's content does not change the step's cost)."""
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (num_samples, 3, 32, 32), dtype=torch.uint8, generator=gen)
-    labels = torch.arange(num_samples) % NUM_CLASSES
-    return ImageSet(
-        images=images,
-        labels=labels,
-        num_classes=NUM_CLASSES,
-        class_names=[str(i) for i in range(NUM_CLASSES)],
-        mean=(0.5, 0.5, 0.5),
-        std=(0.25, 0.25, 0.25),
-        augment=AugmentSpec(crop_padding=4, horizontal_flip=True),
+def build(case: Case, data: ImageSet, folder: Path) -> Step:
+    """The main training step of ``case`` on the CPU."""
+    cfg = distill_config(
+        case.student,
+        folder,
+        teacher=case.teacher,
+        distiller=case.distiller,
+        mode=case.mode,
+        precision=case.precision,
+        channels_last=case.precision == "bf16",
+        device="cpu",
     )
-
-
-def teacher_file(name: str, folder: Path) -> Path:
-    """A checkpoint of a randomly initialised teacher (the real loading path is exercised)."""
-    path = folder / f"{name}.pt"
-    if not path.exists():
-        torch.manual_seed(0)
-        torch.save({"model": create_model(name, NUM_CLASSES).state_dict()}, path)
-    return path
-
-
-def build(case: Case, data: ImageSet, folder: Path, homogeneous: bool):
-    """Task, main phase, optimizers and runtime for ``case``."""
-    cfg = validate_config(
-        {
-            "model": {"name": case.student},
-            "teacher": {
-                "name": case.teacher,
-                "checkpoint": str(teacher_file(case.teacher, folder)),
-            },
-            "distiller": {"name": case.distiller},
-            "spots": {"mode": case.mode, "homogeneous": homogeneous},
-            "precision": case.precision,
-            "channels_last": case.precision == "bf16",
-            "device": "cpu",
-        }
-    )
-    runtime = Runtime.create("cpu", case.precision, cfg.channels_last)
-    task, _ = build_task(cfg, data, runtime)
-    phase = task.phases(cfg.epochs)[-1]
-    task.train()
-    return task, phase, make_optimizers(phase), runtime
-
-
-def batches(data: ImageSet, batch_size: int, count: int):
-    """``count`` training batches of the synthetic data."""
-    out = []
-    epoch = 0
-    while len(out) < count:
-        for batch in iterate_batches(data, batch_size, train=True, seed=0, epoch=epoch):
-            if len(batch[1]) == batch_size:
-                out.append(batch)
-            if len(out) == count:
-                break
-        epoch += 1
-    return out
-
-
-def step_flops(phase, optimizers, runtime, batch) -> int:
-    """FLOPs of one training step (forward + backward) as counted by FlopCounterMode."""
-    counter = FlopCounterMode(display=False)
-    with counter:
-        train_step(runtime, phase, optimizers, *batch, 0)
-    return counter.get_total_flops()
-
-
-def peak_memory_mb(case: Case, args) -> float:
-    """Peak RSS (MB) of a fresh process that builds ``case`` and runs a few steps."""
-    cmd = [
-        sys.executable,
-        __file__,
-        "--single",
-        json.dumps(case.__dict__),
-        "--batch",
-        str(args.batch),
-        "--threads",
-        str(args.threads),
-        "--samples",
-        str(args.samples),
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return float(out.strip().splitlines()[-1])
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (MB): VmHWM, which, unlike ru_maxrss, is not inherited
-    from the parent across fork + exec."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return build_step(cfg, data)
 
 
 def run_single(case_json: str, args) -> None:
-    """Child process of :func:`peak_memory_mb`: print the peak RSS after three steps."""
+    """Child process of the ``--memory`` measurement: print the peak RSS after three steps."""
     torch.set_num_threads(args.threads)
     case = Case(**json.loads(case_json))
     data = synthetic_data(args.samples)
     with tempfile.TemporaryDirectory() as tmp:
-        _, phase, optimizers, runtime = build(case, data, Path(tmp), case.teacher != case.student)
-        for batch in batches(data, args.batch, 3):
-            train_step(runtime, phase, optimizers, *batch, 0)
-    print(peak_rss_mb())
+        report_single_peak(build(case, data, Path(tmp)), full_batches(data, args.batch, 3))
 
 
 def main() -> None:
@@ -192,44 +106,40 @@ def main() -> None:
         for mode in args.modes
         for precision in args.precisions
     ]
-    timed_batches = batches(data, args.batch, args.steps + 2)
+    batches = full_batches(data, args.batch, args.steps + 2)
+    warmup_batches, timed_batches = batches[:2], batches[2:]
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         built = {}
         for case in cases:
-            homogeneous = _same_family(case.teacher, case.student)
-            built[case.label] = build(case, data, Path(tmp), homogeneous)
-            _, phase, optimizers, runtime = built[case.label]
-            for batch in timed_batches[:2]:
-                train_step(runtime, phase, optimizers, *batch, 0)
-            results[case.label] = {"case": case.__dict__, "images_per_sec": []}
+            step = built[case.label] = build(case, data, Path(tmp))
+            for batch in warmup_batches:
+                step.run(batch)
+            results[case.label] = {"case": asdict(case), "images_per_sec": []}
             if args.flops:
-                results[case.label]["gflops_per_step"] = (
-                    step_flops(phase, optimizers, runtime, timed_batches[0]) / 1e9
-                )
-        for _ in range(args.rounds):
-            for case in cases:
-                _, phase, optimizers, runtime = built[case.label]
-                start = time.perf_counter()
-                for batch in timed_batches[2:]:
-                    train_step(runtime, phase, optimizers, *batch, 0)
-                seconds = time.perf_counter() - start
-                results[case.label]["images_per_sec"].append(args.steps * args.batch / seconds)
+                results[case.label]["gflops_per_step"] = step_flops(step, warmup_batches[0]) / 1e9
+
+        def timed(step: Step):
+            def run(_: int) -> None:
+                for batch in timed_batches:
+                    step.run(batch)
+
+            return run
+
+        times = interleaved_times(
+            {label: timed(step) for label, step in built.items()}, warmup=0, repeats=args.rounds
+        )
     for case in cases:
         row = results[case.label]
+        row["images_per_sec"] = [args.steps * args.batch / t for t in times[case.label]]
         row["median_images_per_sec"] = statistics.median(row["images_per_sec"])
         if args.memory:
-            row["peak_rss_mb"] = peak_memory_mb(case, args)
+            options = ["--batch", str(args.batch), "--threads", str(args.threads)]
+            options += ["--samples", str(args.samples)]
+            row["peak_rss_mb"] = fresh_process_peak_rss_mb(__file__, asdict(case), options)
     print(render(results, cases, args))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
-
-
-def _same_family(teacher: str, student: str) -> bool:
-    def family(name: str) -> str:
-        return "".join(ch for ch in name if ch.isalpha())
-
-    return family(teacher) == family(student)
 
 
 def render(results: dict, cases: list[Case], args) -> str:

@@ -26,24 +26,28 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from _harness import (
+    Step,
+    build_step,
+    distill_config,
+    fresh_process_peak_rss_mb,
+    full_batches,
+    interleaved_times,
+    report_single_peak,
+    step_flops,
+    synchronize,
+    synthetic_data,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from step_speed import peak_rss_mb, step_flops, synthetic_data, teacher_file  # noqa: E402
-
-from sakd.config import RunConfig, validate_config  # noqa: E402
-from sakd.data import ImageSet, iterate_batches  # noqa: E402
-from sakd.engine.build import build_task  # noqa: E402
-from sakd.engine.runtime import Runtime  # noqa: E402
-from sakd.engine.trainer import Trainer, make_optimizers, train_step  # noqa: E402
+from sakd.config import RunConfig
+from sakd.data import ImageSet, iterate_batches
+from sakd.engine.trainer import Trainer
 
 KINDS = ("student", "kd", "fixed", "adaptive")
 
@@ -67,101 +71,51 @@ class Case:
 
 def case_config(case: Case, folder: Path, batch_size: int, **extra) -> RunConfig:
     """The run configuration of ``case`` (random teacher weights; speed does not depend on them)."""
-    config: dict = {
-        "model": {"name": case.student},
-        "device": case.device,
-        "precision": case.precision,
-        "channels_last": "auto",
-        "compile": case.compile,
-        "batch_size": batch_size,
-        "progress": False,
+    distilled = case.kind != "student"
+    return distill_config(
+        case.student,
+        folder,
+        teacher=case.teacher if distilled else None,
+        distiller="kd" if case.kind == "kd" else case.distiller,
+        mode=case.kind if case.kind in ("fixed", "adaptive") else None,
+        device=case.device,
+        precision=case.precision,
+        channels_last="auto",
+        compile=case.compile,
+        batch_size=batch_size,
+        progress=False,
         **extra,
-    }
-    if case.kind != "student":
-        config["teacher"] = {
-            "name": case.teacher,
-            "checkpoint": str(teacher_file(case.teacher, folder)),
-        }
-        homogeneous = _family(case.teacher) == _family(case.student)
-        if case.kind == "kd":
-            config["distiller"] = {"name": "kd"}
-        else:
-            config["distiller"] = {"name": case.distiller}
-            config["spots"] = {"mode": case.kind, "homogeneous": homogeneous}
-    return validate_config(config)
+    )
 
 
-def build(case: Case, data: ImageSet, folder: Path, batch_size: int):
-    """Task, main phase, optimizers and runtime of ``case`` (student compiled when asked)."""
-    cfg = case_config(case, folder, batch_size)
-    runtime = Runtime.create(case.device, cfg.precision, cfg.channels_last, cfg.compile)
-    task, _ = build_task(cfg, data, runtime)
-    runtime.compile_network(task.eval_model)
-    phase = task.phases(cfg.epochs)[-1]
-    task.train()
-    return phase, make_optimizers(phase), runtime
+def build(case: Case, data: ImageSet, folder: Path, batch_size: int) -> Step:
+    """The main training step of ``case`` (student compiled when asked)."""
+    return build_step(case_config(case, folder, batch_size), data)
 
 
-def device_batches(data: ImageSet, batch_size: int, count: int, device: str) -> list:
-    """``count`` full training batches, made on ``device`` by the library's data path."""
-    out, epoch = [], 0
-    while len(out) < count:
-        for batch in iterate_batches(
-            data, batch_size, train=True, seed=0, epoch=epoch, device=device
-        ):
-            if len(batch[1]) == batch_size:
-                out.append(batch)
-            if len(out) == count:
-                break
-        epoch += 1
-    return out
-
-
-def synchronize(device: str) -> None:
-    """Wait for the device's queued work (CUDA), so a timer sees it finished."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
-def data_epoch_seconds(data: ImageSet, batch_size: int, device: str, epoch: int) -> float:
-    """Seconds to batch, augment and normalise one whole epoch on the device."""
-    synchronize(device)
-    start = time.perf_counter()
+def data_epoch_seconds(data: ImageSet, batch_size: int, device: str, epoch: int) -> None:
+    """Batch, augment and normalise one whole epoch on the device (timed by the caller)."""
     for _ in iterate_batches(data, batch_size, train=True, seed=0, epoch=epoch, device=device):
         pass
-    synchronize(device)
-    return time.perf_counter() - start
 
 
-def cuda_peak_mb(built, batches, device: str, allocated_before: int) -> float:
+def cuda_peak_mb(step: Step, batches, device: str, allocated_before: int) -> float:
     """Peak CUDA memory (MB) of a few steps above what was allocated before the case was built."""
-    phase, optimizers, runtime = built
     torch.cuda.reset_peak_memory_stats(device)
     for batch in batches[:3]:
-        train_step(runtime, phase, optimizers, *batch, 0)
+        step.run(batch)
     synchronize(device)
     return (torch.cuda.max_memory_allocated(device) - allocated_before) / 2**20
 
 
-def cpu_peak_rss_mb(case: Case, args) -> float:
-    """Peak RSS (MB) of a fresh process that builds ``case`` and runs three steps."""
-    cmd = [sys.executable, __file__, "--single", json.dumps(asdict(case))]
-    cmd += ["--batch", str(args.batch), "--threads", str(args.threads)]
-    cmd += ["--samples", str(args.samples)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return float(out.strip().splitlines()[-1])
-
-
 def run_single(case_json: str, args) -> None:
-    """Child process of :func:`cpu_peak_rss_mb`: print the peak RSS after three steps."""
+    """Child process of the CPU ``--memory`` measurement: print the peak RSS after three steps."""
     torch.set_num_threads(args.threads)
     case = Case(**json.loads(case_json))
     data = synthetic_data(args.samples)
     with tempfile.TemporaryDirectory() as tmp:
-        phase, optimizers, runtime = build(case, data, Path(tmp), args.batch)
-        for batch in device_batches(data, args.batch, 3, case.device):
-            train_step(runtime, phase, optimizers, *batch, 0)
-    print(peak_rss_mb())
+        step = build(case, data, Path(tmp), args.batch)
+        report_single_peak(step, full_batches(data, args.batch, 3, case.device))
 
 
 def measure_device(device: str, args, folder: Path) -> dict:
@@ -174,39 +128,40 @@ def measure_device(device: str, args, folder: Path) -> dict:
         for precision in args.precisions
         for kind in KINDS
     ]
-    batches = device_batches(data, args.batch, args.steps + 2, device)
+    batches = full_batches(data, args.batch, args.steps + 2, device)
     results: dict[str, dict] = {}
-    built = {}
+    built: dict[str, Step] = {}
     for case in cases:
         allocated = torch.cuda.memory_allocated(device) if device != "cpu" else 0
-        built[case.label] = build(case, data, folder, args.batch)
-        phase, optimizers, runtime = built[case.label]
+        step = built[case.label] = build(case, data, folder, args.batch)
         for batch in batches[:2]:
-            train_step(runtime, phase, optimizers, *batch, 0)
+            step.run(batch)
         row: dict = {"case": asdict(case), "images_per_sec": []}
         if args.flops and not args.compile:
-            row["gflops_per_step"] = step_flops(phase, optimizers, runtime, batches[0]) / 1e9
+            row["gflops_per_step"] = step_flops(step, batches[0]) / 1e9
         if device != "cpu":
-            row["peak_mb"] = cuda_peak_mb(built[case.label], batches, device, allocated)
+            row["peak_mb"] = cuda_peak_mb(step, batches, device, allocated)
         elif args.memory:
-            row["peak_mb"] = cpu_peak_rss_mb(case, args)
+            options = ["--batch", str(args.batch), "--threads", str(args.threads)]
+            options += ["--samples", str(args.samples)]
+            row["peak_mb"] = fresh_process_peak_rss_mb(__file__, asdict(case), options)
         results[case.label] = row
     data_epoch_seconds(data, args.batch, device, epoch=0)
-    pipeline: list[float] = []
-    for round_index in range(args.rounds):
-        for case in cases:
-            phase, optimizers, runtime = built[case.label]
-            synchronize(device)
-            start = time.perf_counter()
+
+    def timed(step: Step):
+        def run(_: int) -> None:
             for batch in batches[2:]:
-                train_step(runtime, phase, optimizers, *batch, 0)
-            synchronize(device)
-            seconds = time.perf_counter() - start
-            results[case.label]["images_per_sec"].append(args.steps * args.batch / seconds)
-        seconds = data_epoch_seconds(data, args.batch, device, epoch=round_index + 1)
-        pipeline.append(len(data) / seconds)
-    for row in results.values():
+                step.run(batch)
+
+        return run
+
+    variants = {label: timed(step) for label, step in built.items()}
+    variants["data pipeline"] = lambda i: data_epoch_seconds(data, args.batch, device, i + 1)
+    times = interleaved_times(variants, warmup=0, repeats=args.rounds, device=device)
+    for label, row in results.items():
+        row["images_per_sec"] = [args.steps * args.batch / t for t in times[label]]
         row["median_images_per_sec"] = statistics.median(row["images_per_sec"])
+    pipeline = [len(data) / t for t in times["data pipeline"]]
     return {"cases": results, "data_images_per_sec": statistics.median(pipeline)}
 
 
@@ -225,12 +180,10 @@ def project_run(device: str, args, folder: Path) -> dict:
         out = folder / f"project-{epochs}"
         out.mkdir(parents=True)
         cfg = case_config(case, folder, args.batch, epochs=epochs, output_dir=str(out))
-        runtime = Runtime.create(device, cfg.precision, cfg.channels_last, cfg.compile)
-        task, _ = build_task(cfg, data, runtime)
-        runtime.compile_network(task.eval_model)
+        step = build_step(cfg, data)
         synchronize(device)
         start = time.perf_counter()
-        Trainer(cfg, task, data, test, runtime, out).fit()
+        Trainer(cfg, step.task, data, test, step.runtime, out).fit()
         synchronize(device)
         seconds[epochs] = time.perf_counter() - start
     per_epoch = (seconds[1 + args.measured_epochs] - seconds[1]) / args.measured_epochs
@@ -242,10 +195,6 @@ def project_run(device: str, args, folder: Path) -> dict:
         "train_images": len(data),
         "test_images": len(test),
     }
-
-
-def _family(name: str) -> str:
-    return "".join(ch for ch in name if ch.isalpha())
 
 
 def render(measured: dict, projections: dict, args) -> str:

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from sakd.cli import main
+from sakd.collectives import rank_and_world_size
 from sakd.engine import trainer as trainer_module
-from sakd.engine.distributed import rank_and_world_size
 from sakd.models import StagedNet, create_model, list_models, register_model
 
 NO_BATCHNORM_MODEL = "resnet8_nobn"

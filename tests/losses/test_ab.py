@@ -6,7 +6,7 @@ from torch import nn
 
 from sakd.models.connectors import ConvReg
 
-from ._reference_part1 import (
+from ._helpers import (
     MASK_CASES,
     PAIRS,
     RESNET8X4,
@@ -20,9 +20,11 @@ from ._reference_part1 import (
     golden_setup,
     mask_matrix,
     random_feats,
+    subbatch_sum,
+)
+from ._reference import (
     ref_ab,
     ref_ab_layer,
-    subbatch_sum,
 )
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ._reference_part1 import (
+from ._helpers import (
     MASK_CASES,
     PAIRS,
     SMALL_STUDENT,
@@ -14,6 +14,8 @@ from ._reference_part1 import (
     exercise_on_pair,
     golden_setup,
     random_feats,
+)
+from ._reference import (
     ref_at,
 )
 

@@ -3,28 +3,29 @@
 import pytest
 import torch
 
-from ._reference_part2 import (
+from ._helpers import (
     MASKS,
+    PATTERN_B,
     build,
     context,
-    fill_parameters,
-    gated_reference,
-    pattern,
     pooled_spot,
+    subbatch_sum,
+    weight_column,
+)
+from ._reference import (
     ref_cc,
     ref_linear,
-    weight_column,
 )
 
 
 def _cc(**params):
-    cc = build("cc", pooled_spot(6), pooled_spot(8), feat_dim=4, **params)
-    fill_parameters(cc)
+    cc = build("cc", pooled_spot(6), pooled_spot(8), dtype=torch.float64, feat_dim=4, **params)
+    PATTERN_B.fill(cc)
     return cc
 
 
 def test_declares_the_published_setup():
-    cc = build("cc", pooled_spot(6), pooled_spot(8))
+    cc = build("cc", pooled_spot(6), pooled_spot(8), dtype=torch.float64)
     assert cc.spot_role == "pooled"
     assert cc.params.feat_dim == 128
     assert cc.params.train_teacher_embed is True
@@ -33,8 +34,8 @@ def test_declares_the_published_setup():
 
 
 def test_golden_value_full_and_masked():
-    student = pattern((5, 6), 0.4)
-    teacher = pattern((5, 8), 1.3)
+    student = PATTERN_B.tensor((5, 6), 0.4)
+    teacher = PATTERN_B.tensor((5, 8), 1.3)
     cc = _cc()
     full = cc([student], [teacher], torch.ones(5, 1, dtype=torch.float64), context(5))
     embedded_s = ref_linear(student, cc.student_embeds[0].linear)
@@ -64,7 +65,7 @@ def test_mask_equals_reference_on_selected_sub_batch(case):
         embedded_t = ref_linear(teacher[sel], reference_cc.teacher_embeds[0].linear)
         return ref_cc(embedded_s, embedded_t)
 
-    expected = gated_reference(selected, 6, reference, min_selected=2)
+    expected = subbatch_sum(weight_column(selected), lambda _, sel: reference(sel), min_selected=2)
     torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-14)
     if len(selected) < 2:
         assert value.item() == 0.0
@@ -79,8 +80,8 @@ def test_mask_equals_reference_on_selected_sub_batch(case):
 
 def test_pairs_follow_batch_order_among_selected():
     """Selecting rows 0, 2, 3, 5 pairs (0, 2), (2, 3), (3, 5): never an unselected row."""
-    student = pattern((6, 6), 0.5)
-    teacher = pattern((6, 8), 1.9)
+    student = PATTERN_B.tensor((6, 6), 0.5)
+    teacher = PATTERN_B.tensor((6, 8), 1.9)
     cc = _cc()
     value = cc([student], [teacher], weight_column([0, 2, 3, 5]), context(6))
     delta = (
@@ -93,8 +94,8 @@ def test_pairs_follow_batch_order_among_selected():
 
 
 def test_teacher_embedding_can_be_frozen():
-    student = pattern((5, 6), 0.4)
-    teacher = pattern((5, 8), 1.3)
+    student = PATTERN_B.tensor((5, 6), 0.4)
+    teacher = PATTERN_B.tensor((5, 8), 1.3)
     frozen = _cc(train_teacher_embed=False)
     assert not any(p.requires_grad for p in frozen.teacher_embeds.parameters())
     frozen([student], [teacher], torch.ones(5, 1, dtype=torch.float64), context(5)).backward()

@@ -11,17 +11,18 @@ import torch
 from sakd.errors import SakdError
 from sakd.losses.crd import contrast_scores
 
-from ._reference_part2 import (
+from ._helpers import (
     MASKS,
+    PATTERN_B,
     build,
     context,
-    fill_parameters,
-    pattern,
     pooled_spot,
+    weight_column,
+)
+from ._reference import (
     ref_crd_step,
     ref_embed_unit,
     ref_gather_scores,
-    weight_column,
 )
 
 NUM_TRAIN = 200
@@ -35,6 +36,7 @@ def _crd(**params):
         pooled_spot(6),
         pooled_spot(8),
         num_train=NUM_TRAIN,
+        dtype=torch.float64,
         feat_dim=5,
         num_negatives=NEGATIVES,
         **params,
@@ -52,7 +54,7 @@ def _inputs(seed: int, batch: int = 6):
 
 
 def test_declares_the_published_setup():
-    crd = build("crd", pooled_spot(6), pooled_spot(8), num_train=50)
+    crd = build("crd", pooled_spot(6), pooled_spot(8), num_train=50, dtype=torch.float64)
     params = crd.params
     assert crd.spot_role == "pooled"
     assert (params.feat_dim, params.num_negatives) == (128, 16384)
@@ -68,11 +70,19 @@ def test_declares_the_published_setup():
 
 
 def _golden_crd():
-    crd = build("crd", pooled_spot(4), pooled_spot(5), num_train=12, feat_dim=3, num_negatives=4)
-    fill_parameters(crd)
+    crd = build(
+        "crd",
+        pooled_spot(4),
+        pooled_spot(5),
+        num_train=12,
+        dtype=torch.float64,
+        feat_dim=3,
+        num_negatives=4,
+    )
+    PATTERN_B.fill(crd)
     with torch.no_grad():
-        crd.student_memory.copy_(pattern((12, 3), 0.6, 0.5))
-        crd.teacher_memory.copy_(pattern((12, 3), 2.2, 0.5))
+        crd.student_memory.copy_(PATTERN_B.tensor((12, 3), 0.6, 0.5))
+        crd.teacher_memory.copy_(PATTERN_B.tensor((12, 3), 2.2, 0.5))
     crd.attach_train_labels(torch.arange(12) % 3)
     return crd
 
@@ -82,8 +92,8 @@ GOLDEN_NEGATIVES = torch.tensor([[1, 2, 5, 7], [0, 2, 3, 11], [1, 3, 4, 6], [0, 
 
 
 def test_golden_value_full_and_masked(monkeypatch):
-    student = pattern((4, 4), 0.8)
-    teacher = pattern((4, 5), 1.4)
+    student = PATTERN_B.tensor((4, 4), 0.8)
+    teacher = PATTERN_B.tensor((4, 5), 1.4)
     crd = _golden_crd()
     monkeypatch.setattr(crd, "sample_negatives", lambda index: GOLDEN_NEGATIVES)
     full = crd(
@@ -263,7 +273,14 @@ def test_soft_weights_scale_each_sample_term():
 
 
 def test_user_errors_are_reported():
-    crd = build("crd", pooled_spot(6), pooled_spot(8), num_train=NUM_TRAIN, num_negatives=4)
+    crd = build(
+        "crd",
+        pooled_spot(6),
+        pooled_spot(8),
+        num_train=NUM_TRAIN,
+        dtype=torch.float64,
+        num_negatives=4,
+    )
     student, teacher, index = _inputs(12)
     with pytest.raises(RuntimeError, match="attach_train_labels"):
         crd([student], [teacher], torch.ones(6, 1, dtype=torch.float64), context(6, index))

@@ -3,16 +3,18 @@
 import pytest
 import torch
 
-from ._reference_part1 import (
+from ._helpers import (
     MASK_CASES,
     PAIRS,
+    PATTERN_A,
     assert_gated_grads,
     build,
     context,
-    det_tensor,
     mask_matrix,
-    ref_dkd,
     subbatch_sum,
+)
+from ._reference import (
+    ref_dkd,
 )
 
 
@@ -28,8 +30,8 @@ def test_declares_the_published_setup():
 
 
 def test_golden_value_and_warm_up():
-    student = det_tensor((4, 6), 0.4, 3.0)
-    teacher = det_tensor((4, 6), 2.1, 3.0)
+    student = PATTERN_A.tensor((4, 6), 0.4, 3.0)
+    teacher = PATTERN_A.tensor((4, 6), 2.1, 3.0)
     labels = torch.tensor([0, 3, 5, 2])
     dkd = build("dkd", [], [])
     ones = torch.ones(4, 1, dtype=torch.float64)

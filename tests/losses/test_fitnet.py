@@ -5,7 +5,7 @@ import torch
 
 from sakd.models.connectors import ConvReg
 
-from ._reference_part1 import (
+from ._helpers import (
     MASK_CASES,
     PAIRS,
     SMALL_STUDENT,
@@ -15,6 +15,8 @@ from ._reference_part1 import (
     context,
     exercise_on_pair,
     golden_setup,
+)
+from ._reference import (
     ref_mse,
 )
 

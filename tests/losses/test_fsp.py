@@ -6,7 +6,7 @@ from torch import nn
 
 from sakd.errors import SakdError
 
-from ._reference_part1 import (
+from ._helpers import (
     FSP_STUDENT,
     FSP_TEACHER,
     MASK_CASES,
@@ -21,8 +21,10 @@ from ._reference_part1 import (
     golden_setup,
     mask_matrix,
     random_feats,
-    ref_fsp_terms,
     subbatch_sum,
+)
+from ._reference import (
+    ref_fsp_terms,
 )
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from ._reference_part1 import (
+from ._helpers import (
     MASK_CASES,
     PAIRS,
     SMALL_STUDENT,
@@ -15,6 +15,8 @@ from ._reference_part1 import (
     exercise_on_pair,
     golden_setup,
     random_feats,
+)
+from ._reference import (
     ref_ft,
     ref_mse,
 )

@@ -5,7 +5,7 @@ import torch
 
 from sakd.losses.nst import nst_per_sample
 
-from ._reference_part1 import (
+from ._helpers import (
     MASK_CASES,
     PAIRS,
     SMALL_STUDENT,
@@ -15,8 +15,10 @@ from ._reference_part1 import (
     context,
     exercise_on_pair,
     golden_setup,
-    ref_nst,
     spots,
+)
+from ._reference import (
+    ref_nst,
 )
 
 

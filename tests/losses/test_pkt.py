@@ -3,20 +3,22 @@
 import pytest
 import torch
 
-from ._reference_part2 import (
+from ._helpers import (
     MASKS,
+    PATTERN_B,
     build,
     check_relational_mask,
     context,
-    pattern,
     pooled_spot,
-    ref_pkt,
     weight_column,
+)
+from ._reference import (
+    ref_pkt,
 )
 
 
 def _pkt():
-    return build("pkt", pooled_spot(6), pooled_spot(8))
+    return build("pkt", pooled_spot(6), pooled_spot(8), dtype=torch.float64)
 
 
 def test_declares_the_published_setup():
@@ -27,8 +29,8 @@ def test_declares_the_published_setup():
 
 
 def test_golden_value_full_and_masked():
-    student = pattern((5, 6), 0.2)
-    teacher = pattern((5, 8), 1.1)
+    student = PATTERN_B.tensor((5, 6), 0.2)
+    teacher = PATTERN_B.tensor((5, 8), 1.1)
     pkt = _pkt()
     full = pkt([student], [teacher], torch.ones(5, 1, dtype=torch.float64), context(5))
     assert full.item() == pytest.approx(ref_pkt(student, teacher).item(), rel=1e-10)
@@ -47,18 +49,20 @@ def test_mask_equals_reference_on_selected_sub_batch(case):
 
 
 def test_zero_vector_stays_finite():
-    student = pattern((4, 6), 0.3)
+    student = PATTERN_B.tensor((4, 6), 0.3)
     student[1] = 0.0
     student.requires_grad_(True)
-    value = _pkt()([student], [pattern((4, 8), 0.7)], weight_column([0, 1, 3], 4), context(4))
+    value = _pkt()(
+        [student], [PATTERN_B.tensor((4, 8), 0.7)], weight_column([0, 1, 3], 4), context(4)
+    )
     value.backward()
     assert torch.isfinite(value)
     assert torch.isfinite(student.grad).all()
 
 
 def test_half_precision_inputs_are_computed_in_float32():
-    student = pattern((4, 6), 0.3).to(torch.bfloat16)
-    teacher = pattern((4, 8), 0.7).to(torch.bfloat16)
+    student = PATTERN_B.tensor((4, 6), 0.3).to(torch.bfloat16)
+    teacher = PATTERN_B.tensor((4, 8), 0.7).to(torch.bfloat16)
     value = _pkt().float()([student], [teacher], torch.ones(4, 1), context(4))
     assert value.dtype == torch.float32
     expected = ref_pkt(student.double(), teacher.double())

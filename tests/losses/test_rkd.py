@@ -3,20 +3,22 @@
 import pytest
 import torch
 
-from ._reference_part2 import (
+from ._helpers import (
     MASKS,
+    PATTERN_B,
     build,
     check_relational_mask,
     context,
-    pattern,
     pooled_spot,
-    ref_rkd,
     weight_column,
+)
+from ._reference import (
+    ref_rkd,
 )
 
 
 def _rkd(**params):
-    return build("rkd", pooled_spot(6), pooled_spot(8), **params)
+    return build("rkd", pooled_spot(6), pooled_spot(8), dtype=torch.float64, **params)
 
 
 def test_declares_the_published_setup():
@@ -27,8 +29,8 @@ def test_declares_the_published_setup():
 
 
 def test_golden_value_full_and_masked():
-    student = pattern((5, 6), 0.3)
-    teacher = pattern((5, 8), 1.7, 2.0)
+    student = PATTERN_B.tensor((5, 6), 0.3)
+    teacher = PATTERN_B.tensor((5, 8), 1.7, 2.0)
     rkd = _rkd()
     full = rkd([student], [teacher], torch.ones(5, 1, dtype=torch.float64), context(5))
     assert full.item() == pytest.approx(ref_rkd(student, teacher).item(), rel=1e-10)
@@ -39,8 +41,8 @@ def test_golden_value_full_and_masked():
 
 
 def test_term_weights_are_applied():
-    student = pattern((5, 6), 0.3)
-    teacher = pattern((5, 8), 1.7, 2.0)
+    student = PATTERN_B.tensor((5, 6), 0.3)
+    teacher = PATTERN_B.tensor((5, 8), 1.7, 2.0)
     weights = torch.ones(5, 1, dtype=torch.float64)
     distance_only = _rkd(angle_weight=0.0)([student], [teacher], weights, context(5))
     angle_only = _rkd(distance_weight=0.0)([student], [teacher], weights, context(5))
@@ -62,8 +64,8 @@ def test_mask_equals_reference_on_selected_sub_batch(case):
 
 def test_one_selected_sample_is_zero_not_nan():
     """RepDistiller averages distances over an empty set here (NaN); the gate gives exactly 0."""
-    student = pattern((4, 6), 0.3).requires_grad_(True)
-    value = _rkd()([student], [pattern((4, 8), 0.9)], weight_column([2], 4), context(4))
+    student = PATTERN_B.tensor((4, 6), 0.3).requires_grad_(True)
+    value = _rkd()([student], [PATTERN_B.tensor((4, 8), 0.9)], weight_column([2], 4), context(4))
     value.backward()
     assert value.item() == 0.0
     assert torch.equal(student.grad, torch.zeros_like(student))

@@ -3,20 +3,22 @@
 import pytest
 import torch
 
-from ._reference_part2 import (
+from ._helpers import (
     MASKS,
+    PATTERN_B,
     build,
     check_relational_mask,
     context,
     map_spot,
-    pattern,
-    ref_sp,
     weight_column,
+)
+from ._reference import (
+    ref_sp,
 )
 
 
 def _sp():
-    return build("sp", map_spot((3, 2, 2)), map_spot((5, 2, 2)))
+    return build("sp", map_spot((3, 2, 2)), map_spot((5, 2, 2)), dtype=torch.float64)
 
 
 def test_declares_the_published_setup():
@@ -27,8 +29,8 @@ def test_declares_the_published_setup():
 
 
 def test_golden_value_full_and_masked():
-    student = pattern((4, 3, 2, 2), 0.1)
-    teacher = pattern((4, 5, 2, 2), 0.9)
+    student = PATTERN_B.tensor((4, 3, 2, 2), 0.1)
+    teacher = PATTERN_B.tensor((4, 5, 2, 2), 0.9)
     sp = _sp()
     full = sp([student], [teacher], torch.ones(4, 1, dtype=torch.float64), context(4))
     assert full.item() == pytest.approx(ref_sp(student, teacher).item(), rel=1e-10)
@@ -49,7 +51,7 @@ def test_mask_equals_reference_on_selected_sub_batch(case):
 
 def test_zero_features_stay_finite():
     student = torch.zeros(4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
-    teacher = pattern((4, 5, 2, 2), 0.5)
+    teacher = PATTERN_B.tensor((4, 5, 2, 2), 0.5)
     value = _sp()([student], [teacher], weight_column([0, 2], 4), context(4))
     value.backward()
     assert torch.isfinite(value)
@@ -57,6 +59,6 @@ def test_zero_features_stay_finite():
 
 
 def test_rejects_weights_of_the_wrong_shape():
-    student = pattern((4, 3, 2, 2), 0.1)
+    student = PATTERN_B.tensor((4, 3, 2, 2), 0.1)
     with pytest.raises(ValueError, match="weights must have shape"):
-        _sp()([student], [pattern((4, 5, 2, 2), 0.2)], torch.ones(4, 2), context(4))
+        _sp()([student], [PATTERN_B.tensor((4, 5, 2, 2), 0.2)], torch.ones(4, 2), context(4))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ._reference_part1 import (
+from ._helpers import (
     MASK_CASES,
     PAIRS,
     SMALL_STUDENT,
@@ -16,6 +16,8 @@ from ._reference_part1 import (
     context,
     exercise_on_pair,
     golden_setup,
+)
+from ._reference import (
     ref_vid,
     vid_init_log_scale,
 )

@@ -1,15 +1,11 @@
-"""Straight-through Gumbel-softmax and the checkpointable generator."""
+"""Straight-through Gumbel-softmax."""
 
 from __future__ import annotations
 
-import io
-
-import pytest
 import torch
 
 from sakd.spots.gumbel import (
     GUMBEL_EPS,
-    SeededGenerator,
     gumbel_softmax_soft,
     sample_gumbel,
     straight_through_gumbel,
@@ -56,51 +52,3 @@ def test_straight_through_gradient_equals_soft_sample_gradient() -> None:
 
     assert hard_logits.grad is not None and hard_logits.grad.abs().sum() > 0
     assert torch.equal(hard_logits.grad, soft_logits.grad)
-
-
-def test_seeded_generator_is_reproducible_and_restores_state() -> None:
-    first = SeededGenerator(3)
-    draws = [torch.rand(5, generator=first.on(torch.device("cpu"))) for _ in range(2)]
-    again = SeededGenerator(3)
-    assert torch.equal(torch.rand(5, generator=again.on(torch.device("cpu"))), draws[0])
-
-    buffer = io.BytesIO()
-    torch.save(again.state_dict(), buffer)
-    buffer.seek(0)
-    restored = SeededGenerator(99)
-    restored.load_state_dict(torch.load(buffer, weights_only=True))
-    assert torch.equal(torch.rand(5, generator=restored.on(torch.device("cpu"))), draws[1])
-
-
-def test_state_before_first_draw_round_trips() -> None:
-    fresh = SeededGenerator(5)
-    copy = SeededGenerator(0)
-    copy.load_state_dict(fresh.state_dict())
-    cpu = torch.device("cpu")
-    assert torch.equal(
-        torch.rand(3, generator=copy.on(cpu)), torch.rand(3, generator=fresh.on(cpu))
-    )
-
-
-def test_state_from_another_device_type_continues_deterministically() -> None:
-    source = SeededGenerator(4)
-    torch.rand(3, generator=source.on(torch.device("cpu")))
-    state = {**source.state_dict(), "device_type": "cuda"}
-    first, second = SeededGenerator(0), SeededGenerator(0)
-    first.load_state_dict(state)
-    second.load_state_dict(state)
-    cpu = torch.device("cpu")
-    assert torch.equal(
-        torch.rand(4, generator=first.on(cpu)), torch.rand(4, generator=second.on(cpu))
-    )
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_generator_lives_on_the_gpu_and_round_trips() -> None:
-    device = torch.device("cuda", 0)
-    source = SeededGenerator(8)
-    torch.rand(3, generator=source.on(device), device=device)
-    restored = SeededGenerator(0)
-    restored.load_state_dict(source.state_dict())
-    expected = torch.rand(6, generator=source.on(device), device=device)
-    assert torch.equal(torch.rand(6, generator=restored.on(device), device=device), expected)

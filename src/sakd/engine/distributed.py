@@ -3,8 +3,10 @@
 ``torchrun --nproc_per_node=N -m sakd distill ...`` starts N processes with ``RANK``,
 ``WORLD_SIZE`` and ``LOCAL_RANK`` set. :func:`join_launch` turns that into a process group (NCCL on
 CUDA, gloo on the CPU) and one device per local rank. The rest of sakd asks
-:func:`rank_and_world_size`, which reads the default process group, so a plain single process
-never pays for any of this.
+:func:`sakd.collectives.rank_and_world_size`, which reads the default process group, so a plain
+single process never pays for any of this. The collectives themselves (shared draws, gathers,
+sums) live in the leaf module :mod:`sakd.collectives`; this module keeps launching, rank-0 side
+effects, DDP wrapping and BatchNorm averaging.
 
 The rules a multi-rank run follows (``docs/performance.md`` explains them):
 
@@ -13,8 +15,8 @@ The rules a multi-rank run follows (``docs/performance.md`` explains them):
   the ``k``-th batch of a single process with batch ``W × batch_size``, interleaved.
 * **Shared random draws.** Draws that belong to samples (Gumbel noise, random spot choices, CRD's
   negatives) are made for the whole global batch from a generator that is identical on every rank,
-  and each rank keeps its own rows (:func:`global_rows`): a W-rank run draws exactly what the
-  single process with the global batch draws.
+  and each rank keeps its own rows (:func:`sakd.collectives.global_rows`): a W-rank run draws
+  exactly what the single process with the global batch draws.
 * **What differs from that single process:** statistics taken over a batch see the rank's batch
   only — BatchNorm in train mode, the routing hinge and γ rule, relational distillers (SP, CC,
   RKD, PKT). BatchNorm running statistics are averaged over the ranks at the end of every epoch.
@@ -36,8 +38,35 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from sakd.collectives import (
+    all_reduce_,
+    all_reduce_flat,
+    all_reduce_sum,
+    broadcast_from_main,
+    gather_global_rows,
+    global_rows,
+    rank_and_world_size,
+)
 from sakd.engine.task import Phase, StepResult
 from sakd.errors import SakdError
+
+# The collectives live in the leaf module sakd.collectives (layers below the engine use them
+# there); the engine's modules may keep importing them from here.
+__all__ = [
+    "DataParallelPhase",
+    "Launch",
+    "all_reduce_",
+    "all_reduce_sum",
+    "average_batchnorm_statistics",
+    "broadcast_from_main",
+    "gather_global_rows",
+    "global_rows",
+    "join_launch",
+    "launch_from_env",
+    "on_main_rank",
+    "rank_and_world_size",
+    "resolve_device",
+]
 
 T = TypeVar("T")
 
@@ -71,13 +100,6 @@ def launch_from_env() -> Launch:
             f"RANK={rank} is outside WORLD_SIZE={world_size}: start the run with torchrun"
         )
     return Launch(rank, world_size, local_rank)
-
-
-def rank_and_world_size() -> tuple[int, int]:
-    """(rank, world size) of the default process group; (0, 1) when there is none."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def resolve_device(device: str, launch: Launch) -> str:
@@ -166,28 +188,6 @@ def on_main_rank(action: Callable[[], T]) -> T | None:
     return result
 
 
-def broadcast_from_main(value: T) -> T:
-    """Rank 0's ``value`` on every rank (pickled; tensors should be on the CPU)."""
-    if rank_and_world_size()[1] == 1:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def all_reduce_sum(values: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Element-wise sums over the ranks of a dict of tensors (one collective); float64 results."""
-    if rank_and_world_size()[1] == 1 or not values:
-        return values
-    flat = torch.cat([value.detach().reshape(-1).double() for value in values.values()])
-    dist.all_reduce(flat)
-    out, start = {}, 0
-    for name, value in values.items():
-        out[name] = flat[start : start + value.numel()].reshape(value.shape)
-        start += value.numel()
-    return out
-
-
 def average_batchnorm_statistics(module: nn.Module) -> None:
     """Replace every BatchNorm running mean and variance in ``module`` by its mean over the ranks.
 
@@ -204,50 +204,8 @@ def average_batchnorm_statistics(module: nn.Module) -> None:
         for buffer in (sub.running_mean, sub.running_var)
         if buffer is not None
     ]
-    if not buffers:
-        return
-    flat = torch.cat([b.detach().reshape(-1).double() for b in buffers])
-    dist.all_reduce(flat)
-    flat /= world_size
-    start = 0
-    for buffer in buffers:
-        count = buffer.numel()
-        buffer.copy_(flat[start : start + count].view_as(buffer))
-        start += count
-
-
-def global_rows(draw: Callable[[tuple[int, ...]], Tensor], shape: tuple[int, ...]) -> Tensor:
-    """This rank's rows (B, ...) of ``draw((W·B, ...))``, the draw for the whole global batch.
-
-    ``draw`` must use a generator in the same state on every rank. Row ``j`` of rank ``r`` is row
-    ``r + W·j`` of the global draw: the global-batch position of the rank's ``j``-th sample.
-    """
-    rank, world_size = rank_and_world_size()
-    shape = tuple(shape)
-    if world_size == 1:
-        return draw(shape)
-    full = draw((shape[0] * world_size, *shape[1:]))
-    return full[rank::world_size]
-
-
-def gather_global_rows(rows: Tensor) -> Tensor:
-    """Every rank's (B, ...) rows in global-batch order: (W·B, ...), row ``r + W·j`` from rank r.
-
-    All ranks must pass tensors of the same shape; the result carries no gradient.
-    """
-    world_size = rank_and_world_size()[1]
-    if world_size == 1:
-        return rows
-    parts = [torch.empty_like(rows) for _ in range(world_size)]
-    dist.all_gather(parts, rows.detach().contiguous())
-    return torch.stack(parts, 1).reshape(rows.shape[0] * world_size, *rows.shape[1:])
-
-
-def all_reduce_(tensor: Tensor) -> Tensor:
-    """Sum ``tensor`` over the ranks in place (no-op in a single process); returns it."""
-    if rank_and_world_size()[1] > 1:
-        dist.all_reduce(tensor)
-    return tensor
+    for buffer, total in zip(buffers, all_reduce_flat(buffers), strict=True):
+        buffer.copy_(total / world_size)
 
 
 class _PhaseModule(nn.Module):

@@ -1,6 +1,7 @@
 """Where to distil: spot selectors, the policy, straight-through Gumbel and the routed network."""
 
-from sakd.spots.gumbel import SeededGenerator, sample_gumbel, straight_through_gumbel
+from sakd.seeding import SeededGenerator
+from sakd.spots.gumbel import sample_gumbel, straight_through_gumbel
 from sakd.spots.policy import SpotPolicy
 from sakd.spots.routing import RoutedNetwork, make_adaptors
 from sakd.spots.selectors import (

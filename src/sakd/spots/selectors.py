@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sakd.engine.distributed import global_rows
+from sakd.collectives import global_rows
 from sakd.errors import SakdError
 from sakd.models.staged import StagedNet
+from sakd.seeding import SeededGenerator
 from sakd.spot_modes import SpotMode
-from sakd.spots.gumbel import GUMBEL_TAU, SeededGenerator, sample_gumbel, straight_through_gumbel
+from sakd.spots.gumbel import GUMBEL_TAU, sample_gumbel, straight_through_gumbel
 from sakd.spots.policy import SpotPolicy
 from sakd.spots.routing import RoutedNetwork, make_adaptors
 
@@ -92,7 +93,7 @@ class RandomSelector(SpotSelector):
     def forward(self, inp: SelectorInput) -> SpotSelection:
         """Random 0/1 weights (B, K)."""
         generator = self.rng.on(inp.images.device)
-        # Under torchrun: this rank's rows of the global batch's draw (sakd.engine.distributed).
+        # Under torchrun: this rank's rows of the global batch's draw (sakd.collectives).
         uniform = global_rows(
             lambda shape: torch.rand(shape, generator=generator, device=generator.device),
             (inp.images.shape[0], self.num_spots),
@@ -135,7 +136,7 @@ class AdaptiveSelector(SpotSelector):
         """Straight-through decisions a (B, K): exactly 0/1, gradient of the soft Gumbel sample."""
         logits = self.policy(inp.teacher_feats[-1], inp.student_feats[-1])
         generator = self.rng.on(logits.device)
-        # Under torchrun: this rank's rows of the global batch's draw (sakd.engine.distributed).
+        # Under torchrun: this rank's rows of the global batch's draw (sakd.collectives).
         noise = global_rows(lambda shape: sample_gumbel(shape, generator), tuple(logits.shape))
         return straight_through_gumbel(logits, noise, self.tau)[..., 0]
 

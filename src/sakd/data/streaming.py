@@ -274,12 +274,29 @@ class StreamSet:
         )
         mean = torch.tensor(self.mean, dtype=torch.float32, device=device)
         std = torch.tensor(self.std, dtype=torch.float32, device=device)
-        for images, labels, index in loader:
+        for images, labels, index in _one_line_errors(loader):
             yield (
                 normalize(images.to(device, non_blocking=True), mean, std),
                 labels.to(device, non_blocking=True),
                 index.to(device, non_blocking=True),
             )
+
+
+def _one_line_errors(loader: DataLoader) -> Iterator[Any]:
+    """Iterate ``loader``; a worker's SakdError comes back as its own one line (no traceback)."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except SakdError as error:
+            text = str(error)
+            if "Original Traceback" in text:
+                last = [line for line in text.splitlines() if line.strip()][-1]
+                text = last.split("SakdError: ", 1)[-1]
+            raise SakdError(text) from None
+        yield batch
 
 
 def stream_transforms(

@@ -156,17 +156,21 @@ class ResNetImageNet(StagedNet):
 
     @property
     def stages(self) -> nn.ModuleList:  # type: ignore[override]
-        """The six stages as a ModuleList built over the registered modules (not registered)."""
-        return nn.ModuleList(
-            [
-                nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool),
-                self.layer1,
-                self.layer2,
-                self.layer3,
-                self.layer4,
-                nn.Sequential(self.avgpool, nn.Flatten()),
-            ]
-        )
+        """The six stages, a ModuleList over the registered modules, kept outside ``_modules``."""
+        view = self.__dict__.get("_stage_view")
+        if view is None:
+            view = nn.ModuleList(
+                [
+                    nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool),
+                    self.layer1,
+                    self.layer2,
+                    self.layer3,
+                    self.layer4,
+                    nn.Sequential(self.avgpool, nn.Flatten()),
+                ]
+            )
+            self.__dict__["_stage_view"] = view
+        return view
 
     @property
     def head(self) -> nn.Linear:  # type: ignore[override]

@@ -271,6 +271,9 @@ class StreamSet:
             batch_sampler=keys,
             num_workers=self.workers,
             pin_memory=device.type == "cuda",
+            # Its own generator: the DataLoader then draws its worker base seed without touching
+            # torch's global one (every sample is seeded from its key anyway).
+            generator=torch.Generator().manual_seed(0),
         )
         mean = torch.tensor(self.mean, dtype=torch.float32, device=device)
         std = torch.tensor(self.std, dtype=torch.float32, device=device)

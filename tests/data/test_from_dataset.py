@@ -19,7 +19,9 @@ class Items(Dataset):
 
     def __init__(self, count, kind="uint8", size=(12, 12), classes=3, targets=False, seed=0):
         generator = torch.Generator().manual_seed(seed)
-        self.images = torch.randint(0, 256, (count, 3, *size), dtype=torch.uint8, generator=generator)
+        self.images = torch.randint(
+            0, 256, (count, 3, *size), dtype=torch.uint8, generator=generator
+        )
         self.labels = [i % classes for i in range(count)]
         self.kind = kind
         self.reads = 0

@@ -52,7 +52,9 @@ def test_open_stream_lists_the_folder_like_the_memory_loader(tree):
 
 
 @pytest.mark.parametrize("train", [True, False])
-@pytest.mark.parametrize(("world_size", "drop_last"), [(1, False), (2, False), (4, True), (4, False)])
+@pytest.mark.parametrize(
+    ("world_size", "drop_last"), [(1, False), (2, False), (4, True), (4, False)]
+)
 def test_order_and_sharding_equal_the_in_memory_path(tree, train, world_size, drop_last):
     stream = open_stream("folder", str(tree), True, image_size=8, workers=0)
     memory = ImageSet(
@@ -69,9 +71,7 @@ def test_order_and_sharding_equal_the_in_memory_path(tree, train, world_size, dr
         streamed = collect(stream, 3, **kwargs)
         in_memory = list(iterate_batches(memory, 3, seed=3, epoch=1, **kwargs))
         assert len(streamed) == len(in_memory)
-        for (_, s_labels, s_index), (_, m_labels, m_index) in zip(
-            streamed, in_memory, strict=True
-        ):
+        for (_, s_labels, s_index), (_, m_labels, m_index) in zip(streamed, in_memory, strict=True):
             assert torch.equal(s_index, m_index) and torch.equal(s_labels, m_labels)
 
 
@@ -126,8 +126,14 @@ def test_workers_give_bitwise_the_same_batches(tree):
 
 def test_without_augmentation_trains_on_the_eval_transform(tree):
     stream = open_stream("folder", str(tree), True, image_size=12).without_augmentation()
-    a = {i: x for x, _, idx in collect(stream, 4, train=True) for i, x in zip(idx.tolist(), x)}
-    b = {i: x for x, _, idx in collect(stream, 4, train=False) for i, x in zip(idx.tolist(), x)}
+
+    def by_index(train):
+        out = {}
+        for images, _, index in collect(stream, 4, train=train):
+            out.update(zip(index.tolist(), images, strict=True))
+        return out
+
+    a, b = by_index(True), by_index(False)
     assert a.keys() == b.keys() and all(torch.equal(a[i], b[i]) for i in a)
 
 

@@ -63,7 +63,9 @@ def resnet_cifar_stem(bottleneck: bool, num_blocks: tuple[int, ...], num_classes
     return total + linear(c_in, num_classes)
 
 
-def resnet_imagenet_stem(bottleneck: bool, num_blocks: tuple[int, ...], num_classes: int = 100) -> int:
+def resnet_imagenet_stem(
+    bottleneck: bool, num_blocks: tuple[int, ...], num_classes: int = 100
+) -> int:
     """torchvision ``models/resnet.py``: conv7×7-BN stem, the same 4 layers, fc."""
     stem_difference = conv(3, 64, 7) - conv(3, 64, 3)
     return resnet_cifar_stem(bottleneck, num_blocks, num_classes) + stem_difference

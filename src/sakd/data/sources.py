@@ -19,7 +19,13 @@ from torch import Tensor
 
 from sakd.data.batching import iterate_batches
 from sakd.data.folder import folder_files
-from sakd.data.imageset import CIFAR10_MEAN, CIFAR10_STD_AUTHORS, AugmentSpec, ImageSet, channel_stats
+from sakd.data.imageset import (
+    CIFAR10_MEAN,
+    CIFAR10_STD_AUTHORS,
+    AugmentSpec,
+    ImageSet,
+    channel_stats,
+)
 from sakd.data.streaming import (
     DatasetReader,
     FileReader,
@@ -154,9 +160,7 @@ def _item(dataset: Any, index: int, role: str) -> tuple[Tensor, int]:
     item = dataset[index]
     where = f"{role} dataset item {index}"
     if not isinstance(item, (tuple, list)) or len(item) < 2:
-        raise SakdError(
-            f"{where} is a {type(item).__name__}: items must be (image, label) pairs"
-        )
+        raise SakdError(f"{where} is a {type(item).__name__}: items must be (image, label) pairs")
     return to_uint8_chw(item[0], where), to_label(item[1], where)
 
 
@@ -164,7 +168,9 @@ def _labels(dataset: Any, length: int, role: str) -> Tensor:
     """All labels: the dataset's ``targets`` when it has them (torchvision style), else read."""
     targets = getattr(dataset, "targets", None)
     if targets is not None and len(targets) == length:
-        return labels_tensor([to_label(t, f"{role} dataset target {i}") for i, t in enumerate(targets)])
+        return labels_tensor(
+            [to_label(t, f"{role} dataset target {i}") for i, t in enumerate(targets)]
+        )
     return labels_tensor([_item(dataset, i, role)[1] for i in range(length)])
 
 

@@ -4,8 +4,9 @@ Training: ``RandomResizedCrop`` (area fraction in ``scale``, aspect ratio log-un
 torchvision's ten tries and central fallback) to ``size`` x ``size``, then a horizontal flip with
 probability 0.5. Evaluation: resize the shorter side to ``floor(size / crop_fraction)`` (256 for
 224 at the standard 0.875), then a central ``size`` x ``size`` crop. Resizing is bilinear with
-antialiasing (``F.interpolate(..., antialias=True)``, which follows Pillow's filter), rounded back
-to uint8, so a batch travels to the device as uint8 and is normalised there.
+antialiasing on uint8 (``F.interpolate(..., antialias=True)``, which follows Pillow's filter:
+within two levels of it, and one for nearly every pixel), so a batch travels to the device as
+uint8 and is normalised there.
 
 Every random number comes from the ``generator`` passed in, which the streaming loader seeds from
 ``(seed, epoch, sample index)``: a sample's augmentation is a pure function of those three.
@@ -76,14 +77,11 @@ def resize(image: Tensor, height: int, width: int) -> Tensor:
     """uint8 (C, H, W) -> uint8 (C, height, width), bilinear with antialiasing, rounded."""
     if tuple(image.shape[1:]) == (height, width):
         return image
-    scaled = F.interpolate(
-        image[None].to(torch.float32),
-        size=(height, width),
-        mode="bilinear",
-        align_corners=False,
-        antialias=True,
+    # uint8 in, uint8 out: torch's CPU kernel for antialiased bilinear on uint8 (the one
+    # torchvision's v2 transforms use) rounds like Pillow and is about 3x faster than float32.
+    return F.interpolate(
+        image[None], size=(height, width), mode="bilinear", align_corners=False, antialias=True
     )[0]
-    return scaled.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def shorter_side_size(height: int, width: int, short: int) -> tuple[int, int]:

@@ -141,6 +141,13 @@ def test_imagenet_recipes_run_end_to_end_on_a_tiny_jpeg_tree(tmp_path, tree):
         "channels_last=false",
         "progress=false",
     ]
+    protocol = load_config("imagenet/resnet34-resnet18", [f"data.root={tree}"])
+    assert protocol.data.loader == "stream" and protocol.data.image_size == 224
+    assert (protocol.epochs, protocol.batch_size, protocol.lr) == (100, 256, 0.1)
+    assert protocol.optimizer.weight_decay == 1e-4
+    assert protocol.schedule.milestones == [30, 60, 90]
+    # lr 0.01: a random 3-class teacher and AT's beta of 1000 on 1x1 maps diverge at 0.1.
+    small.append("lr=0.01")
     teacher_dir = tmp_path / "teacher"
     run(load_config("imagenet/train/resnet34", [*small, f"output_dir={teacher_dir}"]))
     teacher = load_checkpoint(teacher_dir / "checkpoints/best.pt")["modules"]["student"]
@@ -156,7 +163,7 @@ def test_imagenet_recipes_run_end_to_end_on_a_tiny_jpeg_tree(tmp_path, tree):
             "spots.mode=adaptive",
         ],
     )
-    assert cfg.data.loader == "stream" and cfg.lr == 0.1 and cfg.optimizer.weight_decay == 1e-4
+    assert cfg.model.name == "resnet18_imagenet" and cfg.teacher.name == "resnet34_imagenet"
     summary = run(cfg)
     info = json.loads((student_dir / "run.json").read_text())
     assert info["data_loader"] == "stream" and info["num_classes"] == 3

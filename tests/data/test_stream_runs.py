@@ -170,3 +170,48 @@ def test_imagenet_recipes_run_end_to_end_on_a_tiny_jpeg_tree(tmp_path, tree):
     assert 0 <= summary.last_top1 <= 100 and "teacher_top1" in info
     record = json.loads((student_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["epoch"] == 0 and "at" in record["losses"]
+
+
+class EmbeddedItems(torch.utils.data.Dataset):
+    """The first ``count`` embedded images as (uint8 tensor, int) items, torchvision-style."""
+
+    def __init__(self, train: bool, count: int):
+        from sakd.data import load_dataset
+
+        split = load_dataset("embedded", None, train=train).subset(count)
+        self.images, self.targets = split.images, split.labels.tolist()
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        return self.images[index], self.targets[index]
+
+
+def test_a_streamed_torch_dataset_distils_through_the_engine_with_crd(tmp_path):
+    from sakd.data import from_dataset
+
+    train, test = from_dataset(
+        EmbeddedItems(True, 40), EmbeddedItems(False, 20), loader="stream", workers=1
+    )
+    assert train.num_classes == 10 and train.image_size == (32, 32)
+    cfg = load_config(
+        "quickstart",
+        [
+            f"output_dir={tmp_path / 'crd'}",
+            "distiller.name=crd",
+            "distiller.params.num_negatives=16",
+            "epochs=1",
+            "batch_size=8",
+            "precision=fp32",
+            "channels_last=false",
+            "device=cpu",
+            "progress=false",
+        ],
+    )
+    summary = run(cfg, data=(train, test))
+    info = json.loads((tmp_path / "crd" / "run.json").read_text())
+    assert info["data_loader"] == "stream" and info["train_size"] == 40
+    assert info["test_size"] == 20 and 0 <= summary.last_top1 <= 100
+    record = json.loads((tmp_path / "crd" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "crd" in record["losses"]

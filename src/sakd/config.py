@@ -71,6 +71,43 @@ class DataConfig(_Strict):
     test_limit: int | None = Field(default=None, ge=1)
     image_size: int | None = Field(default=None, ge=8)
     augment: bool = True
+    # How batches are made (docs/data.md): ``memory`` holds the split as one uint8 tensor,
+    # ``stream`` reads images through a DataLoader with ``workers`` processes (ImageNet-style
+    # RandomResizedCrop with area ``crop_scale`` + flip; resize + centre crop of ``crop_fraction``
+    # for evaluation); ``auto`` streams ``imagenet`` and keeps everything else in memory.
+    # ``mean`` / ``std`` (per channel, 0-1 scale) replace the dataset's normalisation.
+    loader: Literal["auto", "memory", "stream"] = "auto"
+    workers: int = Field(default=4, ge=0)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_fraction: float = Field(default=0.875, gt=0, le=1)
+
+    @field_validator("mean")
+    @classmethod
+    def _mean_in_unit_range(cls, value):
+        if value is not None and not all(0 <= v <= 1 for v in value):
+            raise ValueError("must be on the 0-1 scale of the images (e.g. 0.485, not 123.675)")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _std_positive(cls, value):
+        if value is not None and not all(0 < v <= 1 for v in value):
+            raise ValueError("must be positive and on the 0-1 scale (e.g. 0.229, not 58.395)")
+        return value
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale_range(cls, value):
+        if not 0 < value[0] <= value[1] <= 1:
+            raise ValueError("must be [low, high] with 0 < low <= high <= 1 (e.g. [0.08, 1.0])")
+        return value
+
+    @property
+    def streamed(self) -> bool:
+        """Whether batches come from the streaming loader."""
+        return self.loader == "stream" or (self.loader == "auto" and self.name == "imagenet")
 
 
 class ModelConfig(_Strict):

@@ -101,6 +101,23 @@ def solid_image(
     image.save(path)
 
 
+def write_image_tree(
+    root: Path, classes: int = 3, train: int = 6, val: int = 2, seed: int = 0
+) -> Path:
+    """root/{train,val}/class<k>/<i>.{jpg,png}: RGB images of random sizes 40-89 px, per-class tint."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("val", val)):
+        for label in range(classes):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                height, width = (int(v) for v in rng.integers(40, 90, 2))
+                pixels = rng.random((height, width, 3)) * 80 + label * 170 / max(classes - 1, 1)
+                suffix = "jpg" if i % 2 == 0 else "png"
+                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{i}.{suffix}")
+    return root
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         """Keep test output clean."""
@@ -134,5 +151,6 @@ def formats() -> SimpleNamespace:
         write_cifar100=write_cifar100,
         make_tar_gz=make_tar_gz,
         solid_image=solid_image,
+        write_image_tree=write_image_tree,
         cifar10_names=CIFAR10_NAMES,
     )

@@ -56,7 +56,14 @@ def test_embedded_statistics_match_the_train_split():
 
 
 def test_registry_names_and_errors():
-    assert list_datasets() == ["embedded", "cifar10", "cifar100", "tiny-imagenet", "folder"]
+    assert list_datasets() == [
+        "embedded",
+        "cifar10",
+        "cifar100",
+        "tiny-imagenet",
+        "folder",
+        "imagenet",
+    ]
     with pytest.raises(SakdError, match="unknown dataset 'mnist'.*embedded, cifar10"):
         load_dataset("mnist", None, train=True)
     with pytest.raises(SakdError, match="32x32"):

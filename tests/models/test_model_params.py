@@ -63,6 +63,14 @@ def resnet_cifar_stem(bottleneck: bool, num_blocks: tuple[int, ...], num_classes
     return total + linear(c_in, num_classes)
 
 
+def resnet_imagenet_stem(
+    bottleneck: bool, num_blocks: tuple[int, ...], num_classes: int = 100
+) -> int:
+    """torchvision ``models/resnet.py``: conv7×7-BN stem, the same 4 layers, fc."""
+    stem_difference = conv(3, 64, 7) - conv(3, 64, 3)
+    return resnet_cifar_stem(bottleneck, num_blocks, num_classes) + stem_difference
+
+
 def wide_resnet(depth: int, widen: int, num_classes: int = 100) -> int:
     """RepDistiller ``wrn.py``: conv3×3 stem, 3 groups of pre-activation blocks, BN, fc."""
     n = (depth - 4) // 6
@@ -161,6 +169,9 @@ REFERENCE_COUNTS: dict[str, int] = {
     "resnet18": resnet_cifar_stem(False, (2, 2, 2, 2)),
     "resnet34": resnet_cifar_stem(False, (3, 4, 6, 3)),
     "resnet50": resnet_cifar_stem(True, (3, 4, 6, 3)),
+    "resnet18_imagenet": resnet_imagenet_stem(False, (2, 2, 2, 2)),
+    "resnet34_imagenet": resnet_imagenet_stem(False, (3, 4, 6, 3)),
+    "resnet50_imagenet": resnet_imagenet_stem(True, (3, 4, 6, 3)),
 }
 
 # Published counts (millions, 2 decimals) that could be traced to a source: RepDistiller's CIFAR

@@ -40,6 +40,7 @@ PREACT_STAGES = {
     "mobilenetv2": {0},
     "shufflev1": {0, 1, 2, 3},
     "shufflev2": {0},
+    "resnet_imagenet": set(),  # torchvision's blocks end in their own ReLU
 }
 
 
@@ -47,6 +48,8 @@ def family(name: str) -> str:
     """Family key of PREACT_STAGES for a registered model name."""
     if name in ("resnet18", "resnet34", "resnet50"):
         return "resnet_cifar_stem"
+    if name.endswith("_imagenet"):
+        return "resnet_imagenet"
     for prefix in ("mobilenetv2", "shufflev1", "shufflev2", "wrn", "vgg", "resnet"):
         if name.startswith(prefix):
             return prefix

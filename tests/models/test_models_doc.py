@@ -34,6 +34,8 @@ def source(name: str) -> str:
     """Where the architecture comes from."""
     if name in ("resnet18", "resnet34", "resnet50"):
         return SOURCES["resnet_cifar_stem"]
+    if name.endswith("_imagenet"):
+        return "torchvision `models/resnet.py` (ImageNet stem)"
     for key in ("mobilenetv2_half", "mobilenetv2", "shufflev1", "shufflev2", "wrn", "vgg"):
         if name.startswith(key):
             return SOURCES[key]

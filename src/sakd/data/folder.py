@@ -47,16 +47,16 @@ def _eval_dir(root: Path) -> Path:
     )
 
 
-def load_folder(root: str | None, train: bool, image_size: int | None) -> ImageSet:
-    """Load the train or val/test split, resized to ``image_size`` (default 32), normalised by train stats."""
+def folder_files(root: str | None, train: bool) -> tuple[list[str], list[Path], list[int], str]:
+    """Class names (sorted train folders), files, labels and split folder name of a split.
+
+    The train split is ``root/train``; the evaluation split ``root/val`` (or ``root/test``).
+    """
     if root is None:
         raise SakdError(
             "dataset 'folder' needs a data root: set it to a folder holding train/<class>/ and val/<class>/"
         )
     root_path = Path(root).expanduser()
-    size = image_size or DEFAULT_SIZE
-    if size < 1:
-        raise SakdError(f"image size must be positive, got {size}: set a positive image size")
     train_dir = root_path / "train"
     if not train_dir.is_dir():
         raise SakdError(
@@ -67,7 +67,18 @@ def load_folder(root: str | None, train: bool, image_size: int | None) -> ImageS
         raise SakdError(
             f"{train_dir} has no class folders: put each class's images in train/<class>/"
         )
-    train_paths, train_labels = _split_files(train_dir, class_names)
+    split_dir = train_dir if train else _eval_dir(root_path)
+    paths, labels = _split_files(split_dir, class_names)
+    return class_names, paths, labels, split_dir.name
+
+
+def load_folder(root: str | None, train: bool, image_size: int | None) -> ImageSet:
+    """Load the train or val/test split, resized to ``image_size`` (default 32), normalised by train stats."""
+    size = image_size or DEFAULT_SIZE
+    if size < 1:
+        raise SakdError(f"image size must be positive, got {size}: set a positive image size")
+    class_names, train_paths, train_labels, _ = folder_files(root, train=True)
+    root_path = Path(str(root)).expanduser()
     train_images, train_label_array = load_decoded(
         root_path, "train", train_paths, train_labels, size
     )
@@ -75,9 +86,8 @@ def load_folder(root: str | None, train: bool, image_size: int | None) -> ImageS
     if train:
         images, labels = train_images, train_label_array
     else:
-        eval_dir = _eval_dir(root_path)
-        eval_paths, eval_labels = _split_files(eval_dir, class_names)
-        images, labels = load_decoded(root_path, eval_dir.name, eval_paths, eval_labels, size)
+        _, eval_paths, eval_labels, eval_name = folder_files(root, train=False)
+        images, labels = load_decoded(root_path, eval_name, eval_paths, eval_labels, size)
     return ImageSet(
         images=torch.from_numpy(images),
         labels=torch.from_numpy(labels),

@@ -21,7 +21,14 @@ _LOADERS: dict[str, Callable[[str | None, bool, bool, int | None], ImageSet]] = 
         root, train, download, size
     ),
     "folder": lambda root, train, download, size: load_folder(root, train, size),
+    "imagenet": lambda root, train, download, size: _streamed_only("imagenet"),
 }
+
+
+def _streamed_only(name: str) -> ImageSet:
+    raise SakdError(
+        f"dataset {name!r} does not fit in memory: set data.loader=stream (the imagenet recipes do)"
+    )
 
 
 def list_datasets() -> list[str]:

@@ -93,10 +93,10 @@ def _val_files(folder: Path, wnids: list[str]) -> tuple[list[Path], list[int]]:
     return paths, [label for _, label in entries]
 
 
-def load_tiny_imagenet(
-    root: str | None, train: bool, download: bool, image_size: int | None
-) -> ImageSet:
-    """Load Tiny-ImageNet train (100,000) or val (10,000) as uint8 (N, 3, S, S), S = 64 by default."""
+def tiny_imagenet_files(
+    root: str | None, train: bool, download: bool = False
+) -> tuple[Path, list[str], list[Path], list[int]]:
+    """The dataset folder, class names, files and labels of the train or val split."""
     folder = _find_folder(root, download)
     wnids = sorted(
         line.strip()
@@ -108,13 +108,21 @@ def load_tiny_imagenet(
             f"{folder / 'wnids.txt'} lists no classes: replace it with the official file"
         )
     paths, labels = _train_files(folder, wnids) if train else _val_files(folder, wnids)
+    return folder, _class_names(folder, wnids), paths, labels
+
+
+def load_tiny_imagenet(
+    root: str | None, train: bool, download: bool, image_size: int | None
+) -> ImageSet:
+    """Load Tiny-ImageNet train (100,000) or val (10,000) as uint8 (N, 3, S, S), S = 64 by default."""
+    folder, class_names, paths, labels = tiny_imagenet_files(root, train, download)
     size = image_size or NATIVE_SIZE
     images, label_array = load_decoded(folder, "train" if train else "val", paths, labels, size)
     return ImageSet(
         images=torch.from_numpy(images),
         labels=torch.from_numpy(label_array),
-        num_classes=len(wnids),
-        class_names=_class_names(folder, wnids),
+        num_classes=len(class_names),
+        class_names=class_names,
         mean=CIFAR10_MEAN,
         std=CIFAR10_STD_AUTHORS,
         augment=AugmentSpec(crop_padding=0, horizontal_flip=True),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from sakd.config import DistillerConfig, ModelConfig, RunConfig
-from sakd.data import ImageSet, load_dataset
+from sakd.data import BatchSource, StreamSet, load_dataset, open_stream
 from sakd.engine.checkpoint import (
     extract_state_dict,
     load_checkpoint,
@@ -34,24 +34,51 @@ from sakd.spots import build_selector
 LOGIT_KD = "kd"
 
 
-def load_data(cfg: RunConfig) -> tuple[ImageSet, ImageSet]:
-    """Train and test splits, limited and with augmentation switched off when asked."""
+def load_data(cfg: RunConfig) -> tuple[BatchSource, BatchSource]:
+    """Train and test sources (in memory or streamed), limited and with augmentation off when asked."""
     d = cfg.data
-    train = load_dataset(d.name, d.root, train=True, download=d.download, image_size=d.image_size)
+    train = _open_split(cfg, train=True)
     if d.train_limit is not None:
         train = train.subset(d.train_limit)
     if not d.augment:
-        train = dataclasses.replace(
-            train, augment=dataclasses.replace(train.augment, crop_padding=0, horizontal_flip=False)
-        )
+        if isinstance(train, StreamSet):
+            train = train.without_augmentation()
+        else:
+            train = dataclasses.replace(
+                train,
+                augment=dataclasses.replace(train.augment, crop_padding=0, horizontal_flip=False),
+            )
     return train, load_test_split(cfg)
 
 
-def load_test_split(cfg: RunConfig) -> ImageSet:
+def load_test_split(cfg: RunConfig) -> BatchSource:
     """The evaluation split, limited to ``data.test_limit`` samples when set."""
     d = cfg.data
-    test = load_dataset(d.name, d.root, train=False, download=False, image_size=d.image_size)
+    test = _open_split(cfg, train=False)
     return test.subset(d.test_limit) if d.test_limit is not None else test
+
+
+def _open_split(cfg: RunConfig, train: bool) -> BatchSource:
+    """One split as ``data.loader`` asks: streamed from disk, or loaded into memory."""
+    d = cfg.data
+    download = d.download and train
+    if d.streamed:
+        return open_stream(
+            d.name,
+            d.root,
+            train,
+            image_size=d.image_size,
+            mean=d.mean,
+            std=d.std,
+            workers=d.workers,
+            crop_scale=d.crop_scale,
+            crop_fraction=d.crop_fraction,
+            download=download,
+        )
+    split = load_dataset(d.name, d.root, train=train, download=download, image_size=d.image_size)
+    if d.mean is not None or d.std is not None:
+        split = dataclasses.replace(split, mean=d.mean or split.mean, std=d.std or split.std)
+    return split
 
 
 def build_model(cfg_model, num_classes: int, input_size: int) -> StagedNet:
@@ -187,9 +214,9 @@ def resolved_weights(cfg: RunConfig, params: DistillerParams | None = None) -> d
     return {k: {"value": v, "source": sources.get(k, "default")} for k, v in values.items()}
 
 
-def build_task(cfg: RunConfig, train_set: ImageSet, runtime: Runtime) -> tuple[Task, dict]:
+def build_task(cfg: RunConfig, train_set: BatchSource, runtime: Runtime) -> tuple[Task, dict]:
     """The task for this config and facts to record (teacher checksum, resolved loss weights)."""
-    input_size = int(train_set.images.shape[-1])
+    input_size = int(train_set.image_size[-1])
     num_classes = train_set.num_classes
     student = build_model(cfg.model, num_classes, input_size)
     group = dict(
@@ -238,7 +265,7 @@ def build_task(cfg: RunConfig, train_set: ImageSet, runtime: Runtime) -> tuple[T
 
 
 def _loss_terms(
-    cfg: RunConfig, plan: DistillerPlan, num_classes: int, train_set: ImageSet
+    cfg: RunConfig, plan: DistillerPlan, num_classes: int, train_set: BatchSource
 ) -> list[LossTerm]:
     """The logit-KD term (when ``loss.kd_weight`` > 0), then the chosen distiller's term."""
     assert cfg.distiller is not None

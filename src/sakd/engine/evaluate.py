@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from sakd.data import ImageSet, iterate_batches
+from sakd.data import BatchSource, iterate_source
 from sakd.engine.distributed import all_reduce_
 from sakd.engine.runtime import Runtime
 
 
 @torch.inference_mode()
 def accuracy(
-    model: torch.nn.Module, data: ImageSet, runtime: Runtime, batch_size: int = 256
+    model: torch.nn.Module, data: BatchSource, runtime: Runtime, batch_size: int = 256
 ) -> tuple[float, float]:
     """Top-1 and top-5 accuracy (%) of ``model`` on ``data`` (eval mode, no augmentation).
 
@@ -25,7 +25,7 @@ def accuracy(
     num_samples = len(data)
     counts = torch.zeros(3, dtype=torch.long, device=runtime.device)
     seen = 0
-    for images, labels, _ in iterate_batches(
+    for images, labels, _ in iterate_source(
         data,
         batch_size,
         train=False,

@@ -30,7 +30,7 @@ def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
     cfg = validate_config(merged, source=f"checkpoint {path!r}")
     runtime = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
     test_set = load_test_split(cfg)
-    model = build_model(cfg.model, test_set.num_classes, int(test_set.images.shape[-1]))
+    model = build_model(cfg.model, test_set.num_classes, int(test_set.image_size[-1]))
     load_weights_strict(
         model, extract_state_dict(data), f"checkpoint {path!r} for {cfg.model.name!r}"
     )

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from sakd.config import RunConfig, config_differences, dump_config
+from sakd.data import BatchSource, ImageSet, StreamSet
 from sakd.engine.build import build_task, load_data
 from sakd.engine.checkpoint import atomic_write_text, sha256_file
 from sakd.engine.distributed import join_launch, on_main_rank
@@ -25,24 +26,28 @@ from sakd.engine.trainer import RunSummary, Trainer
 from sakd.errors import SakdError
 
 
-def run(cfg: RunConfig) -> RunSummary:
+def run(cfg: RunConfig, data: tuple[BatchSource, BatchSource] | None = None) -> RunSummary:
     """Train the network (or distil the student) that ``cfg`` describes; returns its summary.
 
     All inputs are checked before ``output_dir`` is touched. The run folder then holds
     ``config.yaml`` (resolved), ``run.json`` (facts about the run, including the precision, memory
     format and number of ranks actually used), ``metrics.jsonl``, TensorBoard files and
     ``checkpoints/{last,best}.pt`` (+ ``best.pt.sha256``). On a GPU the whole dataset is moved
-    to the device once and batched and augmented there.
+    to the device once and batched and augmented there (a streamed split is read batch by batch).
+    ``data``: (train, test) sources to use instead of the ones ``cfg.data`` names (e.g. from
+    :func:`sakd.data.from_dataset`).
     """
     if cfg.teacher is None and cfg.distiller is not None:
         raise SakdError("a distiller needs a teacher")
-    return _run(cfg, join_launch(cfg.device))
+    return _run(cfg, join_launch(cfg.device), data)
 
 
-def _run(cfg: RunConfig, device: str) -> RunSummary:
+def _run(
+    cfg: RunConfig, device: str, data: tuple[BatchSource, BatchSource] | None = None
+) -> RunSummary:
     seed_everything(cfg.seed)
     runtime = Runtime.create(device, cfg.precision, cfg.channels_last, cfg.compile)
-    train_set, test_set = load_data(cfg)
+    train_set, test_set = load_data(cfg) if data is None else data
     if runtime.device.type != "cpu":
         train_set, test_set = train_set.to(runtime.device), test_set.to(runtime.device)
     task, facts = build_task(cfg, train_set, runtime)
@@ -61,14 +66,16 @@ def _run(cfg: RunConfig, device: str) -> RunSummary:
         "precision": runtime.precision,
         "channels_last": runtime.channels_last,
         "compile": runtime.compile,
-        "data_on_device": train_set.images.device.type == runtime.device.type,
+        "data_loader": "stream" if isinstance(train_set, StreamSet) else "memory",
+        "data_on_device": isinstance(train_set, ImageSet)
+        and train_set.images.device.type == runtime.device.type,
         "world_size": runtime.world_size,
         "batch_size_per_rank": cfg.batch_size,
         "global_batch_size": cfg.batch_size * runtime.world_size,
         "lr_scaling": cfg.lr_scaling,
         "lr_scale": runtime.world_size if cfg.lr_scaling == "linear" else 1,
-        "train_size": len(train_set.labels),
-        "test_size": len(test_set.labels),
+        "train_size": len(train_set),
+        "test_size": len(test_set),
         "num_classes": train_set.num_classes,
     }
     on_main_rank(lambda: _prepare_run_dir(cfg, run_dir, info))

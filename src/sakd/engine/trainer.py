@@ -26,7 +26,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from sakd.config import RunConfig, config_differences
-from sakd.data import ImageSet, iterate_batches
+from sakd.data import BatchSource, iterate_source
 from sakd.engine.checkpoint import load_checkpoint, load_weights_strict, save_checkpoint
 from sakd.engine.distributed import (
     DataParallelPhase,
@@ -100,8 +100,8 @@ class Trainer:
         self,
         config: RunConfig,
         task: Task,
-        train_set: ImageSet,
-        test_set: ImageSet,
+        train_set: BatchSource,
+        test_set: BatchSource,
         runtime: Runtime,
         run_dir: Path,
     ) -> None:
@@ -210,7 +210,7 @@ class Trainer:
         is_main = phase_index == self._num_phases - 1
         data_epoch = epoch if is_main else 10_000 * (phase_index + 1) + epoch
         runtime = self.runtime
-        batches = iterate_batches(
+        batches = iterate_source(
             self.train_set,
             cfg.batch_size,
             train=True,
@@ -224,7 +224,7 @@ class Trainer:
         stat_sums: dict[str, Tensor] = {}
         seen = 0
         bar = tqdm(
-            total=len(self.train_set.labels),
+            total=len(self.train_set),
             unit="img",
             unit_scale=False,
             leave=False,

@@ -298,7 +298,11 @@ class Trainer:
         """Stop before saving when a weight or buffer of a checkpointed module is NaN/inf."""
         for module_name, module in self.task.checkpoint_modules().items():
             for name, tensor in module.state_dict().items():
-                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                if (
+                    isinstance(tensor, Tensor)
+                    and tensor.is_floating_point()
+                    and not bool(torch.isfinite(tensor).all())
+                ):
                     self._diverged(
                         f"{module_name} parameter {name!r} is not finite (NaN/inf)", phase, epoch
                     )

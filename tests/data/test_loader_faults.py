@@ -18,7 +18,9 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
     """A valid PNG signature and IHDR claiming ``width`` x ``height``, a tiny IDAT, IEND."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.write_bytes(

@@ -18,8 +18,8 @@ from sakd.config import load_config
 from sakd.engine import checkpoint as checkpoint_module
 from sakd.engine import trainer as trainer_module
 from sakd.engine.checkpoint import load_checkpoint, save_checkpoint, sha256_file
-from sakd.engine.rundir import DIVERGED_NAME, lock_run_dir
 from sakd.engine.run import run
+from sakd.engine.rundir import DIVERGED_NAME, lock_run_dir
 from sakd.errors import SakdError
 
 from ..conftest import tiny_overrides

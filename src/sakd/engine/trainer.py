@@ -315,10 +315,11 @@ class Trainer:
             how = f"run the same command again with a lower learning rate (e.g. {lower})"
         else:
             name, done = self._saved_at
-            good = f"checkpoints/last.pt (after {name} epoch {done}) holds the last good weights"
+            good = f"checkpoints/last.pt (after {name} epoch {done}) holds the last finite weights"
             how = (
                 f"resume from it with a lower learning rate: the same command with {lower} "
-                "(a changed lr or precision is accepted after a divergence)"
+                "(a changed lr or precision is accepted after a divergence; if it diverges "
+                "again, start over with resume=false and a lower lr)"
             )
         if self.is_main:
             write_divergence(

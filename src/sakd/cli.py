@@ -265,6 +265,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_TERMINATED
+    except OSError as exc:  # a safety net: the library turns the OS errors it expects into lines
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(
+            f"sakd: error: {exc.strerror or exc}{where}: check the path, its permissions and the "
+            "free disk space",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except RuntimeError as exc:
         line = _distributed_timeout(exc)
         if line is None:

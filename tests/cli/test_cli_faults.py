@@ -166,3 +166,9 @@ def test_process_group_collectives_have_a_bounded_timeout(monkeypatch):
     line = _distributed_timeout(RuntimeError("[gloo] Timed out waiting 42000ms for recv"))
     assert line.startswith("rank 1 of 2 waited 42 s") and "\n" not in line
     assert _distributed_timeout(RuntimeError("an unrelated bug")) is None
+
+
+def test_non_finite_distiller_parameters_are_one_line(tmp_path, capsys):
+    argv = ["distill", "quickstart", f"output_dir={tmp_path / 'r'}", "distiller.params.p=.inf"]
+    _fails_cleanly(capsys, argv, "distiller.params.p: Input should be a finite number")
+    assert not (tmp_path / "r").exists()

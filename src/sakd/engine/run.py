@@ -174,11 +174,17 @@ def _check_output_dir(run_dir: Path, cfg: RunConfig) -> None:
 
 def _clear_previous_run(run_dir: Path) -> None:
     """With ``resume=false``: remove what an earlier run left, so this one starts from scratch."""
-    for name in ("metrics.jsonl", "pretrain.jsonl", "summary.json", DIVERGED_NAME):
-        (run_dir / name).unlink(missing_ok=True)
-    for folder in ("checkpoints", "tb"):
-        if (run_dir / folder).is_dir():
-            shutil.rmtree(run_dir / folder)
+    try:
+        for name in ("metrics.jsonl", "pretrain.jsonl", "summary.json", DIVERGED_NAME):
+            (run_dir / name).unlink(missing_ok=True)
+        for folder in ("checkpoints", "tb"):
+            if (run_dir / folder).is_dir():
+                shutil.rmtree(run_dir / folder)
+    except OSError as exc:
+        raise SakdError(
+            f"cannot clear the earlier run in {str(run_dir)!r} for resume=false ({exc.strerror}): "
+            "make the folder writable or choose another output_dir"
+        ) from None
 
 
 def _device_name(device: torch.device) -> str:

@@ -2,10 +2,12 @@
 
 It steps whatever named losses and parameter groups a :class:`~sakd.engine.task.Task` gives it and
 knows no distiller. Every epoch of the main phase writes one record to ``metrics.jsonl`` and
-TensorBoard, and atomically rewrites ``checkpoints/last.pt`` (and ``best.pt`` on a new best test
-top-1). A run started again with the same configuration resumes from ``last.pt`` at the next epoch
-and ends with the same weights as an uninterrupted run (data order and augmentation are a pure
-function of seed and epoch; every RNG state is in the checkpoint).
+TensorBoard, and atomically rewrites ``checkpoints/best.pt`` (on a new best test top-1), then
+``last.pt``. A run started again with the same configuration resumes from ``last.pt`` at the next
+epoch and ends with the same weights as an uninterrupted run (data order and augmentation are a
+pure function of seed and epoch; every RNG state is in the checkpoint), however it was killed.
+Training stops with one line when a loss or a weight is not finite, before anything is saved; a
+resume may then change ``lr`` (see :mod:`sakd.engine.rundir` and ``docs/runs.md``).
 
 Under ``torchrun`` (see :mod:`sakd.engine.distributed`) each rank trains on its shard of every
 epoch through ``DistributedDataParallel``; the epoch's losses and statistics are summed over the

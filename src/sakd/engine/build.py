@@ -100,7 +100,17 @@ def build_model(cfg_model, num_classes: int, input_size: int) -> StagedNet:
         raise SakdError(
             f"cannot import model factory {cfg_model.name!r} ({exc}): check the name"
         ) from None
-    module = factory(num_classes=num_classes)
+    if not callable(factory):
+        raise SakdError(
+            f"model factory {cfg_model.name!r} is not callable: name a function or class"
+        )
+    try:
+        module = factory(num_classes=num_classes)
+    except TypeError as exc:
+        raise SakdError(
+            f"model factory {cfg_model.name!r} cannot be called as factory(num_classes="
+            f"{num_classes}) ({exc}): give it a num_classes keyword argument"
+        ) from None
     return stage_model(
         module, cfg_model.stages, cfg_model.head, cfg_model.stem, input_size=input_size
     )

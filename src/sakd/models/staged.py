@@ -114,6 +114,20 @@ class StagedNet(nn.Module):
         with torch.no_grad():
             self.load_state_dict(state, strict=True)
 
+    def load_weights(self, state: dict[str, Tensor], what: str = "state dict") -> None:
+        """Load ``state`` strictly, in this network's own names or in the export names.
+
+        A sakd checkpoint's state dict (``stages.0.…``) and the user's own ``state_dict()`` of the
+        source module both load; anything else raises a one-line :class:`SakdError`.
+        """
+        own = self.state_dict()
+        if isinstance(state, dict) and state.keys() == own.keys():
+            check_state_dict_keys(own, state, what, type(self).__name__)
+            with torch.no_grad():
+                self.load_state_dict(state, strict=True)
+        else:
+            self.load_export_state_dict(state, what)
+
     def spot_info(self, input_size: int | None = None) -> list[SpotInfo]:
         """Describe every spot feature for a square input of ``input_size`` (default: the model's)."""
         size = input_size or self.input_size
@@ -140,7 +154,7 @@ def check_state_dict_keys(
             problems.append(f"{len(keys)} {label} ({shown})")
     if problems:
         raise SakdError(
-            f"{what} does not fit {model}: {'; '.join(problems)}; it must be this module's own "
+            f"{what} does not fit the architecture of {model}: {'; '.join(problems)}; it must be this module's own "
             "state_dict() for the same architecture and number of classes"
         )
 

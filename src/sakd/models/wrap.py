@@ -26,6 +26,7 @@ copies): loading a state dict into the original module updates the staged networ
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 
 import torch
@@ -66,7 +67,6 @@ class TracedStagedNet(StagedNet):
         # A one-element tuple keeps nn.Module from registering the source as a child (its tensors
         # would appear twice in state_dict()).
         self._source = (source,) if source is not None else ()
-        self._export_keys = _export_key_map(self, source) if source is not None else {}
 
     @property
     def source_module(self) -> nn.Module:
@@ -77,14 +77,8 @@ class TracedStagedNet(StagedNet):
         """The weights under the user's module's own names, on the CPU (see :class:`StagedNet`)."""
         if not self._source:
             return super().export_state_dict()
-        source = self._source[0]
         own = self.state_dict()
-        out: dict[str, Tensor] = {}
-        for key, value in source.state_dict().items():
-            staged_key = self._export_keys.get(key)
-            tensor = own[staged_key] if staged_key is not None else value
-            out[key] = tensor.detach().to("cpu", copy=True)
-        return out
+        return staged_to_source_state_dict(own, self._source[0], self.head_path, "the staged net")
 
     def load_export_state_dict(self, state: dict[str, Tensor], what: str = "state dict") -> None:
         """Load a state dict in the user's own names strictly (the inverse of export)."""
@@ -93,25 +87,52 @@ class TracedStagedNet(StagedNet):
             return
         source = self._source[0]
         check_state_dict_keys(source.state_dict(), state, what, type(source).__name__)
+        staged = {key: state[source_key(key, self.head_path)] for key in self.state_dict()}
         with torch.no_grad():
             source.load_state_dict(state, strict=True)
-            own = self.state_dict()
-            staged = {staged_key: state[key] for key, staged_key in self._export_keys.items()}
-            missing = set(own) - set(staged)
-            staged.update({k: own[k] for k in missing})
             self.load_state_dict(staged, strict=True)
 
 
-def _export_key_map(staged: nn.Module, source: nn.Module) -> dict[str, str]:
-    """user key -> staged key, by tensor identity (the staged net holds the source's tensors)."""
-    by_id: dict[int, str] = {}
-    for key, tensor in staged.state_dict(keep_vars=True).items():
-        by_id.setdefault(id(tensor), key)
-    return {
-        key: by_id[id(tensor)]
-        for key, tensor in source.state_dict(keep_vars=True).items()
-        if id(tensor) in by_id
-    }
+def source_key(staged_key: str, head_path: str) -> str | None:
+    """The source module's name for a staged key (``stages.N.PATH`` -> ``PATH``), or None.
+
+    A segment holds the user's submodules and tensors under their own qualified paths, and the
+    head is the user's head module, so the mapping is structural.
+    """
+    if staged_key.startswith("head."):
+        return f"{head_path}.{staged_key[len('head.') :]}"
+    match = re.fullmatch(r"stages\.\d+\.(.+)", staged_key)
+    return match.group(1) if match else None
+
+
+def staged_to_source_state_dict(
+    state: dict[str, Tensor], module: nn.Module, head_path: str, what: str
+) -> dict[str, Tensor]:
+    """``state`` (staged names) as ``module``'s own full state dict, tensors copied to the CPU.
+
+    Keys of ``module`` that no segment holds (submodules the forward never uses) keep ``module``'s
+    values. Raises :class:`SakdError` for keys that are not the module's or of the wrong shape.
+    """
+    own = module.state_dict()
+    mapped: dict[str, Tensor] = {}
+    unexpected: list[str] = []
+    for key, value in state.items():
+        name = source_key(key, head_path)
+        if name is None or name not in own:
+            unexpected.append(key)
+        else:
+            mapped[name] = value
+    wrong = [k for k, v in mapped.items() if v.shape != own[k].shape]
+    if unexpected or wrong or not mapped:
+        keys = (unexpected or wrong)[:3]
+        raise SakdError(
+            f"{what} does not fit the architecture of {type(module).__name__}: "
+            + (f"{len(unexpected)} unexpected keys" if unexpected else f"{len(wrong)} wrong shapes")
+            + f" ({', '.join(keys)}); check the model name and number of classes"
+            if keys
+            else f"{what} holds no weights of {type(module).__name__}"
+        )
+    return {k: mapped.get(k, v).detach().to("cpu", copy=True) for k, v in own.items()}
 
 
 def _is_container(module: nn.Module) -> bool:
@@ -131,9 +152,7 @@ class _CutTracer(fx.Tracer):
         """Named cuts and the head are leaves; so is every module not traced through."""
         if module_qualified_name in self.named:
             return True
-        if module_qualified_name in self.ancestors or _is_container(m):
-            return False
-        return True
+        return not (module_qualified_name in self.ancestors or _is_container(m))
 
 
 def stage_model(
@@ -227,9 +246,12 @@ def find_head(module: nn.Module) -> str:
     graph = _trace(module, set())
     output = next(n for n in graph.nodes if n.op == "output")
     last = output.args[0]
-    if isinstance(last, fx.Node) and last.op == "call_module":
-        if isinstance(module.get_submodule(last.target), nn.Linear):
-            return str(last.target)
+    if (
+        isinstance(last, fx.Node)
+        and last.op == "call_module"
+        and isinstance(module.get_submodule(last.target), nn.Linear)
+    ):
+        return str(last.target)
     raise SakdError(
         f"cannot find the head of {type(module).__name__}: its output is not computed by an "
         "nn.Linear; name the classifier with head='path' (a module path from named_modules())"

@@ -158,6 +158,36 @@ def test_without_a_linear_output_the_head_must_be_named() -> None:
         stage_model(NoLinear(), input_size=16)
 
 
+def test_a_head_inside_a_head_module_is_found() -> None:
+    class ClassifierHead(nn.Module):
+        """Pool, norm, dropout and fc in one module (like timm's NormMlpClassifierHead)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = nn.LayerNorm(24)
+            self.drop = nn.Dropout(0.1)
+            self.fc = nn.Linear(24, 10)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.fc(self.drop(self.norm(x.mean(dim=(2, 3)))))
+
+    class WithHeadModule(OwnNet):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = ClassifierHead()
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.head(self.body(self.stem(x)))
+
+    net = WithHeadModule()
+    assert find_head(net) == "head.fc"
+    staged = stage_model(net, input_size=32)
+    assert staged.head is net.head.fc
+    x = image()
+    with torch.no_grad():
+        torch.testing.assert_close(staged.eval()(x), net.eval()(x), rtol=0, atol=0)
+
+
 def test_stem_without_stages_is_refused() -> None:
     with pytest.raises(SakdError, match="give stages together with stem"):
         stage_model(own_net(), stem="stem")

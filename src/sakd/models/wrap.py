@@ -242,20 +242,36 @@ def stage_model(
 
 
 def find_head(module: nn.Module) -> str:
-    """The path of the ``nn.Linear`` whose output is ``module``'s output."""
-    graph = _trace(module, set())
-    output = next(n for n in graph.nodes if n.op == "output")
-    last = output.args[0]
-    if (
-        isinstance(last, fx.Node)
-        and last.op == "call_module"
-        and isinstance(module.get_submodule(last.target), nn.Linear)
-    ):
-        return str(last.target)
+    """The path of the ``nn.Linear`` whose output is ``module``'s output.
+
+    When the output comes from another submodule (e.g. timm's ``NormMlpClassifierHead``), the last
+    ``nn.Linear`` inside it is tried: it is the head if its output is the model output.
+    """
+    last = _output_producer(module, set())
+    if last is not None and isinstance(module.get_submodule(last), nn.Linear):
+        return last
+    if last is not None:
+        inner = [
+            f"{last}.{name}"
+            for name, m in module.get_submodule(last).named_modules()
+            if name and isinstance(m, nn.Linear)
+        ]
+        if inner and _output_producer(module, {inner[-1]}) == inner[-1]:
+            return inner[-1]
     raise SakdError(
         f"cannot find the head of {type(module).__name__}: its output is not computed by an "
         "nn.Linear; name the classifier with head='path' (a module path from named_modules())"
     )
+
+
+def _output_producer(module: nn.Module, named: set[str]) -> str | None:
+    """The path of the module whose call gives the traced output, or None."""
+    graph = _trace(module, named)
+    output = next(n for n in graph.nodes if n.op == "output")
+    last = output.args[0]
+    if isinstance(last, fx.Node) and last.op == "call_module":
+        return str(last.target)
+    return None
 
 
 def find_stages(module: nn.Module, head: str, input_size: int) -> list[str]:

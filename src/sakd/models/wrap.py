@@ -174,8 +174,8 @@ def stage_model(
     Left out, ``head`` is the ``nn.Linear`` whose output is the model output, and ``stages`` are
     found by a probe forward (eval mode, no gradient, on ``input_size``): at each spatial resolution
     of the forward, the last module output at that resolution where the network is a chain (1×1
-    maps, the global pool, excluded; when functional operations end the resolution, the last module
-    before them); the path named is the outermost ``nn.Sequential`` that ends
+    maps, the global pool, and maps larger than an earlier one excluded; when functional operations
+    end the resolution, the last module before them); the path named is the outermost ``nn.Sequential`` that ends
     with that module and contains no earlier cut. The first of these cuts is the stem.
 
     With ``check`` (default) the staged network must reproduce the module's output on a random
@@ -293,7 +293,16 @@ def find_stages(module: nn.Module, head: str, input_size: int) -> list[str]:
         chain_after.append(latest <= i)
         latest = max(latest, last_use[i] if last_use[i] > i else -1)
     # chain_after[i]: every value computed before node i is dead once node i has run.
-    maps = [n for n in nodes if n in shapes and len(shapes[n]) == 4 and shapes[n][2:] != (1, 1)]
+    maps: list[fx.Node] = []
+    smallest: tuple[int, ...] | None = None
+    for n in nodes:
+        if n not in shapes or len(shapes[n]) != 4 or shapes[n][2:] == (1, 1):
+            continue
+        size = shapes[n][2:]
+        # Maps larger than an earlier one (an upsampling, a fixed-size adaptive pool) start no stage.
+        if smallest is None or (size[0] <= smallest[0] and size[1] <= smallest[1]):
+            smallest = size
+            maps.append(n)
     groups: list[list[fx.Node]] = []
     for node in maps:
         if groups and shapes[groups[-1][-1]][2:] == shapes[node][2:]:

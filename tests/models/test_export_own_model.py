@@ -13,6 +13,7 @@ from sakd.cli import main
 from sakd.engine.checkpoint import extract_state_dict, load_checkpoint
 from sakd.export import export
 from sakd.models import create_model
+from sakd.models.registry import import_factory
 
 from ..conftest import tiny_overrides
 
@@ -110,3 +111,29 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     )
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] != [] and not list(tmp_path.glob(".student*"))
+
+
+def test_distill_with_an_own_teacher_checkpoint_in_its_own_names(user_package, capsys):
+    my_net = import_factory("ownnets_export:MyNet")  # found in the current directory
+    torch.manual_seed(0)
+    teacher = user_package / "teacher.pt"
+    torch.save(my_net(num_classes=10).state_dict(), teacher)  # the user's own names
+    run = user_package / "distilled"
+    overrides = tiny_overrides(
+        run,
+        "epochs=1",
+        "model.name=ownnets_export:my_net",
+        "teacher.name=ownnets_export:MyNet",
+        f"teacher.checkpoint={teacher}",
+        "distiller.name=at",
+        "spots.mode=adaptive",
+    )
+    assert main(["distill", "quickstart", *overrides]) == 0
+    out = user_package / "student.pt"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    my_net(num_classes=10).load_state_dict(torch.load(out, weights_only=True), strict=True)
+    # A teacher file that is not the teacher's state dict is one line, naming the first keys.
+    torch.save({"conv1.weight": torch.zeros(1)}, teacher)
+    _one_line_error(
+        capsys, ["distill", "quickstart", *overrides[1:], f"output_dir={run}2"], "does not fit"
+    )

@@ -48,7 +48,7 @@ class OwnNet(nn.Module):
 
 
 class RootBranch(OwnNet):
-    """Branches on ``self.training`` in the root forward: tracing would freeze it."""
+    """Branches on ``self.training`` in the root forward: traced once per mode."""
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.body(self.stem(x))
@@ -123,18 +123,80 @@ def test_staging_leaves_the_users_module_untouched() -> None:
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
 
 
-def test_a_training_branch_above_a_cut_is_refused_naming_the_module() -> None:
-    with pytest.raises(SakdError, match="forward of RootBranch branches on self.training"):
-        stage_model(RootBranch(), input_size=32)
-    with pytest.raises(SakdError, match="forward of FunctionalDropout branches on self.training"):
-        stage_model(FunctionalDropout(), ["body.0"], "classifier")
+@torch.no_grad()
+@pytest.mark.parametrize("cls", [RootBranch, FunctionalDropout])
+def test_a_training_branch_above_the_cuts_switches_with_the_mode(cls) -> None:
+    torch.manual_seed(0)
+    net = cls()
+    staged = stage_model(net, input_size=32)
+    switched = [type(s).__name__ for s in staged.stages]
+    assert switched.count("_ModeSwitch") == 1  # only the segment holding the branch
+    x = image()
+    torch.testing.assert_close(staged.eval()(x), net.eval()(x), rtol=0, atol=0)
+    net.train()
+    staged.train()
+    reference = seeded(net, x)
+    torch.testing.assert_close(seeded(staged, x), reference, rtol=0, atol=0)
+    assert not torch.equal(staged.eval()(x), reference)
+    # Export names are unchanged by the switch.
+    cls().load_state_dict(staged.export_state_dict(), strict=True)
 
 
-def test_a_training_branch_in_an_ancestor_of_a_cut_is_named() -> None:
+@torch.no_grad()
+def test_a_training_branch_in_an_ancestor_of_a_cut_switches_too() -> None:
     net = own_net()
-    # Cutting inside the stem traces NoisyBlock.forward, whose branch would be frozen.
-    with pytest.raises(SakdError, match="'stem' \\(NoisyBlock\\) branches on self.training"):
-        stage_model(net, ["stem.bn", "body.0"], "classifier")
+    # Cutting inside the stem traces NoisyBlock.forward, which branches on the mode.
+    staged = stage_model(net, ["stem.bn", "body.0"], "classifier", input_size=32)
+    x = image()
+    torch.testing.assert_close(staged.eval()(x), net.eval()(x), rtol=0, atol=0)
+    net.train()
+    staged.train()
+    torch.testing.assert_close(seeded(staged, x), seeded(net, x), rtol=0, atol=0)
+
+
+def test_a_train_graph_that_cannot_be_cut_alike_is_refused_naming_the_module() -> None:
+    class AuxInTraining(OwnNet):
+        """Returns (logits, aux) in training, like GoogLeNet/Inception: no single head output."""
+
+        def forward(self, x: Tensor):
+            feat = torch.flatten(self.pool(self.body(self.stem(x))), 1)
+            logits = self.classifier(feat)
+            if self.training:
+                return logits, self.unused(feat[:, :3])
+            return logits
+
+    with pytest.raises(
+        SakdError,
+        match="the forward of AuxInTraining branches on self.training and its train-mode graph "
+        r"cannot be cut the same way \(head 'classifier' must",
+    ):
+        stage_model(AuxInTraining(), input_size=32)
+
+
+@torch.no_grad()
+def test_a_mode_switch_follows_to_and_meta_copies() -> None:
+    class RootScale(OwnNet):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("scale", torch.tensor(2.0))
+
+        def forward(self, x: Tensor) -> Tensor:
+            x = torch.flatten(self.pool(self.body(self.stem(x))), 1) * self.scale
+            if self.training:
+                x = x + 1
+            return self.classifier(x)
+
+    net = RootScale()
+    staged = stage_model(net, input_size=32)
+    assert "stages.3.scale" in staged.state_dict()
+    staged.to(torch.float64)
+    x = image().double()
+    torch.testing.assert_close(staged.eval()(x), net.double().eval()(x), rtol=0, atol=0)
+    staged.load_export_state_dict({**net.state_dict(), "scale": torch.tensor(3.0).double()})
+    net.scale.fill_(3.0)
+    net.train()
+    torch.testing.assert_close(seeded(staged.train(), x), seeded(net, x), rtol=0, atol=0)
+    assert [s.shape for s in staged.spot_info()][-1] == (24,)
 
 
 def test_the_construction_check_refuses_a_staged_net_that_differs() -> None:

@@ -84,10 +84,16 @@ def test_stochastic_depth_and_drop_rate_follow_the_mode() -> None:
     assert_same_semantics(net, stage_model(net, input_size=SIZE))
     net = timm.create_model("efficientnet_b0", num_classes=10, drop_path_rate=0.3)
     assert_same_semantics(net, stage_model(net, input_size=SIZE))
-    # timm's classifier dropout is an F.dropout on self.training in the root forward: refused.
-    net = timm.create_model("mobilenetv3_small_100", num_classes=10, drop_rate=0.2)
-    with pytest.raises(SakdError, match="branches on self.training"):
-        stage_model(net, input_size=SIZE)
+    # timm's classifier dropout is an F.dropout on self.training in the root forward: the pooled
+    # segment is traced once per mode and switches with it.
+    for arch in ("mobilenetv3_small_100", "efficientnet_b0"):
+        net = timm.create_model(arch, num_classes=10, drop_rate=0.5)
+        staged = stage_model(net, input_size=SIZE)
+        assert type(staged.stages[-1]).__name__ == "_ModeSwitch"
+        assert_same_semantics(net, staged)
+        x = image()
+        with torch.no_grad():
+            assert not torch.equal(seeded(staged.train(), x), staged.eval()(x))
 
 
 def test_resnet34_and_resnet18_spots_pair_up() -> None:

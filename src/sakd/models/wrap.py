@@ -13,8 +13,10 @@ tracing, and freezes the branch taken into the graph. So every submodule that is
 container (an ``nn.Sequential`` with the stock forward) nor an ancestor of a cut is kept whole: the
 segment *calls* it and its own forward reads its own ``training`` flag at run time (dropout,
 stochastic depth, BatchNorm, timm's ``BatchNormAct2d`` …). The forwards that are traced (the root
-and the ancestors of the cuts) are traced twice, in train and in eval mode; if the two graphs differ
-the model is refused with a line naming the module whose forward branches on the mode. Finally the
+and the ancestors of the cuts) are traced twice, in train and in eval mode; where the graphs differ,
+both are cut at the same paths and a segment whose code differs switches with the mode
+(:class:`_ModeSwitch`); a train-mode graph that cannot be cut like the eval-mode one is refused with
+a line naming the module whose forward branches on the mode. Finally the
 staged network is checked on a random input against the module itself, in eval mode and in train
 mode (same RNG seed, on a copy, so the user's BatchNorm statistics are untouched).
 
@@ -180,8 +182,8 @@ def stage_model(
 
     With ``check`` (default) the staged network must reproduce the module's output on a random
     input in eval mode and in train mode, else :class:`SakdError`. Also raises it for unknown paths,
-    untraceable models, forwards that branch on ``self.training`` above a cut, and cuts that are
-    not a chain.
+    untraceable models, a train-mode graph that cannot be cut like the eval-mode one, and cuts
+    that are not a chain.
     """
     if stages is not None and not stages:
         raise SakdError("stage_model needs at least one stage path (e.g. ['layer1', 'layer2'])")
@@ -195,7 +197,41 @@ def stage_model(
     cut_paths = ([stem] if stem is not None else []) + list(stages)
     _check_paths(module, [*cut_paths, head])
 
-    graph = _trace_both_modes(module, {*cut_paths, head})
+    eval_graph, train_graph, where = _trace_both_modes(module, {*cut_paths, head})
+    segments = _split(module, eval_graph, cut_paths, head)
+    if train_graph is not None:
+        # The forward of a traced module (the root or an ancestor of a cut) branches on
+        # self.training: cut the train-mode graph the same way and switch per segment.
+        try:
+            train_segments = _split(module, train_graph, cut_paths, head)
+        except SakdError as err:
+            raise SakdError(
+                f"cannot stage {type(module).__name__}: the forward of {where} branches on "
+                f"self.training and its train-mode graph cannot be cut the same way ({err})"
+            ) from None
+        segments = [
+            e if e.code == t.code else _ModeSwitch(e, t)
+            for e, t in zip(segments, train_segments, strict=True)
+        ]
+    roles = ("stem",) * (stem is not None) + ("stage",) * len(stages) + ("pooled",)
+    staged = TracedStagedNet(
+        segments,
+        module.get_submodule(head),
+        roles,
+        input_size,
+        source=module,
+        stage_paths=tuple(cut_paths),
+        head_path=head,
+    )
+    if check:
+        check_staged(module, staged, input_size)
+    return staged
+
+
+def _split(
+    module: nn.Module, graph: fx.Graph, cut_paths: list[str], head: str
+) -> list[fx.GraphModule]:
+    """The segments of ``graph``: one per cut, then the pooled one up to the head's input."""
     input_node = _single_input(graph)
     cut_nodes = [_call_node(graph, path) for path in cut_paths]
     head_node = _call_node(graph, head)
@@ -215,7 +251,7 @@ def stage_model(
         cuts = zip(ends, end_names, strict=True)
         return next(name for end, name in cuts if position[end] > position[node])
 
-    segments: list[nn.Module] = []
+    segments: list[fx.GraphModule] = []
     start_node, start_name = input_node, "the model input"
     for end_node, end_name in zip(ends, end_names, strict=True):
         nodes = [
@@ -226,19 +262,55 @@ def stage_model(
         ]
         segments.append(_segment(module, nodes, start_node, end_node, start_name, first_cut_after))
         start_node, start_name = end_node, end_name
-    roles = ("stem",) * (stem is not None) + ("stage",) * len(stages) + ("pooled",)
-    staged = TracedStagedNet(
-        segments,
-        module.get_submodule(head),
-        roles,
-        input_size,
-        source=module,
-        stage_paths=tuple(cut_paths),
-        head_path=head,
-    )
-    if check:
-        check_staged(module, staged, input_size)
-    return staged
+    return segments
+
+
+class _ModeSwitch(nn.Module):
+    """A segment whose traced code differs between train and eval mode: runs the one for the mode.
+
+    It registers the eval segment's children and tensors under the same names (so its state dict
+    keys are the user's paths, like any segment's); both traced segments are held unregistered
+    and share those children. Their own references to root-level tensors are re-pointed after
+    every ``_apply`` (``.to()``, ``.half()``, ``to_empty``).
+    """
+
+    def __init__(self, eval_segment: fx.GraphModule, train_segment: fx.GraphModule) -> None:
+        super().__init__()
+        for name, child in eval_segment.named_children():
+            self.add_module(name, child)
+        for name, param in eval_segment.named_parameters(recurse=False):
+            self.register_parameter(name, param)
+        for name, buf in eval_segment.named_buffers(recurse=False):
+            self.register_buffer(name, buf)
+        self._segments = (eval_segment, train_segment)
+        self._attrs = sorted(
+            {str(n.target) for seg in self._segments for n in seg.graph.nodes if n.op == "get_attr"}
+        )
+        self._sync()
+
+    def _sync(self) -> None:
+        for seg in self._segments:
+            for target in self._attrs:
+                prefix, _, field = target.rpartition(".")
+                try:
+                    value = self.get_submodule(prefix) if prefix else self
+                    tensor = getattr(value, field)
+                    owner = seg.get_submodule(prefix) if prefix else seg
+                except AttributeError:
+                    continue
+                if isinstance(tensor, nn.Parameter):
+                    owner._parameters[field] = tensor
+                elif isinstance(tensor, Tensor):
+                    owner._buffers[field] = tensor
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: D401 - nn.Module hook
+        super()._apply(fn, recurse)
+        self._sync()
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The train-mode segment in train mode, else the eval-mode one."""
+        return self._segments[1 if self.training else 0](x)
 
 
 def find_head(module: nn.Module) -> str:
@@ -265,8 +337,8 @@ def find_head(module: nn.Module) -> str:
 
 
 def _output_producer(module: nn.Module, named: set[str]) -> str | None:
-    """The path of the module whose call gives the traced output, or None."""
-    graph = _trace(module, named)
+    """The path of the module whose call gives the traced (eval-mode) output, or None."""
+    graph = _trace_eval(module, named)
     output = next(n for n in graph.nodes if n.op == "output")
     last = output.args[0]
     if isinstance(last, fx.Node) and last.op == "call_module":
@@ -276,7 +348,7 @@ def _output_producer(module: nn.Module, named: set[str]) -> str | None:
 
 def find_stages(module: nn.Module, head: str, input_size: int) -> list[str]:
     """Module paths of the automatic cuts (see :func:`stage_model`), found by a probe forward."""
-    graph = _trace(module, {head})
+    graph = _trace_eval(module, {head})
     traced = fx.GraphModule(module, graph)
     shapes = _probe_shapes(module, traced, input_size)
     nodes = list(graph.nodes)
@@ -468,8 +540,17 @@ def _trace(module: nn.Module, named: set[str]) -> fx.Graph:
     return graph
 
 
-def _trace_both_modes(module: nn.Module, named: set[str]) -> fx.Graph:
-    """The graph traced in eval mode; refused when the train-mode trace differs."""
+def _trace_eval(module: nn.Module, named: set[str]) -> fx.Graph:
+    flags = _training_flags(module)
+    try:
+        module.eval()
+        return _trace(module, named)
+    finally:
+        _restore_training_flags(module, flags)
+
+
+def _trace_both_modes(module: nn.Module, named: set[str]) -> tuple[fx.Graph, fx.Graph | None, str]:
+    """The eval-mode graph, the train-mode one when it differs (else None), and where it differs."""
     flags = _training_flags(module)
     try:
         module.train()
@@ -478,21 +559,16 @@ def _trace_both_modes(module: nn.Module, named: set[str]) -> fx.Graph:
         eval_graph = _trace(module, named)
     finally:
         _restore_training_flags(module, flags)
+    if str(train_graph) == str(eval_graph):
+        return eval_graph, None, ""
     train_nodes, eval_nodes = list(train_graph.nodes), list(eval_graph.nodes)
-    if str(train_graph) != str(eval_graph):
-        where = type(module).__name__
-        for a, b in zip(train_nodes + [None], eval_nodes + [None], strict=False):
-            if a is None or b is None or _node_text(a) != _node_text(b):
-                node = a if a is not None else b
-                where = _module_of(node, module) if node is not None else where
-                break
-        raise SakdError(
-            f"cannot stage {type(module).__name__}: the forward of {where} branches on "
-            "self.training (its train- and eval-mode traces differ), which tracing would freeze "
-            "into one mode; move that branch into a submodule of its own (a submodule that holds "
-            "no cut is called whole and keeps its mode)"
-        )
-    return eval_graph
+    where = type(module).__name__
+    for a, b in zip(train_nodes + [None], eval_nodes + [None], strict=False):
+        if a is None or b is None or _node_text(a) != _node_text(b):
+            node = a if a is not None else b
+            where = _module_of(node, module) if node is not None else where
+            break
+    return eval_graph, train_graph, where
 
 
 def _node_text(node: fx.Node) -> str:

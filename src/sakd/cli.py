@@ -41,7 +41,7 @@ def _report(summary, output_dir: str) -> None:
     if rank_and_world_size()[0] != 0:
         return
     print(
-        f"done: best top-1 {summary.best_top1:.2f}% (epoch {summary.best_epoch + 1}), "
+        f"done: best top-1 {summary.best_top1:.2f}% (epoch {summary.best_epoch}), "
         f"last top-1 {summary.last_top1:.2f}%, {summary.seconds:.0f} s -> {output_dir}"
     )
 

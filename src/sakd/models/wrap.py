@@ -29,12 +29,15 @@ class TracedStagedNet(StagedNet):
         head: nn.Module,
         stage_roles: tuple[str, ...],
         input_size: int,
+        stage_names: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__()
         self.stages = nn.ModuleList(stages)
         self.head = head
         self.stage_roles = stage_roles
         self.input_size = input_size
+        # The spots' names users read: the cut module paths, then "pooled" (see SpotInfo.name).
+        self.stage_names = stage_names
 
 
 class _CutTracer(fx.Tracer):
@@ -103,7 +106,8 @@ def stage_model(
         stages.append(_segment(module, nodes, start_node, end_node, start_name, first_cut_after))
         start_node, start_name = end_node, end_name
     roles = ("stem",) * (stem_path is not None) + ("stage",) * len(stage_paths) + ("pooled",)
-    return TracedStagedNet(stages, module.get_submodule(head_path), roles, input_size)
+    names = (*cut_paths, "pooled")
+    return TracedStagedNet(stages, module.get_submodule(head_path), roles, input_size, names)
 
 
 def _check_paths(module: nn.Module, paths: list[str]) -> None:

@@ -116,7 +116,9 @@ def read_records(path: str | Path) -> list[EpochRecord]:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise SakdError(f"cannot read {str(path)!r} ({exc.strerror or exc}): is it a run folder?")
+        raise SakdError(
+            f"cannot read {str(path)!r} ({exc.strerror or exc}): is it a run folder?"
+        ) from None
     try:
         return parse_records(text, path.name)
     except ValueError as exc:

@@ -36,9 +36,9 @@ def run(cfg: RunConfig) -> RunSummary:
     All inputs are checked before ``output_dir`` is touched. The run folder then holds
     ``config.yaml`` (resolved), ``run.json`` (facts about the run: the precision, memory format and
     number of ranks actually used, the spots by name, and its provenance — sakd version, git commit
-    of a checkout, command line, torch / CUDA versions, device name), ``metrics.jsonl``, TensorBoard files and
-    ``checkpoints/{last,best}.pt`` (+ ``best.pt.sha256``). On a GPU the whole dataset is moved
-    to the device once and batched and augmented there.
+    of a checkout, command line, torch / CUDA versions, device name), ``metrics.jsonl``,
+    TensorBoard files and ``checkpoints/{last,best}.pt`` (+ ``best.pt.sha256``). On a GPU the whole
+    dataset is moved to the device once and batched and augmented there.
     """
     if cfg.teacher is None and cfg.distiller is not None:
         raise SakdError("a distiller needs a teacher")

@@ -2,9 +2,9 @@
 
 It steps whatever named losses and parameter groups a :class:`~sakd.engine.task.Task` gives it and
 knows no distiller. Every epoch of the main phase writes one
-:class:`~sakd.engine.records.EpochRecord` (1-based epoch, named spot rates) to ``metrics.jsonl`` and
-TensorBoard, prints it as one line (also with ``progress=false``), and atomically rewrites ``checkpoints/last.pt`` (and ``best.pt`` on a new best test
-top-1). A run started again with the same configuration resumes from ``last.pt`` at the next epoch
+:class:`~sakd.engine.records.EpochRecord` (1-based epoch, named spot rates) to ``metrics.jsonl``
+and TensorBoard, prints it as one line (also with ``progress=false``), and atomically rewrites
+``checkpoints/last.pt`` (and ``best.pt`` on a new best test top-1). A run started again with the same configuration resumes from ``last.pt`` at the next epoch
 and ends with the same weights as an uninterrupted run (data order and augmentation are a pure
 function of seed and epoch; every RNG state is in the checkpoint).
 

@@ -4,8 +4,8 @@
 
 Two students of the packaged resnet32 teacher (resnet8, wrn_16_1), each distilled with AT + KD at
 adaptive spots from the homogeneous start (policy bias +10 towards the teacher path,
-``spots.homogeneous=true``) and from the 50/50 start (``spots.homogeneous=false``): 4 runs, then
-``sakd inspect`` on each run's best checkpoint (train split). Writes, into ``--results``:
+``spots.homogeneous=true``, seed 0) and from the 50/50 start (``spots.homogeneous=false``, seeds 0
+and 1): 6 runs, then ``sakd inspect`` on each run's best checkpoint (train split). Writes, into ``--results``:
 
 - ``spot_rates.csv`` / ``spot_rates.md``: the share of training samples distilled at each spot in
   every epoch (from metrics.jsonl), and the test top-1;
@@ -39,7 +39,11 @@ from sakd.experiments.inspect import extremes, inspect_run
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENTS = ("resnet8", "wrn_16_1")
-STARTS = {"homogeneous": "spots.homogeneous=true", "50-50": "spots.homogeneous=false"}
+# start -> (override, seeds): the homogeneous start is run once (its policy does not move).
+STARTS = {
+    "homogeneous": ("spots.homogeneous=true", (0,)),
+    "50-50": ("spots.homogeneous=false", (0, 1)),
+}
 SETTINGS = [
     "distiller.name=at",
     "spots.mode=adaptive",
@@ -60,16 +64,16 @@ def main() -> None:
     started = time.perf_counter()
     runs = []
     for student in STUDENTS:
-        for start, override in STARTS.items():
-            name = f"{student}-{start}"
-            folder = args.runs / name
-            cfg = load_config(
-                "quickstart",
-                [*SETTINGS, override, f"model.name={student}", f"output_dir={folder}"],
-            )
-            print(f"[spot_study] {name}", flush=True)
-            run(cfg)
-            runs.append((name, student, start, folder, inspect_run(folder, split="train")))
+        for start, (override, seeds) in STARTS.items():
+            for seed in seeds:
+                name = f"{student}-{start}-seed{seed}"
+                folder = args.runs / name
+                overrides = [*SETTINGS, override, f"seed={seed}", f"model.name={student}"]
+                cfg = load_config("quickstart", [*overrides, f"output_dir={folder}"])
+                print(f"[spot_study] {name}", flush=True)
+                if not (folder / "summary.json").is_file():
+                    run(cfg)
+                runs.append((name, student, start, folder, inspect_run(folder, split="train")))
     seconds = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
     write_results(args.results, runs, seconds, usage.ru_utime + usage.ru_stime, args.threads)
@@ -120,7 +124,8 @@ def write_results(out: Path, runs, seconds: float, cpu_seconds: float, threads: 
         f"{threads} torch thread(s); torch {facts['torch']}, sakd {facts['sakd_version']}"
         + (f" at {facts['git_commit'][:12]}" if facts["git_commit"] else ""),
         f"- wall time {seconds / 60:.1f} min, CPU time {cpu_seconds / 60:.1f} min "
-        f"(4 runs and 4 `sakd inspect` calls)",
+        f"({len(runs)} runs and {len(runs)} `sakd inspect` calls; runs finished before, if any, "
+        "were not repeated)",
         "",
         "Files: [spot_rates.md](spot_rates.md) / [.csv](spot_rates.csv) / "
         "[.png](spot_rates.png) (rates over epochs), [classes.md](classes.md) "
@@ -161,9 +166,11 @@ def _rates_markdown(runs) -> str:
 def _rates_figure(runs, path: Path) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.0 * len(runs), 3.4), layout="constrained")
-    axes = fig.subplots(1, len(runs), squeeze=False)[0]
-    for ax, (name, _, _, folder, _) in zip(axes, runs, strict=True):
+    cols = 3
+    rows = -(-len(runs) // cols)
+    fig = Figure(figsize=(4.0 * cols, 3.2 * rows + 0.6), layout="constrained")
+    axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+    for ax, (name, _, _, folder, _) in zip(axes[: len(runs)], runs, strict=True):
         records = read_records(folder / "metrics.jsonl")
         epochs = [r.epoch for r in records]
         for spot in records[0].spot_names:
@@ -176,6 +183,8 @@ def _rates_figure(runs, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Adaptive AT + KD from resnet32: share of samples distilled at each spot")
+    for ax in axes[len(runs) :]:
+        ax.set_visible(False)
     fig.savefig(path, dpi=100, metadata={"Software": None})
 
 

@@ -120,7 +120,9 @@ def _cmd_report(args: argparse.Namespace) -> None:
 def _cmd_inspect(args: argparse.Namespace) -> None:
     from sakd.experiments.inspect import inspect_run
 
-    result = inspect_run(args.run, checkpoint=args.checkpoint, split=args.split, seed=args.seed)
+    result = inspect_run(
+        args.run, checkpoint=args.checkpoint, split=args.split, seed=args.seed, device=args.device
+    )
     print(result.summary)
 
 
@@ -203,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--split", choices=("train", "test"), default="train")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled decisions (default 0)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the run's device setting)")
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("plot", help="PNG figures of the runs under DIR")

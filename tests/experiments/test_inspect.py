@@ -59,7 +59,7 @@ def _policy_probabilities(folder) -> torch.Tensor:
 
 
 def test_inspect_writes_every_file_with_the_policy_probabilities(adaptive_run):
-    result = inspect_run(adaptive_run, checkpoint="best", split="train")
+    result = inspect_run(adaptive_run, checkpoint="best", split="train", device="cpu")
     out = adaptive_run / "inspect"
     assert result.checkpoint_epoch == 1 and result.rates.spot_names == SPOTS
     rows = _rows(out / "decisions.csv")
@@ -136,6 +136,8 @@ def test_inspect_refuses_runs_without_a_policy(tmp_path, capsys, recipe, extra, 
 def test_inspect_needs_a_run_folder_and_a_checkpoint(tmp_path):
     with pytest.raises(SakdError, match="is not a run folder"):
         inspect_run(tmp_path)
+    with pytest.raises(SakdError, match="unknown device 'gpu'"):
+        inspect_run(tmp_path, device="gpu")
     cfg = load_config("quickstart", ["spots.mode=adaptive", f"output_dir={tmp_path}"])
     (tmp_path / "config.yaml").write_text(dump_config(cfg))
     with pytest.raises(SakdError, match=r"best\.pt' does not exist"):

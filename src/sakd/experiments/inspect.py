@@ -120,6 +120,8 @@ def inspect_run(
         raise SakdError(f"unknown checkpoint {checkpoint!r}: use one of {', '.join(CHECKPOINTS)}")
     if split not in SPLITS:
         raise SakdError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    if device is not None and not (device in ("auto", "cpu") or device.startswith("cuda")):
+        raise SakdError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
     cfg = _read_config(folder)
     path = folder / "checkpoints" / f"{checkpoint}.pt"
     if not path.is_file():

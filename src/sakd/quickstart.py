@@ -40,9 +40,10 @@ NOTE = (
     "adaptive run starts its policy at 50/50 (`spots.homogeneous=false`). With the homogeneous "
     "start of the authors' configs for a pair like resnet32 -> resnet8 (`sakd distill quickstart "
     "spots.mode=adaptive`, policy bias +10 towards the teacher path) every rate stays at 1.00 over "
-    "a short run and the adaptive run equals the fixed one. From 50/50 the policy chooses, and the "
-    "routing loss rewards the teacher path (it lowers the routed network's cross-entropy), so the "
-    "rates climb towards 1. docs/results/README.md has a study over two students and both starts."
+    "a short run and the adaptive run equals the fixed one. From 50/50 the policy chooses: the "
+    "routing loss rewards the teacher path wherever it lowers the routed network's cross-entropy, "
+    "so the logit spot goes to 1 within an epoch; where the feature spots end depends on the seed. "
+    "docs/results/README.md has a study over two students, both starts and two seeds."
 )
 
 

@@ -78,6 +78,11 @@ class TeacherConfig(_Strict):
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
 
 
+SPOT_MODES = ("fixed", "random", "adaptive", "anti")
+# Keys a distiller preset may set on the run itself rather than in the distiller's params.
+PRESET_RUN_KEYS = ("batch_size",)
+
+
 class DistillerConfig(_Strict):
     """The distiller at its spots: name, weight β and its own hyperparameters.
 
@@ -85,7 +90,9 @@ class DistillerConfig(_Strict):
     ``sakd`` (the SAKD authors' β, with CE + vanilla KD: the paper's "Stan." baseline) or
     ``repdistiller`` (the distiller alone, RepDistiller's β). ``presets`` holds a recipe's
     per-distiller parameter defaults (e.g. DKD's β for a pair); the chosen distiller's preset is
-    merged under ``params`` (``params`` wins) when the config is validated.
+    merged under ``params`` (``params`` wins) when the config is validated. A preset named
+    ``<distiller>@<mode>`` applies in that spot mode only (over the plain one); a preset's
+    ``batch_size`` sets the run's batch size unless the recipe or an override sets it.
     """
 
     name: str = "kd"
@@ -93,6 +100,18 @@ class DistillerConfig(_Strict):
     weights: Literal["sakd", "repdistiller"] = "sakd"
     params: dict[str, Any] = Field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("presets")
+    @classmethod
+    def _preset_keys(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for key in value:
+            name, at, mode = key.partition("@")
+            if not name or (at and mode not in SPOT_MODES):
+                raise ValueError(
+                    f"preset {key!r} must be named '<distiller>' or '<distiller>@<mode>' with a "
+                    f"mode in {', '.join(SPOT_MODES)}"
+                )
+        return value
 
 
 class LossConfig(_Strict):
@@ -108,9 +127,15 @@ class LossConfig(_Strict):
 
 
 class SpotsConfig(_Strict):
-    """Where to distil: the spot mode and, for adaptive/anti, the policy's settings."""
+    """Where to distil: the spot mode and, for adaptive/anti, the policy's settings.
+
+    ``random_scheme`` (``mode: random`` only): ``authors`` runs the authors' ``train_random.py``
+    (student CE × ``gamma``; for AT, NST and VID the logit spot reuses the last feature spot's
+    draw), ``independent`` draws every spot on its own and leaves the CE weight alone.
+    """
 
     mode: Literal["fixed", "random", "adaptive", "anti"] = "fixed"
+    random_scheme: Literal["authors", "independent"] = "authors"
     gamma: float | None = Field(default=None, gt=0)
     tau: float = Field(default=5.0, gt=0)
     homogeneous: bool = False
@@ -164,11 +189,28 @@ class RunConfig(_Strict):
         if self.teacher is not None and self.distiller is None:
             self.distiller = DistillerConfig()
         self._fill_published_weights()
-        if self.distiller is not None and self.distiller.name in self.distiller.presets:
-            preset = self.distiller.presets[self.distiller.name]
-            self.distiller.params = {**preset, **self.distiller.params}
+        if self.distiller is not None:
+            self._apply_presets()
         self._format_output_dir()
         return self
+
+    def _apply_presets(self) -> None:
+        """Merge the chosen distiller's presets: ``<name>``, then ``<name>@<spot mode>``.
+
+        ``params`` wins over both. A preset's run-level keys (``PRESET_RUN_KEYS``: a pair's
+        published batch size for one distiller) set the run unless the recipe or an override
+        sets that key itself.
+        """
+        presets = self.distiller.presets
+        name = self.distiller.name
+        preset = {**presets.get(name, {}), **presets.get(f"{name}@{self.spots.mode}", {})}
+        for key in PRESET_RUN_KEYS:
+            if key in preset:
+                value = preset.pop(key)
+                if key not in self.model_fields_set and getattr(self, key) != value:
+                    setattr(self, key, value)
+        if preset:
+            self.distiller.params = {**preset, **self.distiller.params}
 
     def _format_output_dir(self) -> None:
         """Fill ``{distiller}``, ``{mode}``, ``{seed}``, ``{model}``, ``{teacher}`` in output_dir."""

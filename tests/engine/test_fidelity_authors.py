@@ -14,7 +14,7 @@ from sakd.config import list_recipes, load_config
 from sakd.data import iterate_batches
 from sakd.engine.build import build_task, load_data
 from sakd.engine.runtime import Runtime
-from sakd.experiments.grid import load_grid
+from sakd.experiments.grid import load_grid, plan_grid
 
 from ..conftest import tiny_overrides
 
@@ -58,6 +58,21 @@ def test_cc_teacher_embedding_is_frozen_in_the_adaptive_modes_of_the_paper_recip
     assert ours.distiller.params == {"train_teacher_embed": True}
 
 
+def test_packaged_grids_plan_fp32_runs_and_teachers_and_the_authors_batch_sizes(tmp_path):
+    spec, name = load_grid("R2")
+    plan = plan_grid(spec, name, root=tmp_path)
+    assert {run.config.precision for run in plan.runs} == {"fp32"}
+    assert {job.train_config.precision for job in plan.teachers} == {"fp32"}
+    small = {(run.pair, run.distiller) for run in plan.runs if run.config.batch_size == 32}
+    assert small == {
+        ("cifar100/resnet50-mobilenetv2", "nst"),
+        ("cifar100/wrn_40_2-shufflev1", "nst"),
+    }
+    bf16 = plan_grid(spec, name, ["precision=bf16"], root=tmp_path)
+    assert {run.config.precision for run in bf16.runs} == {"bf16"}
+    assert {job.train_config.precision for job in bf16.teachers} == {"bf16"}
+
+
 def _task(out, *extra):
     cfg = load_config("quickstart", tiny_overrides(out, *extra))
     train, _ = load_data(cfg)
@@ -87,7 +102,13 @@ def test_random_mode_runs_the_authors_ablation_by_default(tmp_path, scheme, ce_s
 
 
 def test_random_mode_ties_the_logit_spot_only_for_the_multi_spot_distillers(tmp_path):
-    for name, tied in (("at", True), ("nst", True), ("vid", True), ("fitnet", False), ("sp", False)):
+    for name, tied in (
+        ("at", True),
+        ("nst", True),
+        ("vid", True),
+        ("fitnet", False),
+        ("sp", False),
+    ):
         _, _, task = _task(tmp_path / name, f"distiller.name={name}", "spots.mode=random")
         assert task.selector.tie_logit_spot is tied, name
 
@@ -111,3 +132,23 @@ def test_ft_pretraining_keeps_the_students_bn_statistics(tmp_path):
     )
     task.train()
     assert task.student.training
+
+
+def test_weight_decay_reaches_distiller_parts_before_their_first_selected_sample(tmp_path):
+    # Documented difference (method.md, deliberate differences): one backward of the gated sum
+    # gives an unselected distiller part a zero gradient, not None, so SGD's weight decay moves
+    # it; the authors' code never builds that loss term and their SGD skips the part.
+    from sakd.spots import SpotSelection
+
+    cfg, train, task = _task(tmp_path, "distiller.name=fitnet")
+    task.selector.forward = lambda inp: SpotSelection(torch.zeros(inp.images.shape[0], 2))
+    task.train()
+    images, labels, index = _first_batch(cfg, train)
+    result = task.phases(cfg.epochs)[-1].step(images, labels, index, 0)
+    assert result.losses["fitnet"].item() == 0.0
+    sum(result.losses.values()).backward()
+    parts = list(task.distiller.parameters())
+    assert parts and all(p.grad is not None and not p.grad.any() for p in parts)
+    before = [p.detach().clone() for p in parts]
+    torch.optim.SGD(parts, lr=0.05, momentum=0.9, weight_decay=5e-4).step()
+    assert any(not torch.equal(p, q) for p, q in zip(parts, before) if q.any())

@@ -262,9 +262,7 @@ def build_selector(
     if mode == "random":
         if random_scheme == "independent":
             return RandomSelector(spots, seed)
-        return RandomSelector(
-            spots, seed, ce_scale=gamma, tie_logit_spot=logit_follows_last_spot
-        )
+        return RandomSelector(spots, seed, ce_scale=gamma, tie_logit_spot=logit_follows_last_spot)
     for role, net in (("student", student), ("teacher", teacher)):
         if net.spot_info(input_size)[-1].is_map:
             raise SakdError(

@@ -128,7 +128,8 @@ def test_ft_pretraining_keeps_the_students_bn_statistics(tmp_path):
     for key, value in task.student.named_buffers():
         assert torch.equal(value, buffers[key]), key
     assert any(
-        not torch.equal(p, q) for p, q in zip(task.distiller.paraphrasers.parameters(), paraphraser)
+        not torch.equal(p, q)
+        for p, q in zip(task.distiller.paraphrasers.parameters(), paraphraser, strict=True)
     )
     task.train()
     assert task.student.training
@@ -151,4 +152,4 @@ def test_weight_decay_reaches_distiller_parts_before_their_first_selected_sample
     assert parts and all(p.grad is not None and not p.grad.any() for p in parts)
     before = [p.detach().clone() for p in parts]
     torch.optim.SGD(parts, lr=0.05, momentum=0.9, weight_decay=5e-4).step()
-    assert any(not torch.equal(p, q) for p, q in zip(parts, before) if q.any())
+    assert any(not torch.equal(p, q) for p, q in zip(parts, before, strict=True) if q.any())

@@ -38,7 +38,7 @@ $(VISION_VENV)/.installed: pyproject.toml constraints-vision.txt
 	touch $@
 
 test-vision: $(VISION_VENV)/.installed
-	$(VBIN)/pytest -n 2 --dist loadgroup --durations=10 tests/vision
+	$(VBIN)/pytest -n 2 --dist loadgroup --durations=10 tests/vision tests/models/test_resnet_imagenet.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts

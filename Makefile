@@ -1,13 +1,17 @@
 # Two set-up commands (see README):
 #   make quickstart   install into .venv, then run `sakd quickstart` on the embedded data (CPU, < 5 min)
 #   make test         install into .venv (with test tools), then run the test suite
+#   make test-vision  the torchvision/timm tests in their own venv (.venv-vision, ~6 GB: torch 2.14.1)
 # constraints.txt pins the CPU wheel of torch (and every other dependency) for reproducible installs.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: quickstart test lint install
+VISION_VENV ?= .venv-vision
+VBIN := $(VISION_VENV)/bin
+
+.PHONY: quickstart test test-vision lint install
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +29,16 @@ test: install
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/pytest -n 2 --dist loadgroup --durations=15
+
+# The optional extra sakd[vision] (torchvision + timm) needs another torch than the CPU pin above,
+# so it gets its own venv, pinned by constraints-vision.txt.
+$(VISION_VENV)/.installed: pyproject.toml constraints-vision.txt
+	$(PYTHON) -m venv $(VISION_VENV)
+	$(VBIN)/pip install --disable-pip-version-check -q -c constraints-vision.txt -e ".[dev,vision]"
+	touch $@
+
+test-vision: $(VISION_VENV)/.installed
+	$(VBIN)/pytest -n 2 --dist loadgroup --durations=10 tests/vision
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts

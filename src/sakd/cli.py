@@ -53,6 +53,13 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from sakd.export import export
+
+    path = export(args.run, args.out, checkpoint=args.checkpoint)
+    print(f"exported the {args.checkpoint} student of {args.run} -> {path}")
+
+
 def _cmd_models(args: argparse.Namespace) -> None:
     from sakd.models import create_model, list_models
 
@@ -158,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     with_overrides(p)
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "export", help="write a run's student weights in the model's own names (a state dict)"
+    )
+    p.add_argument("run", help="the run folder (its output_dir)")
+    p.add_argument("--out", required=True, help="file to write, e.g. student.pt")
+    p.add_argument(
+        "--checkpoint",
+        choices=["best", "last"],
+        default="best",
+        help="best (highest test top-1, default) or last",
+    )
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("models", help="list the model zoo")
     p.add_argument("-v", "--verbose", action="store_true", help="with parameter counts and spots")

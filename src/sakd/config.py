@@ -117,6 +117,7 @@ class ModelConfig(_Strict):
     stages: list[str] | None = None
     head: str | None = None
     stem: str | None = None
+    pretrained: bool | str | None = None
 
 
 class OptimizerConfig(_Strict):

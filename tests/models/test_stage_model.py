@@ -106,7 +106,7 @@ def image(size: int = 64) -> Tensor:
 @torch.no_grad()
 def test_staged_forward_equals_the_original_and_runs_compose() -> None:
     model = mini_resnet()
-    staged = stage_model(model, LAYERS, "fc", stem_path="maxpool", input_size=64)
+    staged = stage_model(model, LAYERS, "fc", stem="maxpool", input_size=64)
     x = image()
     logits = model(x)
     assert isinstance(staged, StagedNet)
@@ -126,14 +126,14 @@ def test_features_are_the_outputs_of_the_named_modules() -> None:
         model.get_submodule(path).register_forward_hook(
             lambda _m, _i, out, path=path: captured.__setitem__(path, out.clone())
         )
-    staged = stage_model(model, LAYERS, "fc", stem_path="maxpool", input_size=64)
+    staged = stage_model(model, LAYERS, "fc", stem="maxpool", input_size=64)
     feats, _ = staged.forward_features(image())
     for path, feat in zip(["maxpool", *LAYERS], feats, strict=False):
         torch.testing.assert_close(feat, captured[path], rtol=0, atol=0)
 
 
 def test_roles_and_spot_info() -> None:
-    staged = stage_model(mini_resnet(), LAYERS, "fc", stem_path="maxpool", input_size=64)
+    staged = stage_model(mini_resnet(), LAYERS, "fc", stem="maxpool", input_size=64)
     assert staged.stage_roles == ("stem", "stage", "stage", "stage", "stage", "pooled")
     infos = staged.spot_info()
     assert [i.shape for i in infos] == [
@@ -156,7 +156,7 @@ def test_roles_and_spot_info() -> None:
 
 def test_parameters_are_the_original_modules() -> None:
     model = mini_resnet()
-    staged = stage_model(model, LAYERS, "fc", stem_path="maxpool")
+    staged = stage_model(model, LAYERS, "fc", stem="maxpool")
     assert staged.head is model.fc
     assert {id(p) for p in staged.parameters()} == {id(p) for p in model.parameters()}
     assert sum(p.numel() for p in staged.parameters()) == sum(p.numel() for p in model.parameters())
@@ -165,7 +165,7 @@ def test_parameters_are_the_original_modules() -> None:
 @torch.no_grad()
 def test_loading_a_state_dict_into_the_original_updates_the_staged_net() -> None:
     model = mini_resnet()
-    staged = stage_model(model, LAYERS, "fc", stem_path="maxpool")
+    staged = stage_model(model, LAYERS, "fc", stem="maxpool")
     torch.manual_seed(7)
     other = MiniResNet().eval()
     model.load_state_dict(other.state_dict())
@@ -175,7 +175,7 @@ def test_loading_a_state_dict_into_the_original_updates_the_staged_net() -> None
 
 def test_training_the_staged_net_trains_the_original() -> None:
     model = mini_resnet().train()
-    staged = stage_model(model, LAYERS, "fc", stem_path="maxpool")
+    staged = stage_model(model, LAYERS, "fc", stem="maxpool")
     before = model.layer3[0].conv1.weight.detach().clone()
     optimizer = torch.optim.SGD(staged.parameters(), lr=0.1)
     staged(image()).logsumexp(dim=1).sum().backward()
@@ -192,7 +192,7 @@ def test_unknown_module_path_is_named() -> None:
 
 def test_skip_connection_across_a_cut_is_refused_naming_the_cut() -> None:
     with pytest.raises(SakdError, match="cannot cut the model at 'layer1'"):
-        stage_model(LongSkip(), ["layer1", "layer2"], "fc", stem_path="stem")
+        stage_model(LongSkip(), ["layer1", "layer2"], "fc", stem="stem")
 
 
 def test_a_cut_after_the_skip_is_accepted() -> None:
@@ -246,4 +246,4 @@ def test_head_must_give_the_model_output() -> None:
 
 def test_at_least_one_stage_path_is_required() -> None:
     with pytest.raises(SakdError, match="at least one stage path"):
-        stage_model(mini_resnet(), [], "fc", stem_path="maxpool")
+        stage_model(mini_resnet(), [], "fc", stem="maxpool")

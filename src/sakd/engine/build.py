@@ -7,7 +7,6 @@ run folder is created, so bad input leaves nothing half-written on disk.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -17,7 +16,6 @@ from sakd.data import BatchSource, StreamSet, load_dataset, open_stream
 from sakd.engine.checkpoint import (
     extract_state_dict,
     load_checkpoint,
-    load_weights_strict,
     resolve_path,
     sha256_file,
 )
@@ -82,27 +80,19 @@ def _open_split(cfg: RunConfig, train: bool) -> BatchSource:
 
 
 def build_model(cfg_model, num_classes: int, input_size: int) -> StagedNet:
-    """A zoo model by name, or ``module.path:factory`` split at ``stages`` / ``head``."""
-    if cfg_model.stages is None:
-        model = create_model(cfg_model.name, num_classes=num_classes)
-        model.input_size = input_size
-        return model
-    from sakd.models.wrap import stage_model
+    """A zoo model, ``torchvision:``/``timm:`` ARCH or ``package.module:factory``, staged.
 
-    module_name, _, attr = cfg_model.name.partition(":")
-    if not attr or cfg_model.head is None:
-        raise SakdError(
-            "a user model needs model.name='package.module:factory', model.stages=[...] and model.head"
-        )
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise SakdError(
-            f"cannot import model factory {cfg_model.name!r} ({exc}): check the name"
-        ) from None
-    module = factory(num_classes=num_classes)
-    return stage_model(
-        module, cfg_model.stages, cfg_model.head, cfg_model.stem, input_size=input_size
+    Non-zoo modules are cut at ``stages`` / ``head`` (automatic when unset); see
+    :func:`sakd.models.create_model`.
+    """
+    return create_model(
+        cfg_model.name,
+        num_classes=num_classes,
+        pretrained=getattr(cfg_model, "pretrained", None),
+        stages=cfg_model.stages,
+        head=cfg_model.head,
+        stem=cfg_model.stem,
+        input_size=input_size,
     )
 
 
@@ -127,9 +117,7 @@ def load_teacher(cfg: RunConfig, num_classes: int, input_size: int) -> tuple[Sta
             "the file changed or is not the teacher you meant"
         )
     state = extract_state_dict(load_checkpoint(path))
-    load_weights_strict(
-        teacher, state, f"teacher checkpoint {str(path)!r} for {cfg.teacher.name!r}"
-    )
+    teacher.load_weights(state, f"teacher checkpoint {str(path)!r} for {cfg.teacher.name!r}")
     teacher.eval().requires_grad_(False)
     return teacher, digest
 

@@ -1,10 +1,15 @@
-"""The model zoo: every model is a :class:`~sakd.models.staged.StagedNet`.
+"""The model zoo, torchvision/timm and user modules: every model is a :class:`~sakd.models.staged.StagedNet`.
 
 Every module in this package is imported here, so its ``@register_model`` factories register.
 """
 
 from sakd._autoload import import_submodules
-from sakd.models.registry import create_model, list_models, register_model
+from sakd.models.registry import (
+    create_model,
+    create_source_module,
+    list_models,
+    register_model,
+)
 from sakd.models.staged import SpotInfo, StagedNet, resolve_spots
 
 import_submodules(__name__, __path__)
@@ -13,6 +18,7 @@ __all__ = [
     "SpotInfo",
     "StagedNet",
     "create_model",
+    "create_source_module",
     "list_models",
     "register_model",
     "resolve_spots",

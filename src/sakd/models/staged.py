@@ -91,6 +91,43 @@ class StagedNet(nn.Module):
             for stage, feat in zip(self.stages, feats, strict=True)
         ]
 
+    @property
+    def source_module(self) -> nn.Module:
+        """The module whose parameter names :meth:`export_state_dict` uses (self for zoo models)."""
+        return self
+
+    def export_state_dict(self) -> dict[str, Tensor]:
+        """The weights as a plain state dict in the source module's own names, on the CPU.
+
+        For a zoo model these are its own names; for a user module staged by
+        :func:`~sakd.models.wrap.stage_model` they are the user module's, so
+        ``MyNet().load_state_dict(net.export_state_dict())`` loads strictly.
+        """
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.state_dict().items()}
+
+    def load_export_state_dict(self, state: dict[str, Tensor], what: str = "state dict") -> None:
+        """Load weights in the names of :meth:`export_state_dict`, strictly.
+
+        A mismatch raises :class:`SakdError` naming ``what`` and the first differing keys.
+        """
+        check_state_dict_keys(self.state_dict(), state, what, type(self).__name__)
+        with torch.no_grad():
+            self.load_state_dict(state, strict=True)
+
+    def load_weights(self, state: dict[str, Tensor], what: str = "state dict") -> None:
+        """Load ``state`` strictly, in this network's own names or in the export names.
+
+        A sakd checkpoint's state dict (``stages.0.…``) and the user's own ``state_dict()`` of the
+        source module both load; anything else raises a one-line :class:`SakdError`.
+        """
+        own = self.state_dict()
+        if isinstance(state, dict) and state.keys() == own.keys():
+            check_state_dict_keys(own, state, what, type(self).__name__)
+            with torch.no_grad():
+                self.load_state_dict(state, strict=True)
+        else:
+            self.load_export_state_dict(state, what)
+
     def spot_info(self, input_size: int | None = None) -> list[SpotInfo]:
         """Describe every spot feature for a square input of ``input_size`` (default: the model's)."""
         size = input_size or self.input_size
@@ -99,6 +136,27 @@ class StagedNet(nn.Module):
         if key not in cache:
             cache[key] = _describe(self, size)
         return list(cache[key])
+
+
+def check_state_dict_keys(
+    expected: dict[str, Tensor], state: dict[str, Tensor], what: str, model: str
+) -> None:
+    """Raise a one-line :class:`SakdError` unless ``state`` has exactly ``expected``'s keys and shapes."""
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise SakdError(f"{what} is not a state dict (a dict of tensors)")
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            problems.append(f"{len(keys)} {label} ({shown})")
+    if problems:
+        raise SakdError(
+            f"{what} does not fit the architecture of {model}: {'; '.join(problems)}; it must be this module's own "
+            "state_dict() for the same architecture and number of classes"
+        )
 
 
 def _ends_in_activation(stage: nn.Module) -> bool:

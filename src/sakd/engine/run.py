@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import yaml
+from torch import nn
 
 from sakd.config import RunConfig, config_differences, dump_config
 from sakd.data import BatchSource, ImageSet, StreamSet
@@ -26,7 +27,11 @@ from sakd.engine.trainer import RunSummary, Trainer
 from sakd.errors import SakdError
 
 
-def run(cfg: RunConfig, data: tuple[BatchSource, BatchSource] | None = None) -> RunSummary:
+def run(
+    cfg: RunConfig,
+    data: tuple[BatchSource, BatchSource] | None = None,
+    modules: dict[str, nn.Module] | None = None,
+) -> RunSummary:
     """Train the network (or distil the student) that ``cfg`` describes; returns its summary.
 
     All inputs are checked before ``output_dir`` is touched. The run folder then holds
@@ -35,22 +40,29 @@ def run(cfg: RunConfig, data: tuple[BatchSource, BatchSource] | None = None) -> 
     ``checkpoints/{last,best}.pt`` (+ ``best.pt.sha256``). On a GPU the whole dataset is moved
     to the device once and batched and augmented there (a streamed split is read batch by batch).
     ``data``: (train, test) sources to use instead of the ones ``cfg.data`` names (e.g. from
-    :func:`sakd.data.from_dataset`).
+    :func:`sakd.data.from_dataset`). ``modules``: ``nn.Module`` objects to train / distil from
+    instead of building ``cfg.model`` / ``cfg.teacher`` by name (``{"model": student,
+    "teacher": teacher}``, either optional; see :func:`sakd.engine.build.build_model`): the
+    student object itself is trained (its parameters are the staged net's), the teacher object is
+    frozen (eval mode, no gradients). This is what :func:`sakd.train` and :func:`sakd.distill` call.
     """
     if cfg.teacher is None and cfg.distiller is not None:
         raise SakdError("a distiller needs a teacher")
-    return _run(cfg, join_launch(cfg.device), data)
+    return _run(cfg, join_launch(cfg.device), data, modules)
 
 
 def _run(
-    cfg: RunConfig, device: str, data: tuple[BatchSource, BatchSource] | None = None
+    cfg: RunConfig,
+    device: str,
+    data: tuple[BatchSource, BatchSource] | None = None,
+    modules: dict[str, nn.Module] | None = None,
 ) -> RunSummary:
     seed_everything(cfg.seed)
     runtime = Runtime.create(device, cfg.precision, cfg.channels_last, cfg.compile)
     train_set, test_set = load_data(cfg) if data is None else data
     if runtime.device.type != "cpu":
         train_set, test_set = train_set.to(runtime.device), test_set.to(runtime.device)
-    task, facts = build_task(cfg, train_set, runtime)
+    task, facts = build_task(cfg, train_set, runtime, modules)
     # After building: the builders probe the student's shapes, which must not trigger compilation.
     runtime.compile_network(task.eval_model)
     run_dir = Path(cfg.output_dir)

@@ -252,7 +252,7 @@ def _set(values: dict, dotted: str, value: Any) -> None:
 def _model_entry(obj: Any, values: dict, section: str, where: str) -> nn.Module | None:
     """Record ``obj`` in ``values[section]``: a name as it is, a module object by its class name."""
     node = values.setdefault(section, {})
-    role = "student" if section == "model" else "teacher"
+    role = section if where == "sakd.train" else {"model": "student"}.get(section, section)
     if isinstance(obj, str):
         node["name"] = obj
         return None

@@ -14,11 +14,15 @@ CLASSES = ("blue", "green", "red")
 COLOURS = ((40, 60, 200), (40, 190, 60), (210, 50, 40))
 
 
-def write_tree(root: Path, per_class: tuple[int, int] = (8, 4), size: int = 16) -> Path:
+def write_tree(
+    root: Path, per_class: tuple[int, int] = (8, 4), size: int = 16, classes: int = 3
+) -> Path:
     """``root/{train,val}/<class>/*.png``: noisy images whose colour gives the class."""
     rng = np.random.default_rng(0)
+    names = CLASSES if classes == 3 else tuple(f"class{k:02d}" for k in range(classes))
+    colours = COLOURS if classes == 3 else [tuple(rng.integers(0, 256, 3)) for _ in names]
     for split, count in zip(("train", "val"), per_class, strict=True):
-        for name, colour in zip(CLASSES, COLOURS, strict=True):
+        for name, colour in zip(names, colours, strict=True):
             folder = root / split / name
             folder.mkdir(parents=True)
             for k in range(count):

@@ -9,6 +9,7 @@ import torch
 import yaml
 
 import sakd
+from sakd.cli import main
 from sakd.data import iterate_source
 from sakd.engine.build import load_data
 from sakd.errors import SakdError
@@ -29,7 +30,7 @@ def _top1(module: torch.nn.Module, source) -> float:
     return 100.0 * hits / total
 
 
-def test_own_classes_distilled_adaptively_come_back_as_the_users_objects(tree, tmp_path):
+def test_own_classes_distilled_adaptively_come_back_as_the_users_objects(tree, tmp_path, capsys):
     torch.manual_seed(0)
     teacher, student = OwnNet(width=12), OwnNet(width=6)
     names = list(student.state_dict())
@@ -75,6 +76,11 @@ def test_own_classes_distilled_adaptively_come_back_as_the_users_objects(tree, t
     fresh.load_state_dict(torch.load(out, weights_only=True), strict=True)
     _, val = load_data(run.config)
     assert _top1(fresh, val) == pytest.approx(run.last_top1)
+    # `sakd export` rebuilds models by name: for a run of objects it says to use run.export.
+    assert main(["export", str(run.output_dir), "--out", str(tmp_path / "cli.pt")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "trained from a Python object" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "cli.pt").exists()
     # run.model holds those same last weights.
     for key, value in fresh.state_dict().items():
         assert torch.equal(value, run.model.state_dict()[key]), key

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 
 from sakd.errors import SakdError
 
 EXIT_USAGE = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds the run like Ctrl-C (atomic writes clean up after themselves)."""
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -37,8 +43,15 @@ def _cmd_distill(args: argparse.Namespace) -> None:
 
 def _report(summary, output_dir: str) -> None:
     from sakd.engine.distributed import rank_and_world_size
+    from sakd.engine.run import CompleteRunSummary
 
     if rank_and_world_size()[0] != 0:
+        return
+    if isinstance(summary, CompleteRunSummary):
+        print(
+            f"{output_dir} already holds this run, complete (best top-1 {summary.best_top1:.2f}%): "
+            "nothing to do, nothing changed; resume=false would start it over"
+        )
         return
     print(
         f"done: best top-1 {summary.best_top1:.2f}% (epoch {summary.best_epoch + 1}), "
@@ -225,9 +238,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; ``KEY=VALUE`` overrides may also follow a command's options."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+def _distributed_timeout(exc: RuntimeError) -> str | None:
+    """One line for a collective that timed out under torchrun (a hung or dead rank)."""
+    from sakd.engine.distributed import (
+        COLLECTIVE_TIMEOUT_ENV,
+        collective_timeout,
+        rank_and_world_size,
+    )
+
+    rank, world_size = rank_and_world_size()
+    text = str(exc).lower()
+    if world_size == 1 or not ("timed out" in text or "timeout" in text):
+        return None
+    return (
+        f"rank {rank} of {world_size} waited {collective_timeout().total_seconds():.0f} s for the "
+        "other ranks in a collective operation: another rank is hung or died (see its output); "
+        f"run the same command again to resume ({COLLECTIVE_TIMEOUT_ENV}=SECONDS sets the limit)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sakd`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread
+        previous = None
     try:
         args.func(args)
     except SakdError as exc:
@@ -236,6 +288,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sakd: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Terminated:
+        print(
+            "sakd: terminated (SIGTERM); finished epochs are kept in the run's "
+            "checkpoints/last.pt: run the same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_TERMINATED
+    except OSError as exc:  # a safety net: the library turns the OS errors it expects into lines
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(
+            f"sakd: error: {exc.strerror or exc}{where}: check the path, its permissions and the "
+            "free disk space",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except RuntimeError as exc:
+        line = _distributed_timeout(exc)
+        if line is None:
+            raise
+        print(f"sakd: error: {line}", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -18,6 +18,8 @@ import contextlib
 import copy
 import functools
 import posixpath
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -61,7 +63,28 @@ OBJECT_PREFIX = "object:"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Numbers must be finite (lr=.inf, 1e999 are refused) and never true/false (epochs=true).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _is_numeric(field.annotation):
+            items = value if isinstance(value, list) else [value]
+            if any(isinstance(item, bool) for item in items):
+                raise ValueError("must be a number, not true/false")
+        return value
+
+
+def _is_numeric(annotation: Any) -> bool:
+    """True for ``int``/``float`` fields, optional or in a list."""
+    if annotation in (int, float):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list):
+        return any(_is_numeric(arg) for arg in typing.get_args(annotation))
+    return False
 
 
 class DataConfig(_Strict):
@@ -72,7 +95,7 @@ class DataConfig(_Strict):
     download: bool = False
     train_limit: int | None = Field(default=None, ge=1)
     test_limit: int | None = Field(default=None, ge=1)
-    image_size: int | None = Field(default=None, ge=8)
+    image_size: int | None = Field(default=None, ge=8, le=1024)
     augment: bool = True
     # How batches are made (docs/data.md): ``memory`` holds the split as one uint8 tensor,
     # ``stream`` reads images through a DataLoader with ``workers`` processes (ImageNet-style
@@ -222,7 +245,7 @@ class RunConfig(_Strict):
 
     name: str = "run"
     output_dir: str = "runs/run"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**32)
     epochs: int = Field(default=240, ge=1)
     batch_size: int = Field(default=64, ge=1)
     eval_batch_size: int = Field(default=256, ge=1)
@@ -468,7 +491,10 @@ def _read_recipe_text(ref: str, context: str | Path | None) -> tuple[str, str | 
         return _read_packaged(name, ref)
     path = Path(ref) if context is None else context / ref
     if path.is_file():
-        return path.read_text(), path.parent, str(path)
+        try:
+            return path.read_bytes().decode("utf-8"), path.parent, str(path)
+        except UnicodeDecodeError:
+            raise SakdError(f"config {ref!r} is not a text file: give a YAML recipe") from None
     if context is None or _is_packaged(ref):
         # A user file may build on a packaged recipe: ``base: quickstart/student``.
         return _read_packaged(ref, ref)
@@ -505,6 +531,10 @@ def load_recipe(ref: str, context: str | Path | None = None, _seen: tuple = ()) 
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
         raise SakdError(f"config {ref!r} is not valid YAML{line}: fix the syntax") from None
+    except RecursionError:
+        raise SakdError(
+            f"config {ref!r} is nested too deeply to be a recipe: fix the file"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -532,7 +562,7 @@ def _set_override(data: dict, item: str) -> tuple[str, Any]:
         raise SakdError(f"override {item!r} is not KEY=VALUE (e.g. epochs=2 or data.name=cifar100)")
     try:
         value = yaml.safe_load(raw) if raw != "" else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         value = raw
     node = data
     parts = key.split(".")
@@ -606,8 +636,11 @@ def validate_config(data: dict | Recipe, source: str = "config", stored: bool = 
 
 def load_config(ref: str, overrides: list[str] | None = None) -> RunConfig:
     """Recipe (path or packaged name) + overrides → validated :class:`RunConfig`."""
-    recipe = load_recipe(ref).with_overrides(overrides or [])
-    return validate_config(recipe, source=f"config {ref!r}")
+    try:
+        recipe = load_recipe(ref).with_overrides(overrides or [])
+        return validate_config(recipe, source=f"config {ref!r}")
+    except RecursionError:
+        raise SakdError(f"config {ref!r} is nested too deeply to be a recipe: fix it") from None
 
 
 RESUME_IGNORED_KEYS = ("progress", "resume", "device", "output_dir", "name")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,19 @@ def _read_pickle(path: Path) -> dict[str, Any]:
         raise SakdError(
             f"{path} is not a valid CIFAR pickle ({error}): replace it with the official file"
         ) from error
+    except (
+        KeyError,
+        IndexError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+        ImportError,
+        struct.error,
+    ) as error:
+        raise SakdError(
+            f"{path} is not a valid CIFAR pickle ({type(error).__name__}): replace it with the "
+            "official file"
+        ) from None
     if not isinstance(content, dict):
         raise SakdError(f"{path} does not hold a dict: replace it with the official file")
     return content
@@ -119,6 +133,17 @@ def _find_folder(name: str, root: str | None, download: bool) -> Path:
 
 def load_cifar(name: str, root: str | None, train: bool, download: bool) -> ImageSet:
     """Load the train (50,000) or test (10,000) split of ``cifar10`` or ``cifar100``."""
+    try:
+        return _load_cifar(name, root, train, download)
+    except (TypeError, ValueError, OverflowError, AttributeError) as error:
+        # A pickle that loads but holds the wrong kinds of values (labels as text, data a dict...)
+        raise SakdError(
+            f"the {name} files hold malformed contents ({type(error).__name__}: "
+            f"{str(error)[:80]}): replace them with the official archive's files"
+        ) from None
+
+
+def _load_cifar(name: str, root: str | None, train: bool, download: bool) -> ImageSet:
     layout = _LAYOUT[name]
     folder = _find_folder(name, root, download)
     meta = _read_pickle(folder / layout["meta"])

@@ -30,18 +30,34 @@ def decode_image(path: Path, size: int) -> np.ndarray:
     try:
         with Image.open(path) as image:
             rgb = image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    except Image.DecompressionBombError:
+        raise SakdError(
+            f"image {path} is too large to decode safely (a decompression bomb?): delete or "
+            "replace the file"
+        ) from None
+    except MemoryError:
+        raise SakdError(
+            f"image {path} does not fit in memory: delete or replace the file"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError) as error:
         raise SakdError(
             f"cannot decode image {path} ({error}): delete or replace the file"
         ) from error
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
 
 
 def decode_images(paths: Sequence[Path], size: int) -> np.ndarray:
     """Decode ``paths`` with a thread pool into uint8 (N, 3, size, size)."""
-    images = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    try:
+        images = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    except MemoryError:
+        gib = len(paths) * 3 * size * size / 2**30
+        raise SakdError(
+            f"{len(paths)} images of {size}x{size} need {gib:.0f} GiB of memory: choose a smaller "
+            "data.image_size"
+        ) from None
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for index, array in enumerate(pool.map(lambda p: decode_image(p, size), paths)):
             images[index] = array

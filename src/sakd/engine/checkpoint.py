@@ -1,8 +1,18 @@
-"""Checkpoints: atomic writes, safe loads (``weights_only=True``), SHA-256 of files."""
+"""Checkpoints: atomic writes, safe loads (``weights_only=True``), SHA-256 of files.
+
+Every checkpoint carries a ``digest``: the SHA-256 of its own contents (tensors with their dtype
+and shape, and every plain value), computed when it is saved and checked when it is loaded, so a
+damaged file (a flipped bit, a truncated copy) is refused instead of resumed or evaluated. Files
+are written to a temporary name beside the target (``.<name>.<random>``), synced and renamed over
+it: a kill at any moment leaves either the old or the new file, and the temporary files a kill
+leaves behind are removed when the next run starts in the folder (:func:`remove_orphans`).
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -11,25 +21,72 @@ from typing import Any
 import torch
 from torch import nn
 
+from sakd.engine.faults import fault_point
 from sakd.errors import SakdError
 
 FORMAT = "sakd-checkpoint-v1"
+DIGEST_KEY = "digest"
 
 
 def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(file)`` on a temp file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Call ``write(file)`` on a temp file beside ``path``, then rename it over ``path``.
+
+    An OS error (read-only folder, full disk, a file where a folder should be) is one
+    :class:`SakdError`; ``path`` is then left as it was.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise SakdError(os_error_line(path, exc)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        fault_point(f"write:{path.name}")
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise SakdError(os_error_line(path, exc)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def os_error_line(path: Path, exc: OSError) -> str:
+    """One line for an OS error while writing ``path``: what happened and what to do."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some disk space (or choose an output_dir on another disk)"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make the folder writable or choose another output_dir"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        fix = "a part of the path is a file, not a folder: choose another output_dir"
+    else:
+        fix = "check the folder and the disk"
+    kept = "; the previous file is unchanged" if path.exists() else ""
+    return f"cannot write {str(path)!r} ({reason}): {fix}{kept}"
+
+
+TEMP_PREFIXES = ("last.pt", "best.pt", "best.pt.sha256", "config.yaml", "run.json", "summary.json")
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Delete the temporary files (``.<name>.*``) that a killed atomic write left in ``folder``.
+
+    Only call it while no other process writes there (the run folder's lock is held).
+    """
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for name in TEMP_PREFIXES:
+        for orphan in folder.glob(f".{name}.*"):
+            if orphan.is_file() and len(orphan.name) > len(name) + 2:
+                orphan.unlink(missing_ok=True)
+                removed.append(orphan)
+    return removed
 
 
 def _umask() -> int:
@@ -44,44 +101,121 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Save a checkpoint dict atomically (a reader never sees a partial file)."""
-    atomic_write_bytes(path, lambda handle: torch.save({"format": FORMAT, **payload}, handle))
+    """Save a checkpoint dict atomically (a reader never sees a partial file), with its digest.
+
+    It is serialised in memory first, so a failing disk raises an ``OSError`` (one line) rather
+    than torch's stream-writer error.
+    """
+    content = {"format": FORMAT, **payload}
+    content[DIGEST_KEY] = content_digest(content)
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    atomic_write_bytes(path, lambda handle: handle.write(buffer.getbuffer()))
+
+
+def content_digest(data: dict[str, Any]) -> str:
+    """SHA-256 of a checkpoint's contents (every entry but ``digest``), tensors by their bytes."""
+    digest = hashlib.sha256()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}:".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            digest.update(f"D{len(value)}:".encode())
+            for key, item in value.items():
+                digest.update(f"{type(key).__name__}:{key!r}=".encode())
+                walk(item)
+        elif isinstance(value, list | tuple):
+            digest.update(f"{type(value).__name__}{len(value)}:".encode())
+            for item in value:
+                walk(item)
+        else:
+            digest.update(f"{type(value).__name__}:{value!r};".encode())
+
+    walk({k: v for k, v in data.items() if k != DIGEST_KEY})
+    return digest.hexdigest()
+
+
+def _load_failure(exc: Exception) -> str:
+    """The reason a safe load failed, without torch's advice to load unsafely."""
+    text = str(exc).strip()
+    if "WeightsUnpickler error:" in text:
+        lines = [x.strip() for x in text.split("WeightsUnpickler error:", 1)[1].splitlines()]
+        text = next((x for x in lines if x), "content that is not tensors or plain containers")
+    else:
+        text = text.splitlines()[0] if text else type(exc).__name__
+        text = text.split(". ")[0]
+    if "weights_only" in text:
+        text = type(exc).__name__
+    return text[:160]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint without running pickled code; errors become one-line :class:`SakdError`."""
+    """Load a checkpoint without running pickled code; errors become one-line :class:`SakdError`.
+
+    A checkpoint that carries a digest (every one sakd writes) is refused when its contents do
+    not match it.
+    """
     path = Path(path)
     if not path.is_file():
         raise SakdError(f"checkpoint {str(path)!r} does not exist: check the path")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SakdError(
-            f"checkpoint {str(path)!r} cannot be loaded safely ({reason[:160]}): it must be a "
-            "PyTorch file of tensors and plain containers"
+            f"checkpoint {str(path)!r} cannot be loaded safely ({_load_failure(exc)}): it must be "
+            "an undamaged PyTorch file of tensors and plain containers"
         ) from None
     if not isinstance(data, dict):
         raise SakdError(f"checkpoint {str(path)!r} does not hold a dict of weights")
+    stored = data.get(DIGEST_KEY)
+    if stored is not None and stored != content_digest(data):
+        raise SakdError(
+            f"checkpoint {str(path)!r} is damaged: its contents do not match the checksum saved "
+            "in it; restore the file from a copy (or, for a run's last.pt, start the run over "
+            "with resume=false)"
+        )
     return data
 
 
 def extract_state_dict(data: dict[str, Any], key: str = "student") -> dict[str, torch.Tensor]:
     """The model weights in a checkpoint: sakd's (``modules[key]``), RepDistiller's (``model``) or bare."""
     if data.get("format") == FORMAT:
-        return data["modules"][key]
-    for name in ("model", "state_dict", "net"):
-        if isinstance(data.get(name), dict):
-            return data[name]
-    if data and all(isinstance(v, torch.Tensor) for v in data.values()):
-        return data
-    raise SakdError("checkpoint holds no model weights (no 'model' or 'state_dict' entry)")
+        modules = data.get("modules")
+        state = modules.get(key) if isinstance(modules, dict) else None
+    else:
+        state = next(
+            (
+                data[name]
+                for name in ("model", "state_dict", "net")
+                if isinstance(data.get(name), dict)
+            ),
+            data,
+        )
+    if (
+        isinstance(state, dict)
+        and state
+        and all(isinstance(k, str) for k in state)
+        and any(isinstance(v, torch.Tensor) for v in state.values())
+    ):
+        return state
+    raise SakdError(
+        f"checkpoint holds no {key} weights (a 'modules' entry of sakd's, or a 'model' or "
+        "'state_dict' mapping of names to tensors): is it a model checkpoint?"
+    )
 
 
 def load_weights_strict(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     """Load ``state`` into ``model`` strictly; a mismatch is a one-line error naming ``what``."""
     try:
         model.load_state_dict(state, strict=True)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise SakdError(
+            f"{what} does not hold a state dict of tensors ({type(exc).__name__}): is it a model "
+            "checkpoint?"
+        ) from None
     except RuntimeError as exc:
         text = str(exc)
         missing = text.count("Missing key") > 0

@@ -123,10 +123,27 @@ def resolve_device(device: str, launch: Launch) -> str:
     return f"cuda:{launch.local_rank}"
 
 
+COLLECTIVE_TIMEOUT_ENV = "SAKD_COLLECTIVE_TIMEOUT_S"
+DEFAULT_COLLECTIVE_TIMEOUT_S = 1800
+
+
+def collective_timeout() -> datetime.timedelta:
+    """How long a rank waits for the others in one collective before failing (``SAKD_COLLECTIVE_TIMEOUT_S``, default 30 min)."""
+    raw = os.environ.get(COLLECTIVE_TIMEOUT_ENV, str(DEFAULT_COLLECTIVE_TIMEOUT_S))
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise SakdError(f"{COLLECTIVE_TIMEOUT_ENV}={raw!r} must be a positive number of seconds")
+    return datetime.timedelta(seconds=seconds)
+
+
 def join_launch(device: str) -> str:
     """Join the ``torchrun`` process group (if any, once per process); returns this rank's device.
 
-    Without ``torchrun`` (or with one process) nothing is initialised. The group stays open for
+    Without ``torchrun`` (or with one process) nothing is initialised. Every collective of the
+    group fails after :func:`collective_timeout`. The group stays open for
     later runs of the same process (a process group cannot be re-created reliably on the same
     rendezvous) and is destroyed when the process exits.
     """
@@ -136,7 +153,9 @@ def join_launch(device: str) -> str:
         backend = "nccl" if resolved.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(torch.device(resolved))
-        dist.init_process_group(backend)
+        # A bounded wait: a hung or dead rank makes the others fail with a line naming their rank
+        # (sakd.cli) instead of blocking forever.
+        dist.init_process_group(backend, timeout=collective_timeout())
         atexit.register(_leave_launch)
     elif launch.distributed and resolved.startswith("cuda"):
         torch.cuda.set_device(torch.device(resolved))

@@ -19,14 +19,27 @@ def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
     (e.g. RepDistiller's ``{'model': state_dict}``) need ``model.name=... data.name=...``.
     """
     data = load_checkpoint(path)
-    base = data["config"] if data.get("format") == FORMAT else {}
-    if not base and not any(o.startswith("model.name=") for o in overrides):
+    base = data.get("config") if data.get("format") == FORMAT else {}
+    if not isinstance(base, dict):
+        raise SakdError(
+            f"{path!r} claims to be a sakd checkpoint but holds no configuration mapping: "
+            "say which network it holds with model.name=NAME (and data.name=...)"
+        )
+    named = any(o.startswith("model.name=") for o in overrides)
+    if not base and not named:
         raise SakdError(
             f"{path!r} is not a sakd checkpoint: say which network it holds with model.name=NAME"
         )
     merged = apply_overrides(upgrade_renamed_keys(base), overrides)
     for key in ("teacher", "distiller"):
         merged.pop(key, None)
+    model = merged.get("model")
+    if isinstance(model, dict) and model.get("stages") is not None and not named:
+        # A user module is imported (its code runs) only when the user names it here.
+        raise SakdError(
+            f"{path!r} was trained on the user model {model.get('name')!r}: sakd eval imports a "
+            "user module only when you name it, so add model.name=package.module:factory"
+        )
     cfg = validate_config(merged, source=f"checkpoint {path!r}")
     runtime = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
     test_set = load_test_split(cfg)

@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sakd.engine.checkpoint import atomic_write_text, os_error_line
+from sakd.errors import SakdError
+
 
 class MetricsLog:
     """Append epoch records to ``<dir>/metrics.jsonl`` and mirror numbers to TensorBoard (``<dir>/tb``)."""
@@ -19,20 +22,23 @@ class MetricsLog:
             self._writer = SummaryWriter(log_dir=str(run_dir / "tb"))
 
     def truncate_after(self, epoch: int) -> None:
-        """Drop records of epochs ≥ ``epoch`` (left by an interrupted run that is resuming)."""
+        """Drop records of epochs ≥ ``epoch`` (left by an interrupted run that is resuming).
+
+        A last line cut short (a kill or a full disk in the middle of a write) is dropped too;
+        any other line that is not a JSON record is one error saying what to do.
+        """
         if not self.path.exists():
             return
-        kept = [
-            line
-            for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("epoch", -1) < epoch
-        ]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = [line for line, record in _records(self.path) if record.get("epoch", -1) < epoch]
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record (and its numeric leaves as TensorBoard scalars at step ``epoch``)."""
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise SakdError(os_error_line(self.path, exc)) from None
         if self._writer is not None:
             step = int(record.get("epoch", 0))
             for tag, value in _flatten(record):
@@ -57,6 +63,36 @@ def _flatten(record: dict[str, Any], prefix: str = ""):
                     yield f"{tag}/{i}", float(item)
         elif isinstance(value, int | float) and not isinstance(value, bool):
             yield tag, float(value)
+
+
+def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(line, record) of every record in a metrics file, for a resume; damage is one line."""
+
+    def damaged(why: str) -> SakdError:
+        return SakdError(
+            f"{str(path)!r} {why}: the metrics file is damaged; move it away to resume without "
+            "the earlier epochs' records, or start over with resume=false"
+        )
+
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise damaged("is not a text file") from None
+    lines = text.split("\n")
+    out = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if number == len(lines):  # the unterminated last line: a write cut short
+                break
+            raise damaged(f"has a line that is not JSON (line {number})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("epoch", -1), int):
+            raise damaged(f"has a line that is not an epoch record (line {number})")
+        out.append((line, record))
+    return out
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -6,25 +6,39 @@ Started by ``torchrun``, every process runs this same function on its own rank (
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import platform
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from sakd.config import RunConfig, config_differences, dump_config
 from sakd.data import BatchSource, ImageSet, StreamSet
 from sakd.engine.build import build_task, load_data
-from sakd.engine.checkpoint import atomic_write_text, sha256_file
-from sakd.engine.distributed import join_launch, on_main_rank
+from sakd.engine.checkpoint import atomic_write_text, remove_orphans, sha256_file
+from sakd.engine.distributed import broadcast_from_main, join_launch, on_main_rank
 from sakd.engine.evaluate import accuracy
+from sakd.engine.faults import fault_point
+from sakd.engine.rundir import (
+    DIVERGED_NAME,
+    RunDirLock,
+    lock_run_dir,
+    read_saved_config,
+    refused_changes,
+)
 from sakd.engine.runtime import Runtime, seed_everything
 from sakd.engine.trainer import RunSummary, Trainer
 from sakd.errors import SakdError
+
+
+@dataclasses.dataclass
+class CompleteRunSummary(RunSummary):
+    """The summary of a run that was already complete when started again: nothing ran."""
 
 
 def run(
@@ -45,6 +59,10 @@ def run(
     "teacher": teacher}``, either optional; see :func:`sakd.engine.build.build_model`): the
     student object itself is trained (its parameters are the staged net's), the teacher object is
     frozen (eval mode, no gradients). This is what :func:`sakd.train` and :func:`sakd.distill` call.
+
+    The folder is locked while the run uses it (a second run on it is refused). A folder that
+    already holds the complete run (``summary.json``, same configuration) is left exactly as it
+    is and its summary returned as a :class:`CompleteRunSummary`.
     """
     if cfg.teacher is None and cfg.distiller is not None:
         raise SakdError("a distiller needs a teacher")
@@ -66,7 +84,18 @@ def _run(
     # After building: the builders probe the student's shapes, which must not trigger compilation.
     runtime.compile_network(task.eval_model)
     run_dir = Path(cfg.output_dir)
-    on_main_rank(lambda: _check_output_dir(run_dir, cfg))
+    lock = on_main_rank(lambda: _open_output_dir(run_dir, cfg))
+    try:
+        complete = broadcast_from_main(on_main_rank(lambda: _complete_summary(run_dir, cfg)))
+        if complete is not None:
+            return complete
+        return _train(cfg, runtime, run_dir, task, facts, train_set, test_set)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg, runtime, run_dir, task, facts, train_set, test_set) -> RunSummary:
     if cfg.teacher is not None:
         teacher_top1, _ = accuracy(task.teacher, test_set, runtime, cfg.eval_batch_size)
         facts["teacher_top1"] = teacher_top1
@@ -93,7 +122,37 @@ def _run(
     on_main_rank(lambda: _prepare_run_dir(cfg, run_dir, info))
     trainer = Trainer(cfg, task, train_set, test_set, runtime, run_dir)
     summary = trainer.fit()
+    fault_point("finish")
     on_main_rank(lambda: _finish_run_dir(run_dir, summary))
+    return summary
+
+
+def _open_output_dir(run_dir: Path, cfg: RunConfig) -> RunDirLock:
+    """Check ``output_dir``, lock it, and remove the temporary files of a killed earlier run."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SakdError(f"output_dir {str(run_dir)!r} is a file: choose a folder path")
+    lock = lock_run_dir(run_dir)
+    try:
+        _check_output_dir(run_dir, cfg)
+        remove_orphans(run_dir)
+        remove_orphans(run_dir / "checkpoints")
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _complete_summary(run_dir: Path, cfg: RunConfig) -> CompleteRunSummary | None:
+    """The stored summary when ``run_dir`` already holds this complete run (and resume is on)."""
+    path = run_dir / "summary.json"
+    if not cfg.resume or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+        values = {f.name: data[f.name] for f in dataclasses.fields(RunSummary)}
+        summary = CompleteRunSummary(**{k: math.nan if v is None else v for k, v in values.items()})
+    except (ValueError, KeyError, TypeError):
+        return None  # a damaged summary: the run is finished again from checkpoints/last.pt
     return summary
 
 
@@ -109,16 +168,21 @@ def _finish_run_dir(run_dir: Path, summary: RunSummary) -> None:
     best = run_dir / "checkpoints" / "best.pt"
     if best.is_file():
         atomic_write_text(best.with_name("best.pt.sha256"), f"{sha256_file(best)}  best.pt\n")
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary.__dict__, indent=2) + "\n")
+    # Valid JSON always: a number that is not finite is written as null.
+    values = {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v
+        for k, v in summary.__dict__.items()
+    }
+    atomic_write_text(
+        run_dir / "summary.json", json.dumps(values, indent=2, allow_nan=False) + "\n"
+    )
 
 
 def _check_output_dir(run_dir: Path, cfg: RunConfig) -> None:
-    if run_dir.exists() and not run_dir.is_dir():
-        raise SakdError(f"output_dir {str(run_dir)!r} is a file: choose a folder path")
     saved = run_dir / "config.yaml"
     if cfg.resume and (run_dir / "checkpoints" / "last.pt").is_file() and saved.is_file():
         # Refuse before config.yaml is rewritten, so the folder keeps describing its checkpoints.
-        changed = config_differences(yaml.safe_load(saved.read_text()) or {}, cfg)
+        changed = refused_changes(run_dir, config_differences(read_saved_config(saved), cfg))
         if changed:
             raise SakdError(
                 f"output_dir {str(run_dir)!r} holds a run with a different configuration "
@@ -129,11 +193,17 @@ def _check_output_dir(run_dir: Path, cfg: RunConfig) -> None:
 
 def _clear_previous_run(run_dir: Path) -> None:
     """With ``resume=false``: remove what an earlier run left, so this one starts from scratch."""
-    for name in ("metrics.jsonl", "pretrain.jsonl", "summary.json"):
-        (run_dir / name).unlink(missing_ok=True)
-    for folder in ("checkpoints", "tb"):
-        if (run_dir / folder).is_dir():
-            shutil.rmtree(run_dir / folder)
+    try:
+        for name in ("metrics.jsonl", "pretrain.jsonl", "summary.json", DIVERGED_NAME):
+            (run_dir / name).unlink(missing_ok=True)
+        for folder in ("checkpoints", "tb"):
+            if (run_dir / folder).is_dir():
+                shutil.rmtree(run_dir / folder)
+    except OSError as exc:
+        raise SakdError(
+            f"cannot clear the earlier run in {str(run_dir)!r} for resume=false ({exc.strerror}): "
+            "make the folder writable or choose another output_dir"
+        ) from None
 
 
 def _device_name(device: torch.device) -> str:

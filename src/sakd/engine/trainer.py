@@ -2,10 +2,12 @@
 
 It steps whatever named losses and parameter groups a :class:`~sakd.engine.task.Task` gives it and
 knows no distiller. Every epoch of the main phase writes one record to ``metrics.jsonl`` and
-TensorBoard, and atomically rewrites ``checkpoints/last.pt`` (and ``best.pt`` on a new best test
-top-1). A run started again with the same configuration resumes from ``last.pt`` at the next epoch
-and ends with the same weights as an uninterrupted run (data order and augmentation are a pure
-function of seed and epoch; every RNG state is in the checkpoint).
+TensorBoard, and atomically rewrites ``checkpoints/best.pt`` (on a new best test top-1), then
+``last.pt``. A run started again with the same configuration resumes from ``last.pt`` at the next
+epoch and ends with the same weights as an uninterrupted run (data order and augmentation are a
+pure function of seed and epoch; every RNG state is in the checkpoint), however it was killed.
+Training stops with one line when a loss or a weight is not finite, before anything is saved; a
+resume may then change ``lr`` (see :mod:`sakd.engine.rundir` and ``docs/runs.md``).
 
 Under ``torchrun`` (see :mod:`sakd.engine.distributed`) each rank trains on its shard of every
 epoch through ``DistributedDataParallel``; the epoch's losses and statistics are summed over the
@@ -16,6 +18,7 @@ wait. Checkpoints hold the unwrapped modules, so a run resumes on any number of 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +39,9 @@ from sakd.engine.distributed import (
     on_main_rank,
 )
 from sakd.engine.evaluate import accuracy
+from sakd.engine.faults import fault_point
 from sakd.engine.metrics import MetricsLog
+from sakd.engine.rundir import clear_divergence, refused_changes, write_divergence
 from sakd.engine.runtime import Runtime, rng_state, set_rng_state
 from sakd.engine.task import Phase, StepResult, Task
 from sakd.errors import SakdError
@@ -116,25 +121,33 @@ class Trainer:
         self.best_epoch = -1
         self.is_main = runtime.rank == 0
         self.lr_scale = runtime.world_size if config.lr_scaling == "linear" else 1
+        # What the checkpoints carry besides weights: the last evaluation (for the summary of a
+        # run that is finished on a later start), training seconds so far, where last.pt is.
+        self._last_eval = [math.nan, math.nan]
+        self._seconds_before = 0.0
+        self._saved_at: tuple[str, int] | None = None
+        self._config_changes: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ public
     def fit(self) -> RunSummary:
         """Train every phase to the end (resuming from ``last.pt`` when allowed and present)."""
         started = time.perf_counter()
+        self._started = started
         phases = self.task.phases(self.config.epochs)
         self._num_phases = len(phases)
+        self._phase_names = [p.name for p in phases]
         phase_index, epoch, optimizers = 0, 0, None
         resume_from = self.ckpt_dir / "last.pt"
         saved = self._read_checkpoint(resume_from) if self.config.resume else None
         if saved is not None:
             phase_index, epoch, optimizers = self._restore(saved, resume_from, phases)
+            on_main_rank(lambda: self._repair_best(saved))
         metrics = MetricsLog(self.run_dir) if self.is_main else None
         pre_metrics = (
             MetricsLog(self.run_dir, "pretrain.jsonl", tensorboard=False) if self.is_main else None
         )
         if metrics is not None and phase_index == len(phases) - 1:
             metrics.truncate_after(epoch)
-        last = {"test_top1": float("nan"), "test_top5": float("nan")}
         try:
             for index in range(phase_index, len(phases)):
                 if optimizers is None:
@@ -143,11 +156,13 @@ class Trainer:
                     for ep in range(epoch, phase.epochs):
                         record = self._train_epoch(phase, index, ep, optimizers)
                         average_batchnorm_statistics(self.task)
+                        self._check_parameters(phase, ep)
                         log = pre_metrics
                         if phase.evaluate:
+                            fault_point("evaluate")
                             top1, top5 = self.evaluate()
                             record.update(test_top1=top1, test_top5=top5)
-                            last = record
+                            self._last_eval = [top1, top5]
                             if top1 > self.best_top1:
                                 self.best_top1, self.best_epoch = top1, ep
                             record["best_top1"] = self.best_top1
@@ -167,10 +182,10 @@ class Trainer:
         return RunSummary(
             best_top1=self.best_top1,
             best_epoch=self.best_epoch,
-            last_top1=last["test_top1"],
-            last_top5=last["test_top5"],
+            last_top1=self._last_eval[0],
+            last_top5=self._last_eval[1],
             epochs=self.config.epochs,
-            seconds=time.perf_counter() - started,
+            seconds=self._seconds(),
         )
 
     def evaluate(self) -> tuple[float, float]:
@@ -235,6 +250,7 @@ class Trainer:
         step = -1
         for step, (images, labels, index) in enumerate(batches):
             result = train_step(self.runtime, phase, optimizers, images, labels, index, epoch)
+            fault_point("step")
             n = labels.numel()
             seen += n
             for name, value in result.losses.items():
@@ -276,11 +292,59 @@ class Trainer:
     ) -> None:
         for name, value in loss_sums.items():
             if not torch.isfinite(torch.as_tensor(value)).all():
-                raise SakdError(
-                    f"loss {name!r} is not finite (NaN/inf) in {phase.name} epoch {epoch + 1} within "
-                    f"{steps} steps: lower lr, use precision=fp32, or check the data; the last finished "
-                    "epoch is kept in checkpoints/last.pt"
+                self._diverged(
+                    f"loss {name!r} is not finite (NaN/inf) within {steps} steps", phase, epoch
                 )
+
+    def _check_parameters(self, phase: Phase, epoch: int) -> None:
+        """Stop before saving when a weight or buffer of a checkpointed module is NaN/inf."""
+        for module_name, module in self.task.checkpoint_modules().items():
+            for name, tensor in module.state_dict().items():
+                if (
+                    isinstance(tensor, Tensor)
+                    and tensor.is_floating_point()
+                    and not bool(torch.isfinite(tensor).all())
+                ):
+                    self._diverged(
+                        f"{module_name} parameter {name!r} is not finite (NaN/inf)", phase, epoch
+                    )
+
+    def _diverged(self, what: str, phase: Phase, epoch: int) -> None:
+        """Raise the divergence error (after marking the run folder, so a resume may change lr)."""
+        lower = f"lr={self.config.lr / 10:g}"
+        if self._saved_at is None:
+            good = "no checkpoint was saved yet"
+            how = f"run the same command again with a lower learning rate (e.g. {lower})"
+        else:
+            name, done = self._saved_at
+            good = f"checkpoints/last.pt (after {name} epoch {done}) holds the last finite weights"
+            how = (
+                f"resume from it with a lower learning rate: the same command with {lower} "
+                "(a changed lr or precision is accepted after a divergence; if it diverges "
+                "again, start over with resume=false and a lower lr)"
+            )
+        if self.is_main:
+            write_divergence(
+                self.run_dir,
+                {
+                    "phase": phase.name,
+                    "epoch": epoch,
+                    "what": what,
+                    "lr": self.config.lr,
+                    "precision": self.config.precision,
+                    "last_good_checkpoint": None
+                    if self._saved_at is None
+                    else "checkpoints/last.pt",
+                },
+            )
+        raise SakdError(
+            f"training diverged in {phase.name} epoch {epoch + 1}: {what}; {good}; {how}, or use "
+            "precision=fp32, or check the data"
+        )
+
+    def _seconds(self) -> float:
+        """Training seconds of this run over all its starts."""
+        return self._seconds_before + time.perf_counter() - self._started
 
     def _payload(self, phase_index: int, epoch: int, optimizers) -> dict[str, Any]:
         return {
@@ -292,18 +356,47 @@ class Trainer:
             "best_top1": self.best_top1,
             "best_epoch": self.best_epoch,
             "rng": rng_state(),
+            "last_eval": list(self._last_eval),
+            "seconds": self._seconds(),
+            "config_changes": list(self._config_changes),
         }
 
     def _save(self, phase_index: int, epoch: int, optimizers, new_best: bool) -> None:
         """Rank 0 writes ``last.pt`` (and ``best.pt``); the other ranks wait for it."""
 
+        # best.pt first: a kill between the two writes leaves last.pt one epoch behind, and
+        # the resumed run trains that epoch again and rewrites best.pt with the same weights.
         def write() -> None:
             payload = self._payload(phase_index, epoch, optimizers)
-            save_checkpoint(self.ckpt_dir / "last.pt", payload)
             if new_best:
                 save_checkpoint(self.ckpt_dir / "best.pt", payload)
+                fault_point("between_best_and_last")
+            save_checkpoint(self.ckpt_dir / "last.pt", payload)
+            clear_divergence(self.run_dir)
 
         on_main_rank(write)
+        self._saved_at = (self._phase_names[phase_index], epoch)
+
+    def _repair_best(self, saved: dict[str, Any]) -> None:
+        """Rewrite best.pt from last.pt when last.pt is the best epoch and best.pt is not it.
+
+        (Left by a kill between the two writes of an older sakd, which wrote last.pt first.)
+        """
+        phase_index, epoch = int(saved["phase_index"]), int(saved["epoch"])
+        if phase_index != self._num_phases - 1 or int(saved["best_epoch"]) != epoch - 1:
+            return
+        best = self.ckpt_dir / "best.pt"
+        try:
+            current = load_checkpoint(best) if best.is_file() else None
+        except SakdError:
+            current = None
+        if (
+            current is not None
+            and current.get("epoch") == epoch
+            and current.get("phase_index") == phase_index
+        ):
+            return
+        save_checkpoint(best, {k: v for k, v in saved.items() if k not in ("format", "digest")})
 
     def _read_checkpoint(self, path: Path) -> dict[str, Any] | None:
         """Rank 0's ``last.pt`` (None when absent) on every rank, its tensors on the CPU."""
@@ -314,16 +407,29 @@ class Trainer:
         return broadcast_from_main(on_main_rank(read))
 
     def _restore(self, data: dict[str, Any], path: Path, phases: list[Phase]):
-        changed = config_differences(data.get("config", {}), self.config)
-        if changed:
+        _check_resumable(data, path, len(phases))
+        changed = config_differences(data["config"], self.config)
+        refused = refused_changes(self.run_dir, changed)
+        if refused:
             raise SakdError(
-                f"{path} was written with a different configuration ({', '.join(changed)} differ): "
+                f"{path} was written with a different configuration ({', '.join(refused)} differ): "
                 "use another output_dir, or resume=false to start over in this one"
+            )
+        if changed:  # allowed after a divergence: recorded in every later checkpoint
+            old = data["config"]
+            new = self.config.model_dump(mode="json")
+            self._config_changes.append(
+                {
+                    "at_epoch": int(data["epoch"]),
+                    "phase_index": int(data["phase_index"]),
+                    **{key: [old.get(key), new.get(key)] for key in changed},
+                }
             )
         modules = self.task.checkpoint_modules()
         if set(data["modules"]) != set(modules):
             raise SakdError(
-                f"{path} holds modules {sorted(data['modules'])}, expected {sorted(modules)}"
+                f"{path} holds modules {sorted(data['modules'])}, expected {sorted(modules)}: "
+                "it is not this run's checkpoint; use another output_dir or resume=false"
             )
         for name, module in modules.items():
             load_weights_strict(module, data["modules"][name], f"checkpoint {path} ({name})")
@@ -331,10 +437,50 @@ class Trainer:
         if epoch >= phases[phase_index].epochs and phase_index + 1 < len(phases):
             phase_index, epoch = phase_index + 1, 0
         optimizers = make_optimizers(phases[phase_index])
-        if epoch > 0:
-            for name, opt in optimizers.items():
-                opt.load_state_dict(data["optimizers"][name])
+        try:
+            if epoch > 0:
+                for name, opt in optimizers.items():
+                    opt.load_state_dict(data["optimizers"][name])
+            set_rng_state(data["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise SakdError(
+                f"{path} holds optimizer or random-generator states that do not fit this run "
+                f"({type(exc).__name__}): resume=false starts the run over"
+            ) from None
         self.best_top1 = float(data["best_top1"])
         self.best_epoch = int(data["best_epoch"])
-        set_rng_state(data["rng"])
+        last_eval = data.get("last_eval")
+        if isinstance(last_eval, list | tuple) and len(last_eval) == 2:
+            self._last_eval = [float(last_eval[0]), float(last_eval[1])]
+        self._seconds_before = float(data.get("seconds", 0.0))
+        self._config_changes = list(data.get("config_changes", [])) + self._config_changes
+        self._saved_at = (phases[int(data["phase_index"])].name, int(data["epoch"]))
         return phase_index, epoch, optimizers
+
+
+_CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "config": dict,
+    "phase_index": int,
+    "epoch": int,
+    "modules": dict,
+    "optimizers": dict,
+    "best_top1": (int, float),
+    "best_epoch": int,
+    "rng": dict,
+}
+
+
+def _check_resumable(data: dict[str, Any], path: Path, num_phases: int) -> None:
+    """One line when ``data`` is not a complete training checkpoint of this many phases."""
+    for key, kind in _CHECKPOINT_FIELDS.items():
+        value = data.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise SakdError(
+                f"{path} is not a complete sakd training checkpoint ({key!r} is missing or "
+                "malformed): delete it to start this run over, or use resume=false"
+            )
+    if not 0 <= data["phase_index"] < num_phases or data["epoch"] < 0:
+        raise SakdError(
+            f"{path} stops at phase {data['phase_index']}, epoch {data['epoch']}, which this run "
+            "does not have: use another output_dir, or resume=false to start over in this one"
+        )

@@ -29,7 +29,7 @@ from sakd.models.staged import SpotInfo
 class DistillerParams(BaseModel):
     """Hyperparameters of a distiller (subclass per distiller, with the published defaults)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # finite numbers only
 
 
 class PretrainParams(DistillerParams):

@@ -42,6 +42,7 @@ from sakd.config import (
 )
 from sakd.data import BatchSource, from_dataset
 from sakd.engine.checkpoint import atomic_write_bytes, extract_state_dict, load_checkpoint
+from sakd.engine.run import CompleteRunSummary
 from sakd.engine.run import run as run_engine
 from sakd.errors import SakdError
 from sakd.models import StagedNet
@@ -397,8 +398,9 @@ def _execute(where: str, values: dict, modules: dict, train_data: Any, val_data:
     output_dir = Path(cfg.output_dir)
     if student is None:
         student = _built_student(cfg, output_dir)
-    elif _is_main_process():
-        # Also right when the engine returned a finished run's summary without training.
+    elif isinstance(summary, CompleteRunSummary) or _is_main_process():
+        # A finished run's summary comes without training: its weights are in last.pt. After
+        # training, rank 0 reloads what it wrote (the other ranks hold the same weights already).
         _load_checkpoint_into(student, cfg.model.head, output_dir, "last")
     student.to(devices.get("model", torch.device("cpu")))
     student.eval()

@@ -171,13 +171,14 @@ def train(
 
     ``model``: any ``nn.Module`` (cut into stages automatically, or at ``stages`` / ``head``), a
     zoo :class:`~sakd.models.StagedNet`, or a model name (``resnet8``, ``torchvision:resnet18``,
-    ``package.module:factory``). ``train_data`` / ``val_data``: torch Datasets of
-    ``(image, label)`` items (C×H×W uint8 0-255 or float 0-1), or a folder holding
-    ``train/<class>/*`` and ``val/<class>/*`` (then ``val_data`` may be left out). Every other
-    keyword sets the config key :data:`TRAIN_KEYS` names (``epochs``, ``lr``, ``batch_size``,
+    ``package.module:factory``); ``spots`` is another name for ``stages``. ``train_data`` /
+    ``val_data``: torch Datasets of ``(image, label)`` items (C×H×W uint8 0-255 or float 0-1), or
+    a folder holding ``train/<class>/*`` and ``val/<class>/*`` (then leave ``val_data`` out).
+    Every other keyword sets the config key :data:`TRAIN_KEYS` names (``epochs``, ``lr``, ``batch_size``,
     ``device``, ``image_size``, ...); dotted config keys work too (``**{"data.loader": "stream"}``).
     Bad input raises one-line :class:`~sakd.errors.SakdError`\\ s before ``output_dir`` is touched.
     """
+    options = _spots_alias(options, ("stages",), "sakd.train")
     values = _values(options, TRAIN_KEYS, "sakd.train")
     modules = {"model": _model_entry(model, values, "model", "sakd.train")}
     return _execute("sakd.train", values, modules, train_data, val_data)
@@ -201,10 +202,11 @@ def distill(
     place and returned as ``run.model``. ``distiller``: ``sakd distillers`` lists them;
     ``mode``: ``fixed``, ``random``, ``adaptive`` or ``anti``. Spots default to the automatic
     choice (the outputs of each net's resolution stages); ``student_spots`` / ``teacher_spots``
-    name them as module paths. Other keywords: :data:`DISTILL_KEYS` (``ce_weight``,
-    ``kd_weight``, ``loss_weight``, ``routing_ce_weight``, ``params={...}`` for the distiller's
-    own parameters, ...); data as in :func:`train`.
+    name them as module paths (``spots``: the same paths for both). Other keywords:
+    :data:`DISTILL_KEYS` (``ce_weight``, ``kd_weight``, ``loss_weight``, ``routing_ce_weight``,
+    ``params={...}`` for the distiller's own parameters, ...); data as in :func:`train`.
     """
+    options = _spots_alias(options, ("student_spots", "teacher_spots"), "sakd.distill")
     values = _values(
         {**options, "distiller": distiller, "mode": mode}, DISTILL_KEYS, "sakd.distill"
     )
@@ -240,6 +242,18 @@ def _values(options: Mapping[str, Any], keys: Mapping[str, str], where: str) -> 
             )
         _set(values, key, value)
     return values
+
+
+def _spots_alias(options: dict, targets: tuple[str, ...], where: str) -> dict:
+    """``spots=[paths]``: the same module paths for every net (``targets``), unless set apart."""
+    if options.get("spots") is None:
+        return {k: v for k, v in options.items() if k != "spots"}
+    options = dict(options)
+    spots = options.pop("spots")
+    clash = [t for t in targets if options.get(t) is not None]
+    if clash:
+        raise SakdError(f"{where}: give spots= or {' / '.join(clash)}=, not both")
+    return {**options, **dict.fromkeys(targets, spots)}
 
 
 def _set(values: dict, dotted: str, value: Any) -> None:

@@ -67,6 +67,14 @@ CASES = {
         lambda tree: sakd.train(OwnNet(), tree / "val"),
         r"has no train/ folder",
     ),
+    "spots= reaches both nets": (
+        lambda tree: sakd.distill(OwnNet(), OwnNet(), tree, spots=["block9"]),
+        r"module path 'block9' does not exist in OwnNet",
+    ),
+    "spots= and student_spots=": (
+        lambda tree: sakd.distill(OwnNet(), OwnNet(), tree, spots=["a"], student_spots=["b"]),
+        r"give spots= or student_spots=, not both",
+    ),
     "unknown distiller": (
         lambda tree: sakd.distill(OwnNet(), OwnNet(), tree, distiller="nope"),
         r"nope",

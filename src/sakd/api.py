@@ -174,8 +174,9 @@ def train(
     ``package.module:factory``); ``spots`` is another name for ``stages``. ``train_data`` /
     ``val_data``: torch Datasets of ``(image, label)`` items (C×H×W uint8 0-255 or float 0-1), or
     a folder holding ``train/<class>/*`` and ``val/<class>/*`` (then leave ``val_data`` out).
-    Every other keyword sets the config key :data:`TRAIN_KEYS` names (``epochs``, ``lr``, ``batch_size``,
-    ``device``, ``image_size``, ...); dotted config keys work too (``**{"data.loader": "stream"}``).
+    Every other keyword sets the config key :data:`TRAIN_KEYS` names (``epochs``, ``lr``,
+    ``batch_size``, ``device``, ``image_size``, ...); so do those dotted keys
+    (``**{"data.loader": "stream"}``).
     Bad input raises one-line :class:`~sakd.errors.SakdError`\\ s before ``output_dir`` is touched.
     """
     options = _spots_alias(options, ("stages",), "sakd.train")

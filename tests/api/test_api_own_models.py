@@ -124,7 +124,10 @@ def test_zoo_names_and_float_images(tree, tmp_path):
         Floats(tree / "train"),
         Floats(tree / "val"),
         output_dir=str(tmp_path / "z"),
+        **{"data.loader": "stream"},
         **TINY,
     )
     assert isinstance(run.model, sakd.api.StagedNet)
     assert run.model.head.out_features == 3
+    info = json.loads((run.output_dir / "run.json").read_text())
+    assert info["data_loader"] == "stream" and info["train_size"] == 24

@@ -85,6 +85,18 @@ def test_own_classes_distilled_adaptively_come_back_as_the_users_objects(tree, t
     for key, value in fresh.state_dict().items():
         assert torch.equal(value, run.model.state_dict()[key]), key
 
+    # config.yaml names the teacher's class only: resuming with other weights is refused.
+    with pytest.raises(SakdError, match="distilled from a teacher with other weights"):
+        sakd.distill(
+            OwnNet(width=12),
+            OwnNet(width=6),
+            tree,
+            distiller="at",
+            mode="adaptive",
+            output_dir=str(tmp_path / "s"),
+            **TINY,
+        )
+
 
 def test_datasets_of_tensors_and_resume_of_a_finished_run(tree, tmp_path):
     torch.manual_seed(1)

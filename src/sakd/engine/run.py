@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sakd.config import RunConfig, config_differences, dump_config
+from sakd.config import OBJECT_PREFIX, RunConfig, config_differences, dump_config
 from sakd.data import BatchSource, ImageSet, StreamSet
 from sakd.engine.build import build_task, load_data
 from sakd.engine.checkpoint import atomic_write_text, remove_orphans, sha256_file
@@ -84,7 +84,7 @@ def _run(
     # After building: the builders probe the student's shapes, which must not trigger compilation.
     runtime.compile_network(task.eval_model)
     run_dir = Path(cfg.output_dir)
-    lock = on_main_rank(lambda: _open_output_dir(run_dir, cfg))
+    lock = on_main_rank(lambda: _open_output_dir(run_dir, cfg, facts.get("teacher_sha256")))
     try:
         complete = broadcast_from_main(on_main_rank(lambda: _complete_summary(run_dir, cfg)))
         if complete is not None:
@@ -127,13 +127,16 @@ def _train(cfg, runtime, run_dir, task, facts, train_set, test_set) -> RunSummar
     return summary
 
 
-def _open_output_dir(run_dir: Path, cfg: RunConfig) -> RunDirLock:
+def _open_output_dir(
+    run_dir: Path, cfg: RunConfig, teacher_sha256: str | None = None
+) -> RunDirLock:
     """Check ``output_dir``, lock it, and remove the temporary files of a killed earlier run."""
     if run_dir.exists() and not run_dir.is_dir():
         raise SakdError(f"output_dir {str(run_dir)!r} is a file: choose a folder path")
     lock = lock_run_dir(run_dir)
     try:
         _check_output_dir(run_dir, cfg)
+        _check_teacher_object(run_dir, cfg, teacher_sha256)
         remove_orphans(run_dir)
         remove_orphans(run_dir / "checkpoints")
     except BaseException:
@@ -189,6 +192,33 @@ def _check_output_dir(run_dir: Path, cfg: RunConfig) -> None:
                 f"({', '.join(changed)} differ): use another output_dir, or resume=false to start "
                 "over in this one"
             )
+
+
+def _check_teacher_object(run_dir: Path, cfg: RunConfig, digest: str | None) -> None:
+    """Resuming with a teacher object: it must hold the weights the run started from.
+
+    config.yaml records a module object by its class only, so its weights are compared through
+    the state-dict digest that run.json recorded (``teacher_sha256``).
+    """
+    teacher = cfg.teacher
+    if not cfg.resume or teacher is None or digest is None or teacher.checkpoint is not None:
+        return
+    info = run_dir / "run.json"
+    if (
+        not teacher.name.startswith(OBJECT_PREFIX)
+        or not (run_dir / "checkpoints" / "last.pt").is_file()
+    ):
+        return
+    try:
+        recorded = json.loads(info.read_bytes().decode("utf-8")).get("teacher_sha256")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(recorded, str) and recorded != digest:
+        raise SakdError(
+            f"output_dir {str(run_dir)!r} holds a run distilled from a teacher with other weights "
+            f"(state-dict SHA-256 {recorded[:12]}…, this one {digest[:12]}…): pass the same "
+            "teacher, use another output_dir, or resume=false to start over in this one"
+        )
 
 
 def _clear_previous_run(run_dir: Path) -> None:

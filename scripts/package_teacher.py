@@ -52,7 +52,7 @@ def main() -> None:
         "dataset": data["config"]["data"]["name"],
         "best_top1": data["best_top1"],
         "best_epoch": data["best_epoch"] + 1,
-        "last_top1": records[-1]["test_top1"],
+        "last_top1": records[-1].test_top1,
         "epochs": len(records),
         "sha256": digest,
         "command": _command(data["config"]),

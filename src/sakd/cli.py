@@ -54,7 +54,7 @@ def _report(summary, output_dir: str) -> None:
         )
         return
     print(
-        f"done: best top-1 {summary.best_top1:.2f}% (epoch {summary.best_epoch + 1}), "
+        f"done: best top-1 {summary.best_top1:.2f}% (epoch {summary.best_epoch}), "
         f"last top-1 {summary.last_top1:.2f}%, {summary.seconds:.0f} s -> {output_dir}"
     )
 
@@ -147,6 +147,15 @@ def _cmd_report(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_inspect(args: argparse.Namespace) -> None:
+    from sakd.experiments.inspect import inspect_run
+
+    result = inspect_run(
+        args.run, checkpoint=args.checkpoint, split=args.split, seed=args.seed, device=args.device
+    )
+    print(result.summary)
+
+
 def _cmd_plot(args: argparse.Namespace) -> None:
     from sakd.experiments.plot import plot_dir
 
@@ -230,6 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="KEY=VALUE", help="the grid's overrides (with --grid)"
     )
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "inspect",
+        help="where an adaptive run's policy distils, per sample and class -> RUN/inspect",
+    )
+    p.add_argument("run", help="the run folder (output_dir of a spots.mode=adaptive run)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--split", choices=("train", "test"), default="train")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled decisions (default 0)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the run's device setting)")
+    p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("plot", help="PNG figures of the runs under DIR")
     p.add_argument("dir", help="folder holding the runs (searched recursively)")

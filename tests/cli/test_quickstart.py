@@ -1,4 +1,4 @@
-"""`sakd quickstart`: the three runs and one table, on a slice of the embedded data."""
+"""`sakd quickstart`: the three runs, their tables and `sakd inspect`, on a slice of the embedded data."""
 
 from __future__ import annotations
 
@@ -20,9 +20,14 @@ def test_quickstart_prints_one_table(tmp_path, capsys):
         "teacher resnet32 (packaged)",
         "student alone",
         "at + kd, fixed spots",
-        "at + kd, adaptive spots",
+        "at + kd, adaptive spots, 50/50 start",
     ):
         assert f"| {row} |" in printed, row
+    # the adaptive policies' rates per epoch, by spot name, and what `sakd inspect` found
+    assert "| run | epoch | stage1 | stage2 | stage3 | logits | test top-1 (%) |" in printed
+    assert "| at + kd, adaptive spots, 50/50 start | 1 | " in printed
+    assert "| spot | share distilled | least distilled class | most distilled class |" in printed
+    assert (out / "adaptive" / "inspect" / "decisions.csv").is_file()
     assert (out / "summary.md").read_text().startswith("| run |")
     for run in ("student", "fixed", "adaptive"):
         assert (out / run / "checkpoints" / "best.pt").is_file()

@@ -226,7 +226,7 @@ def test_phases_with_parameters_left_unused_run_on_two_ranks(launch):
     root, _ = launch
     pretrain = [json.loads(x) for x in (root / "ab" / "pretrain.jsonl").read_text().splitlines()]
     assert len(pretrain) == 1 and "pretrain_ab" in pretrain[0]["losses"]
-    assert [r["epoch"] for r in _records(root / "ab")] == [0]
+    assert [r["epoch"] for r in _records(root / "ab")] == [1]
 
 
 def test_rank_zero_writes_the_run_folder_once(launch):
@@ -235,7 +235,7 @@ def test_rank_zero_writes_the_run_folder_once(launch):
     assert facts["world_size"] == 2 and facts["global_batch_size"] == 16
     assert facts["lr_scale"] == 2 and facts["precision"] == "fp32"
     records = _records(root / "crd")
-    assert [r["epoch"] for r in records] == [0, 1]
+    assert [r["epoch"] for r in records] == [1, 2]
     assert records[0]["lrs"]["student"] == pytest.approx(2 * configs["crd"]["lr"])
     assert (root / "crd" / "summary.json").is_file()
     assert (root / "crd" / "checkpoints" / "best.pt.sha256").is_file()
@@ -251,7 +251,7 @@ def test_a_two_rank_run_resumes_on_one_process(launch):
     assert len(first["spot_rates"]) == 4
     run(validate_config(configs["adaptive"]))
     records = _records(folder)
-    assert [r["epoch"] for r in records] == [0, 1]
+    assert [r["epoch"] for r in records] == [1, 2]
     assert records[0] == first
     # One rank now: the learning rate is no longer scaled (epoch 1 of 2 is past the first decay).
     assert records[1]["lrs"]["student"] == pytest.approx(0.1 * configs["adaptive"]["lr"])

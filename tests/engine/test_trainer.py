@@ -28,7 +28,7 @@ def test_run_writes_the_contracted_files(tmp_path):
     for name in ("config.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (out / name).is_file(), name
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [0, 1]
+    assert [r["epoch"] for r in records] == [1, 2]
     for record in records:
         for key in ("epoch", "lr", "losses", "test_top1", "test_top5", "images_per_sec"):
             assert key in record
@@ -63,7 +63,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
     for key, value in a["modules"]["student"].items():
         assert torch.equal(value, b["modules"]["student"][key]), key
     lines = (tmp_path / "resumed/metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["epoch"] for x in lines] == [0, 1]
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
 
 
 def test_resume_refuses_a_different_config(tmp_path, monkeypatch):

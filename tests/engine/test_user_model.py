@@ -74,7 +74,8 @@ def test_train_and_distil_a_user_model(tmp_path, user_module, capsys):
     assert main(argv) == 0, capsys.readouterr().err
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert "at" in record["losses"] and "routing" in record["losses"]
-    assert len(record["spot_rates"]) == 3  # layer1, layer2, then the logit spot
+    # the spots are named by the module paths the user cut at, then the logit spot
+    assert list(record["spot_rates"]) == ["layer1", "layer2", "logits"]
 
 
 def test_a_user_model_that_cannot_be_imported_is_one_line(tmp_path, capsys):

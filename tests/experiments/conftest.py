@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from sakd.config import dump_config, load_config
+from sakd.engine.records import EpochRecord
 from sakd.experiments import runner as runner_module
 from sakd.experiments.runner import reproduce
 
@@ -87,6 +88,11 @@ def write_grid(path: Path, **fields) -> Path:
     return path
 
 
+def spot_names(count: int) -> list[str]:
+    """Names of ``count`` spots as a zoo network's would be: stage1 … then logits."""
+    return [*(f"stage{i + 1}" for i in range(count - 1)), "logits"]
+
+
 def fabricate_run(
     folder: Path,
     recipe: str,
@@ -103,13 +109,22 @@ def fabricate_run(
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(dump_config(cfg))
     lines = []
+    names = spot_names(len(spot_rates[0])) if spot_rates else []
     for epoch, acc in enumerate(top1):
-        record = {"epoch": epoch, "losses": {"ce": 1.0}, "test_top1": acc, "test_top5": 99.0}
-        if spot_rates is not None:
-            record["spot_rates"] = spot_rates[epoch]
-        lines.append(json.dumps(record))
+        record = EpochRecord(
+            epoch=epoch + 1,
+            phase="distill",
+            lr=0.1,
+            losses={"ce": 1.0},
+            test_top1=acc,
+            test_top5=99.0,
+            spot_rates=dict(zip(names, spot_rates[epoch], strict=True)) if spot_rates else {},
+        )
+        lines.append(record.to_json())
     (folder / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
     info = {"precision": "fp32", "device": "cuda", "device_name": "Test GPU", "torch": "2.x"}
+    if names:
+        info["spots"] = [{"name": n, "student": f"{n} (8×4×4)", "teacher": n} for n in names]
     if cfg.teacher is not None:
         info.update(teacher_sha256=teacher_sha256, teacher_top1=teacher_top1)
     (folder / "run.json").write_text(json.dumps(info))

@@ -110,7 +110,7 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
     assert any("(resuming)" in line for line in lines)
     assert saves.count("last.pt") == 1  # only the second epoch was trained again
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [0, 1]
+    assert [r["epoch"] for r in records] == [1, 2]
 
 
 def _tiny_two_epochs() -> list[str]:

@@ -1,4 +1,4 @@
-"""Per-epoch metrics: one JSON object per line in ``metrics.jsonl`` and TensorBoard scalars."""
+"""Per-epoch metrics: one :class:`~sakd.engine.records.EpochRecord` per line and TensorBoard scalars."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sakd.engine.checkpoint import atomic_write_text, os_error_line
+from sakd.engine.records import EpochRecord, read_records
 from sakd.errors import SakdError
 
 
@@ -22,47 +23,32 @@ class MetricsLog:
             self._writer = SummaryWriter(log_dir=str(run_dir / "tb"))
 
     def truncate_after(self, epoch: int) -> None:
-        """Drop records of epochs ≥ ``epoch`` (left by an interrupted run that is resuming).
+        """Drop records after (1-based) epoch ``epoch`` (left by an interrupted run that is resuming).
 
         A last line cut short (a kill or a full disk in the middle of a write) is dropped too;
         any other line that is not a JSON record is one error saying what to do.
         """
         if not self.path.exists():
             return
-        kept = [line for line, record in _records(self.path) if record.get("epoch", -1) < epoch]
+        kept = [line for line, record in _records(self.path) if record.get("epoch", -1) <= epoch]
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Append one record (and its numeric leaves as TensorBoard scalars at step ``epoch``)."""
+    def write(self, record: EpochRecord) -> None:
+        """Append one record (and its numbers as TensorBoard scalars at step ``record.epoch``)."""
         try:
             with open(self.path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+                handle.write(record.to_json() + "\n")
         except OSError as exc:
             raise SakdError(os_error_line(self.path, exc)) from None
         if self._writer is not None:
-            step = int(record.get("epoch", 0))
-            for tag, value in _flatten(record):
-                if tag != "epoch":
-                    self._writer.add_scalar(tag, value, step)
+            for tag, value in record.scalars():
+                self._writer.add_scalar(tag, value, record.epoch)
             self._writer.flush()
 
     def close(self) -> None:
         """Flush and close TensorBoard."""
         if self._writer is not None:
             self._writer.close()
-
-
-def _flatten(record: dict[str, Any], prefix: str = ""):
-    for key, value in record.items():
-        tag = f"{prefix}{key}"
-        if isinstance(value, dict):
-            yield from _flatten(value, tag + "/")
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                if isinstance(item, int | float) and not isinstance(item, bool):
-                    yield f"{tag}/{i}", float(item)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            yield tag, float(value)
 
 
 def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -95,6 +81,6 @@ def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
+def read_metrics(path: Path) -> list[EpochRecord]:
     """All records of a ``metrics.jsonl`` file."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_records(path)

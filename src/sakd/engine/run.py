@@ -10,13 +10,17 @@ import dataclasses
 import json
 import math
 import platform
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+import sakd
 from sakd.config import OBJECT_PREFIX, RunConfig, config_differences, dump_config
 from sakd.data import BatchSource, ImageSet, StreamSet
 from sakd.engine.build import build_task, load_data
@@ -32,8 +36,10 @@ from sakd.engine.rundir import (
     refused_changes,
 )
 from sakd.engine.runtime import Runtime, seed_everything
+from sakd.engine.tasks import DistillationTask
 from sakd.engine.trainer import RunSummary, Trainer
 from sakd.errors import SakdError
+from sakd.spot_modes import SpotMode
 
 
 @dataclasses.dataclass
@@ -49,16 +55,17 @@ def run(
     """Train the network (or distil the student) that ``cfg`` describes; returns its summary.
 
     All inputs are checked before ``output_dir`` is touched. The run folder then holds
-    ``config.yaml`` (resolved), ``run.json`` (facts about the run, including the precision, memory
-    format and number of ranks actually used), ``metrics.jsonl``, TensorBoard files and
-    ``checkpoints/{last,best}.pt`` (+ ``best.pt.sha256``). On a GPU the whole dataset is moved
-    to the device once and batched and augmented there (a streamed split is read batch by batch).
-    ``data``: (train, test) sources to use instead of the ones ``cfg.data`` names (e.g. from
-    :func:`sakd.data.from_dataset`). ``modules``: ``nn.Module`` objects to train / distil from
-    instead of building ``cfg.model`` / ``cfg.teacher`` by name (``{"model": student,
-    "teacher": teacher}``, either optional; see :func:`sakd.engine.build.build_model`): the
-    student object itself is trained (its parameters are the staged net's), the teacher object is
-    frozen (eval mode, no gradients). This is what :func:`sakd.train` and :func:`sakd.distill` call.
+    ``config.yaml`` (resolved), ``run.json`` (facts about the run: the precision, memory format and
+    number of ranks actually used, the spots by name, the resolved loss weights with their sources,
+    and its provenance — sakd version, git commit of a checkout, command line, torch / CUDA
+    versions, device name), ``metrics.jsonl``, TensorBoard files and ``checkpoints/{last,best}.pt``
+    (+ ``best.pt.sha256``). On a GPU the whole dataset is moved to the device once and batched and
+    augmented there (a streamed split is read batch by batch). ``data``: (train, test) sources to
+    use instead of the ones ``cfg.data`` names (e.g. from :func:`sakd.data.from_dataset`).
+    ``modules``: ``nn.Module`` objects to train / distil from instead of building ``cfg.model`` /
+    ``cfg.teacher`` by name (``{"model": student, "teacher": teacher}``, either optional; see
+    :func:`sakd.engine.build.build_model`): the student object itself is trained (its parameters
+    are the staged net's), the teacher object is frozen (eval mode, no gradients). This is what :func:`sakd.train` and :func:`sakd.distill` call.
 
     The folder is locked while the run uses it (a second run on it is refused). A folder that
     already holds the complete run (``summary.json``, same configuration) is left exactly as it
@@ -101,7 +108,7 @@ def _train(cfg, runtime, run_dir, task, facts, train_set, test_set) -> RunSummar
         facts["teacher_top1"] = teacher_top1
     info = {
         **facts,
-        "torch": torch.__version__,
+        **provenance(),
         "device": str(runtime.device),
         "device_name": _device_name(runtime.device),
         "precision": runtime.precision,
@@ -119,7 +126,10 @@ def _train(cfg, runtime, run_dir, task, facts, train_set, test_set) -> RunSummar
         "test_size": len(test_set),
         "num_classes": train_set.num_classes,
     }
+    if isinstance(task, DistillationTask):
+        info["spots"] = task.spot_facts()
     on_main_rank(lambda: _prepare_run_dir(cfg, run_dir, info))
+    on_main_rank(lambda: print(describe_run(cfg, info), flush=True))
     trainer = Trainer(cfg, task, train_set, test_set, runtime, run_dir)
     summary = trainer.fit()
     fault_point("finish")
@@ -240,3 +250,62 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine()
+
+
+def provenance() -> dict[str, Any]:
+    """Where a run comes from: sakd version, git commit (of a checkout), command line, torch / CUDA."""
+    return {
+        "sakd_version": sakd.__version__,
+        **_git_state(Path(sakd.__file__).resolve().parent),
+        "command": shlex.join(sys.argv),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+    }
+
+
+def _git_state(folder: Path) -> dict[str, Any]:
+    """``git_commit`` and ``git_dirty`` of the checkout holding ``folder``; None when there is none."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"git_commit": None, "git_dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+def describe_run(cfg: RunConfig, info: dict[str, Any]) -> str:
+    """The resolved configuration's key facts, printed when a run starts."""
+    if cfg.teacher is None:
+        what = f"train {cfg.model.name}"
+    else:
+        distiller = cfg.distiller.name
+        spots = ", ".join(spot["name"] for spot in info.get("spots", []))
+        start = ""
+        if SpotMode(cfg.spots.mode).routed:
+            start = ", homogeneous start" if cfg.spots.homogeneous else ", 50/50 start"
+        what = (
+            f"distill {cfg.teacher.name} (top-1 {info.get('teacher_top1', float('nan')):.2f}) -> "
+            f"{cfg.model.name} with {distiller} "
+            f"(ce_weight {cfg.loss.ce_weight:g}, kd_weight {cfg.loss.kd_weight:g}, "
+            f"loss_weight {cfg.distiller.loss_weight:g}), "
+            f"spots {cfg.spots.mode}{start} at {spots}"
+        )
+    facts = [
+        f"sakd {sakd.__version__}: {what}",
+        f"{cfg.data.name} {info['train_size']} train / {info['test_size']} test images",
+        f"{cfg.epochs} epochs, batch {cfg.batch_size} x {info['world_size']} rank(s), lr {cfg.lr:g}, "
+        f"seed {cfg.seed}",
+        f"{info['device']} ({info['device_name']}), {info['precision']}",
+        f"-> {cfg.output_dir}",
+    ]
+    return " | ".join(facts)

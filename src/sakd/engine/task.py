@@ -6,7 +6,9 @@ The trainer knows nothing about distillers or spot modes. A :class:`Task` hands 
   (FT's paraphraser, AB / FSP initialisation) and the main phase — each with its own step function,
   parameter groups and number of epochs;
 * ``checkpoint_modules()``: the modules whose state makes the run resumable (never the frozen teacher);
-* ``eval_model``: the network evaluated every epoch (the student).
+* ``eval_model``: the network evaluated every epoch (the student);
+* ``spot_names``: the names of the spots whose distilled fractions a step reports as the 1-D stat
+  ``spot_rates`` (empty when it reports none).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class ParamGroup:
 class StepResult:
     """One training step: named losses (their sum is back-propagated once), logits, logged stats.
 
-    ``stats`` values are detached tensors; 1-D ones (e.g. per-spot rates) are logged as lists.
+    ``stats`` values are detached scalar tensors, except ``spot_rates`` (K,): the fraction of the
+    batch distilled at each spot, logged by the names of :attr:`Task.spot_names`.
     """
 
     losses: dict[str, Tensor]
@@ -74,3 +77,8 @@ class Task(nn.Module):
     def eval_model(self) -> nn.Module:
         """The network evaluated each epoch."""
         raise NotImplementedError
+
+    @property
+    def spot_names(self) -> list[str]:
+        """Names of the entries of the step's ``spot_rates`` stat, in order (none by default)."""
+        return []

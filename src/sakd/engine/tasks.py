@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sakd.engine.records import LOGIT_SPOT
 from sakd.engine.task import ParamGroup, Phase, StepResult, Task
 from sakd.losses import DistillContext, Distiller
 from sakd.models import StagedNet
@@ -218,6 +219,20 @@ class DistillationTask(Task):
     def _activated(self, net: StagedNet, feats: list[Tensor]) -> list[Tensor]:
         """Post-activation features (the routed network's inputs) from possibly pre-ReLU ones."""
         return net.activate(feats) if self._preact else feats
+
+    @property
+    def spot_names(self) -> list[str]:
+        """The weights' columns: the distiller's feature spots (the student's names), then logits."""
+        return [spot["name"] for spot in self.spot_facts()]
+
+    def spot_facts(self) -> list[dict[str, str]]:
+        """Per spot (feature spots…, logits): its name and both nets' features there (run.json)."""
+        student, teacher = self.student.spot_info(), self.teacher.spot_info()
+        facts = [
+            {"name": student[s].name, "student": student[s].label, "teacher": teacher[t].label}
+            for s, t in zip(self.student_spots, self.teacher_spots, strict=True)
+        ]
+        return [*facts, {"name": LOGIT_SPOT, "student": LOGIT_SPOT, "teacher": LOGIT_SPOT}]
 
     def checkpoint_modules(self) -> dict[str, nn.Module]:
         modules: dict[str, nn.Module] = {"student": self.student, "selector": self.selector}

@@ -1,13 +1,15 @@
 """The training loop: phases of epochs, one backward per step, evaluation, checkpoints, resume.
 
 It steps whatever named losses and parameter groups a :class:`~sakd.engine.task.Task` gives it and
-knows no distiller. Every epoch of the main phase writes one record to ``metrics.jsonl`` and
-TensorBoard, and atomically rewrites ``checkpoints/best.pt`` (on a new best test top-1), then
-``last.pt``. A run started again with the same configuration resumes from ``last.pt`` at the next
-epoch and ends with the same weights as an uninterrupted run (data order and augmentation are a
-pure function of seed and epoch; every RNG state is in the checkpoint), however it was killed.
-Training stops with one line when a loss or a weight is not finite, before anything is saved; a
-resume may then change ``lr`` (see :mod:`sakd.engine.rundir` and ``docs/runs.md``).
+knows no distiller. Every epoch of the main phase writes one
+:class:`~sakd.engine.records.EpochRecord` (1-based epoch, named spot rates) to ``metrics.jsonl``
+and TensorBoard, prints it as one line (also with ``progress=false``), and atomically rewrites
+``checkpoints/best.pt`` (on a new best test top-1), then ``last.pt``. A run started again with the
+same configuration resumes from ``last.pt`` at the next epoch and ends with the same weights as an
+uninterrupted run (data order and augmentation are a pure function of seed and epoch; every RNG
+state is in the checkpoint), however it was killed. Training stops with one line when a loss or a
+weight is not finite, before anything is saved; a resume may then change ``lr`` (see
+:mod:`sakd.engine.rundir` and ``docs/runs.md``).
 
 Under ``torchrun`` (see :mod:`sakd.engine.distributed`) each rank trains on its shard of every
 epoch through ``DistributedDataParallel``; the epoch's losses and statistics are summed over the
@@ -41,6 +43,7 @@ from sakd.engine.distributed import (
 from sakd.engine.evaluate import accuracy
 from sakd.engine.faults import fault_point
 from sakd.engine.metrics import MetricsLog
+from sakd.engine.records import EpochRecord
 from sakd.engine.rundir import clear_divergence, refused_changes, write_divergence
 from sakd.engine.runtime import Runtime, rng_state, set_rng_state
 from sakd.engine.task import Phase, StepResult, Task
@@ -51,7 +54,7 @@ NAN_CHECK_EVERY = 50
 
 @dataclass
 class RunSummary:
-    """What a finished run reports."""
+    """What a finished run reports (``best_epoch`` 1-based, as in ``metrics.jsonl``)."""
 
     best_top1: float
     best_epoch: int
@@ -161,14 +164,16 @@ class Trainer:
                         if phase.evaluate:
                             fault_point("evaluate")
                             top1, top5 = self.evaluate()
-                            record.update(test_top1=top1, test_top5=top5)
+                            record.test_top1, record.test_top5 = top1, top5
                             self._last_eval = [top1, top5]
                             if top1 > self.best_top1:
                                 self.best_top1, self.best_epoch = top1, ep
-                            record["best_top1"] = self.best_top1
+                            record.best_top1 = self.best_top1
                             log = metrics if index == len(phases) - 1 else pre_metrics
                         if log is not None:
                             log.write(record)
+                        if self.is_main:
+                            print(record.console_line(phase.epochs), flush=True)
                         self._save(
                             index,
                             ep + 1,
@@ -181,7 +186,7 @@ class Trainer:
                 metrics.close()
         return RunSummary(
             best_top1=self.best_top1,
-            best_epoch=self.best_epoch,
+            best_epoch=self.best_epoch + 1,
             last_top1=self._last_eval[0],
             last_top5=self._last_eval[1],
             epochs=self.config.epochs,
@@ -214,9 +219,7 @@ class Trainer:
             lrs[name] = lr
         return lrs
 
-    def _train_epoch(
-        self, phase: Phase, phase_index: int, epoch: int, optimizers
-    ) -> dict[str, Any]:
+    def _train_epoch(self, phase: Phase, phase_index: int, epoch: int, optimizers) -> EpochRecord:
         lrs = self._set_lr(phase, optimizers, epoch)
         self.task.train()
         cfg = self.config
@@ -273,19 +276,28 @@ class Trainer:
         seen = int(summed.pop("seen"))
         loss_sums = {k[len("loss/") :]: v for k, v in summed.items() if k.startswith("loss/")}
         stat_sums = {k[len("stat/") :]: v for k, v in summed.items() if k.startswith("stat/")}
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "phase": phase.name,
-            "lr": lrs.get("student", next(iter(lrs.values()), 0.0)),
-            "lrs": lrs,
-            "losses": {k: float(v) / max(seen, 1) for k, v in loss_sums.items()},
-            "images_per_sec": seen / seconds if seconds > 0 else 0.0,
-            "epoch_seconds": seconds,
-        }
-        for name, value in stat_sums.items():
-            mean = (value / max(seen, 1)).cpu()
-            record[name] = mean.tolist() if mean.dim() else float(mean)
-        return record
+        means = {name: (value / max(seen, 1)).cpu() for name, value in stat_sums.items()}
+        rates = means.pop("spot_rates", None)
+        spot_rates = {}
+        if rates is not None:
+            names = self.task.spot_names
+            if len(names) != rates.numel():
+                raise SakdError(
+                    f"the task names {len(names)} spots but its steps report {rates.numel()} "
+                    "spot rates: make Task.spot_names match the weights' columns"
+                )
+            spot_rates = dict(zip(names, rates.tolist(), strict=True))
+        return EpochRecord(
+            epoch=epoch + 1,
+            phase=phase.name,
+            lr=lrs.get("student", next(iter(lrs.values()), 0.0)),
+            lrs=lrs,
+            losses={k: float(v) / max(seen, 1) for k, v in loss_sums.items()},
+            spot_rates=spot_rates,
+            stats={name: float(value) for name, value in means.items()},
+            images_per_sec=seen / seconds if seconds > 0 else 0.0,
+            epoch_seconds=seconds,
+        )
 
     def _check_finite(
         self, loss_sums: dict[str, Tensor], phase: Phase, epoch: int, steps: int

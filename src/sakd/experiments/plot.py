@@ -1,8 +1,8 @@
 """``sakd plot DIR``: PNG figures of the runs under DIR (matplotlib, no display needed).
 
 - ``spot_rates-<dataset>-<teacher>-<student>.png``: per distiller, the fraction of samples the
-  adaptive runs distil at each spot against the epoch (the paper's analysis figure), mean over
-  seeds with the min–max band;
+  adaptive runs distil at each spot (by name, e.g. ``stage2 (32×16×16)``) against the 1-based
+  epoch (the paper's analysis figure), mean over seeds with the min–max band;
 - ``accuracy-<dataset>-<teacher>-<student>.png``: per distiller, test top-1 against the epoch for
   each spot mode, mean over seeds with a ±1 std band;
 - ``gains.png``: per pair, each mode's gain over ``fixed`` per distiller (best epoch, paired by
@@ -75,15 +75,18 @@ def _panels(count: int, title: str, height: float = 2.8):
 def _spot_rates_figure(cells: list[Cell], title: str, path: Path) -> Path:
     fig, axes = _panels(len(cells), f"{title}\nshare of samples distilled at each spot (adaptive)")
     for ax, cell in zip(axes, cells, strict=True):
-        curves = [r.spot_rates for r in cell.get("adaptive").runs if r.spot_rates]
+        runs = [r for r in cell.get("adaptive").runs if r.spot_rates]
+        curves = [r.spot_rates for r in runs]
         epochs = min(len(c) for c in curves)
-        spots = len(curves[0][0])
-        for spot in range(spots):
-            values = [[curve[e][spot] for curve in curves] for e in range(epochs)]
-            label = "logits" if spot == spots - 1 else f"spot {spot + 1}"
+        names = list(curves[0][0])
+        curves = [c for c in curves if list(c[0]) == names]
+        labels = runs[0].spot_labels
+        for spot, name in enumerate(names):
+            values = [[curve[e][name] for curve in curves] for e in range(epochs)]
+            label = labels.get(name, name)
             mean = [statistics.fmean(v) for v in values]
             low, high = [min(v) for v in values], [max(v) for v in values]
-            _line(ax, epochs, spot, spots, mean, low, high, label=label)
+            _line(ax, epochs, spot, len(names), mean, low, high, label=label)
         ax.set_title(f"{cell.key.distiller} (n={len(curves)})")
         ax.set_ylim(-0.03, 1.03)
         _epoch_axis(ax, epochs)

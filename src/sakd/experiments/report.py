@@ -128,12 +128,12 @@ class ModeResult:
             return f"n={len(self.runs)}"
         return f"{len(set(self.seeds) & self.expected)}/{len(self.expected)}"
 
-    def spot_rates(self) -> list[float] | None:
-        """Last-epoch spot rates averaged over seeds (feature spots…, logits)."""
+    def spot_rates(self) -> dict[str, float] | None:
+        """Last-epoch spot rates by spot name, averaged over seeds (feature spots…, logits)."""
         rows = [r.spot_rates[-1] for r in self.runs if r.spot_rates]
-        if not rows or len({len(row) for row in rows}) != 1:
+        if not rows or len({tuple(row) for row in rows}) != 1:
             return None
-        return [statistics.fmean(column) for column in zip(*rows, strict=True)]
+        return {name: statistics.fmean(row[name] for row in rows) for name in rows[0]}
 
 
 @dataclass
@@ -474,11 +474,10 @@ def _distance(result: ModeResult, paper: float | None) -> str:
     return f"{mean - paper:+.2f}"
 
 
-def _rates_text(rates: list[float] | None) -> str:
+def _rates_text(rates: dict[str, float] | None) -> str:
     if not rates:
         return "–"
-    features = " ".join(f"{r:.2f}" for r in rates[:-1])
-    return f"{features} · logits {rates[-1]:.2f}" if features else f"logits {rates[-1]:.2f}"
+    return " · ".join(f"{name} {rate:.2f}" for name, rate in rates.items())
 
 
 def _spot_section(cells: list[Cell]) -> list[str]:
@@ -487,9 +486,11 @@ def _spot_section(cells: list[Cell]) -> list[str]:
         adaptive = cell.modes.get("adaptive")
         if adaptive is None or not adaptive.runs:
             continue
+        labels = adaptive.runs[0].spot_labels
+        features = ", ".join(labels.values()) if labels else "–"
         rows.append(
             f"| {cell.key.dataset} | {cell.key.pair} | {cell.key.distiller} | "
-            f"{_rates_text(adaptive.spot_rates())} | {len(adaptive.runs)} |"
+            f"{_rates_text(adaptive.spot_rates())} | {features} | {len(adaptive.runs)} |"
         )
     if not rows:
         return []
@@ -497,10 +498,11 @@ def _spot_section(cells: list[Cell]) -> list[str]:
         "## Spot rates of the adaptive runs (last epoch)",
         "",
         "Fraction of training samples distilled at each spot in the last epoch, mean over seeds "
-        "(feature spots in order, then the logit spot).",
+        "(the distiller's feature spots by name, then the logit spot; `sakd inspect RUN` shows "
+        "them per sample and class).",
         "",
-        "| dataset | pair | distiller | spot rates | seeds |",
-        "|---|---|---|---|---|",
+        "| dataset | pair | distiller | spot rates | student features at the spots | seeds |",
+        "|---|---|---|---|---|---|",
         *rows,
         "",
     ]
@@ -631,5 +633,7 @@ def _csv_row(cell: Cell, mode: str, result: ModeResult) -> dict[str, Any]:
         else "",
         "precision": " ".join(sorted({_precision(r) for r in runs})),
         "device": " ".join(sorted({_device(r) for r in runs})),
-        "spot_rates_last_epoch": " ".join(f"{v:.4f}" for v in (result.spot_rates() or [])),
+        "spot_rates_last_epoch": " ".join(
+            f"{name}={v:.4f}" for name, v in (result.spot_rates() or {}).items()
+        ),
     }

@@ -1,15 +1,14 @@
 """Read run folders back: configuration, per-epoch metrics, run facts, and what is wrong with them.
 
 A run folder is any folder holding ``config.yaml``. A run counts in results only when its
-``metrics.jsonl`` parses and holds one record per epoch 0 … epochs−1; anything else (corrupt or
-partial metrics, unfinished runs, unreadable files) becomes a :class:`Problem` and the rest of the
-folder tree is still read.
+``metrics.jsonl`` parses into one :class:`~sakd.engine.records.EpochRecord` per epoch 1 … epochs,
+each with a finite test top-1; anything else (corrupt or partial metrics, unfinished runs,
+unreadable files) becomes a :class:`Problem` and the rest of the folder tree is still read.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import yaml
 
 from sakd.config import RunConfig, validate_config
+from sakd.engine.records import EpochRecord, finite, parse_record
 from sakd.errors import SakdError
 
 
@@ -47,13 +47,13 @@ class RunResult:
     mode: str | None
     seed: int
     config: dict[str, Any]
-    records: list[dict[str, Any]]
+    records: list[EpochRecord]
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def curve(self) -> list[float]:
         """Test top-1 (%) after each epoch."""
-        return [float(r["test_top1"]) for r in self.records]
+        return [float(r.test_top1) for r in self.records]
 
     @property
     def best_top1(self) -> float:
@@ -72,10 +72,22 @@ class RunResult:
         return self.curve[-1]
 
     @property
-    def spot_rates(self) -> list[list[float]] | None:
-        """Per epoch, the fraction of samples distilled at each spot (None if not logged)."""
-        rates = [r.get("spot_rates") for r in self.records]
-        return None if any(r is None for r in rates) else rates
+    def spot_rates(self) -> list[dict[str, float]] | None:
+        """Per epoch, the fraction of samples distilled at each spot by name (None if not logged)."""
+        rates = [r.spot_rates for r in self.records]
+        return None if not all(rates) else rates
+
+    @property
+    def spot_labels(self) -> dict[str, str]:
+        """Spot name → the student's feature there (``stage2 (32×16×16)``), from run.json."""
+        spots = self.info.get("spots")
+        if not isinstance(spots, list):
+            return {}
+        return {
+            str(s["name"]): str(s.get("student", s["name"]))
+            for s in spots
+            if isinstance(s, dict) and "name" in s
+        }
 
 
 @dataclass(frozen=True)
@@ -120,8 +132,8 @@ def read_run(folder: Path) -> RunResult | Problem:
     records, error = _parse_metrics(metrics)
     if error is not None:
         return Problem(folder, "corrupt", error)
-    done = [int(r["epoch"]) for r in records]
-    if done != list(range(len(done))):
+    done = [r.epoch for r in records]
+    if done != list(range(1, len(done) + 1)):
         return Problem(folder, "partial", f"metrics.jsonl epochs are {_spans(done)}, not 1..n")
     if len(records) < epochs:
         if finished:
@@ -146,19 +158,16 @@ def read_run(folder: Path) -> RunResult | Problem:
     )
 
 
-def _parse_metrics(path: Path) -> tuple[list[dict[str, Any]], str | None]:
-    records: list[dict[str, Any]] = []
+def _parse_metrics(path: Path) -> tuple[list[EpochRecord], str | None]:
+    records: list[EpochRecord] = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            return [], f"metrics.jsonl line {number} is not JSON (corrupt or cut short)"
-        if not isinstance(record, dict) or "epoch" not in record:
-            return [], f"metrics.jsonl line {number} is not an epoch record"
-        top1 = record.get("test_top1")
-        if not isinstance(top1, int | float) or not math.isfinite(top1):
+            record = parse_record(line)
+        except ValueError as exc:
+            return [], f"metrics.jsonl line {number} {exc}"
+        if not finite(record.test_top1):
             return [], f"metrics.jsonl line {number} has no finite test_top1"
         records.append(record)
     if not records:
@@ -167,7 +176,7 @@ def _parse_metrics(path: Path) -> tuple[list[dict[str, Any]], str | None]:
 
 
 def _spans(epochs: list[int]) -> str:
-    return ", ".join(str(e + 1) for e in epochs[:12]) + (" …" if len(epochs) > 12 else "")
+    return ", ".join(str(e) for e in epochs[:12]) + (" …" if len(epochs) > 12 else "")
 
 
 def _cell_key(cfg: RunConfig) -> CellKey:

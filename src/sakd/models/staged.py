@@ -28,6 +28,9 @@ class SpotInfo:
 
     ``reduction`` is input size / feature size along height (1 for full resolution); ``shape`` is the
     feature shape without the batch dimension for the input size the info was computed for.
+    ``name`` is what users read (logs, reports, ``sakd inspect``): the module path of the stage's
+    last module for a user model cut by :func:`~sakd.models.wrap.stage_model` (e.g. ``layer2``),
+    otherwise ``stem``, ``stage1`` … (counted from 1 after the stem, as in ``stage:N``), ``pooled``.
     """
 
     index: int
@@ -35,6 +38,12 @@ class SpotInfo:
     channels: int
     reduction: int
     shape: tuple[int, ...]
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """``name (C×H×W)``: the name with the feature's shape, e.g. ``stage2 (32×16×16)``."""
+        return f"{self.name} ({'×'.join(str(d) for d in self.shape)})"
 
     @property
     def is_map(self) -> bool:
@@ -168,14 +177,37 @@ def _describe(net: StagedNet, size: int) -> list[SpotInfo]:
     in_channels = _first_conv_channels(net)
     x = torch.zeros(1, in_channels, size, size, device="meta")
     infos = []
+    names = _spot_names(net)
     for i, (stage, role) in enumerate(zip(net.stages, net.stage_roles, strict=True)):
         x = _meta_call(stage, x)
         shape = tuple(x.shape[1:])
         reduction = size // shape[1] if len(shape) == 3 else 0
         infos.append(
-            SpotInfo(index=i, role=role, channels=shape[0], reduction=reduction, shape=shape)
+            SpotInfo(
+                index=i,
+                role=role,
+                channels=shape[0],
+                reduction=reduction,
+                shape=shape,
+                name=names[i],
+            )
         )
     return infos
+
+
+def _spot_names(net: StagedNet) -> list[str]:
+    """The stages' own names (``stage_names``, set for user models) or ``stem``/``stageN``/``pooled``."""
+    own = getattr(net, "stage_names", None)
+    if own is not None:
+        return list(own)
+    names, count = [], 0
+    for role in net.stage_roles:
+        if role == "stage":
+            count += 1
+            names.append(f"stage{count}")
+        else:
+            names.append(role)
+    return names
 
 
 def _first_conv_channels(net: nn.Module) -> int:

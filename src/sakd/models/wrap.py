@@ -66,6 +66,8 @@ class TracedStagedNet(StagedNet):
         self.input_size = input_size
         self.stage_paths = stage_paths
         self.head_path = head_path
+        # The spots' names users read: the cut module paths, then "pooled" (see SpotInfo.name).
+        self.stage_names = (*stage_paths, "pooled") if stage_paths else None
         # A one-element tuple keeps nn.Module from registering the source as a child (its tensors
         # would appear twice in state_dict()).
         self._source = (source,) if source is not None else ()

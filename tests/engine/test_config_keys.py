@@ -69,7 +69,10 @@ def test_stored_configs_of_older_runs_are_read_under_the_new_names(tmp_path):
     assert config_differences(stored, cfg) == []
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored))
     (tmp_path / "metrics.jsonl").write_text(
-        "".join(json.dumps({"epoch": e, "test_top1": 50.0}) + "\n" for e in range(cfg.epochs))
+        "".join(
+            json.dumps({"epoch": e, "phase": "distill", "lr": 0.01, "test_top1": 50.0}) + "\n"
+            for e in range(1, cfg.epochs + 1)
+        )
     )
     result = read_run(tmp_path)
     assert result.config["distiller"]["loss_weight"] == 1000

@@ -69,7 +69,7 @@ def test_half_a_metrics_line_from_a_kill_is_dropped_at_resume(half_done, tmp_pat
         handle.write('{"epoch": 1, "phase": "ma')
     run(_config(out))
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [0, 1]
+    assert [r["epoch"] for r in records] == [1, 2]
 
 
 @pytest.mark.parametrize(
@@ -226,7 +226,7 @@ def test_a_stale_best_pt_is_rewritten_from_last_pt_at_resume(tmp_path):
     for key, value in final["modules"]["student"].items():
         assert torch.equal(value, repaired["modules"]["student"][key]), key
     assert (out / "checkpoints" / "best.pt.sha256").read_text().split()[0] == sha256_file(best)
-    assert summary.best_epoch == 0
+    assert summary.best_epoch == 1  # 1-based, as in metrics.jsonl
 
 
 # ------------------------------------------------------------------------- 2. divergence

@@ -228,11 +228,19 @@ class DistillationTask(Task):
     def spot_facts(self) -> list[dict[str, str]]:
         """Per spot (feature spots…, logits): its name and both nets' features there (run.json)."""
         student, teacher = self.student.spot_info(), self.teacher.spot_info()
+        student_spots, teacher_spots = self._feature_spots()
         facts = [
             {"name": student[s].name, "student": student[s].label, "teacher": teacher[t].label}
-            for s, t in zip(self.student_spots, self.teacher_spots, strict=True)
+            for s, t in zip(student_spots, teacher_spots, strict=True)
         ]
         return [*facts, {"name": LOGIT_SPOT, "student": LOGIT_SPOT, "teacher": LOGIT_SPOT}]
+
+    def _feature_spots(self) -> tuple[list[int], list[int]]:
+        """Student and teacher stages of the selector's feature columns (the feature term's spots)."""
+        for term in self.terms:
+            if term.student_spots:
+                return term.student_spots, term.teacher_spots
+        return [], []
 
     def checkpoint_modules(self) -> dict[str, nn.Module]:
         modules: dict[str, nn.Module] = {"student": self.student, "selector": self.selector}

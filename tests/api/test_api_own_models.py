@@ -12,6 +12,7 @@ import sakd
 from sakd.cli import main
 from sakd.data import iterate_source
 from sakd.engine.build import load_data
+from sakd.engine.checkpoint import sha256_file
 from sakd.errors import SakdError
 
 from .conftest import OwnNet, TensorPairs
@@ -143,3 +144,18 @@ def test_zoo_names_and_float_images(tree, tmp_path):
     assert run.model.head.out_features == 3
     info = json.loads((run.output_dir / "run.json").read_text())
     assert info["data_loader"] == "stream" and info["train_size"] == 24
+
+    # A teacher by zoo name with its checkpoint file, distilled into an own student.
+    checkpoint = run.output_dir / "checkpoints" / "best.pt"
+    student = OwnNet(width=4)
+    distilled = sakd.distill(
+        "resnet8",
+        student,
+        tree,
+        teacher_checkpoint=str(checkpoint),
+        output_dir=str(tmp_path / "zs"),
+        **TINY,
+    )
+    assert distilled.model is student
+    info = json.loads((distilled.output_dir / "run.json").read_text())
+    assert info["teacher_sha256"] == sha256_file(checkpoint)

@@ -183,6 +183,11 @@ class TeacherConfig(ModelConfig):
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
 
 
+SPOT_MODES = tuple(SpotMode.names())
+# Keys a distiller preset may set on the run itself rather than in the distiller's params.
+PRESET_RUN_KEYS = ("batch_size",)
+
+
 class DistillerConfig(_Strict):
     """The distiller at its spots: name, the weight of its loss term (β) and its own hyperparameters.
 
@@ -192,7 +197,9 @@ class DistillerConfig(_Strict):
     hyperparameters (validated by its ``Params``; DKD's ``alpha`` / ``beta`` live here).
     ``presets`` holds a recipe's per-distiller parameter defaults (e.g. DKD's β for a pair); the
     chosen distiller's preset is merged under ``params`` (``params`` wins) when the config is
-    validated.
+    validated. A preset named ``<distiller>@<mode>`` applies in that spot mode only (over the
+    plain one); a preset's ``batch_size`` sets the run's batch size unless the recipe or an
+    override sets it.
     """
 
     name: str = "kd"
@@ -200,6 +207,18 @@ class DistillerConfig(_Strict):
     published: Literal["sakd", "repdistiller"] = "sakd"
     params: dict[str, Any] = Field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("presets")
+    @classmethod
+    def _preset_keys(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for key in value:
+            name, at, mode = key.partition("@")
+            if not name or (at and mode not in SPOT_MODES):
+                raise ValueError(
+                    f"preset {key!r} must be named '<distiller>' or '<distiller>@<mode>' with a "
+                    f"mode in {', '.join(SPOT_MODES)}"
+                )
+        return value
 
 
 class LossConfig(_Strict):
@@ -221,12 +240,17 @@ _DEFAULT_KD_TEMPERATURE = LossConfig.model_fields["kd_temperature"].default
 class SpotsConfig(_Strict):
     """Where to distil: the spot mode and, for adaptive/anti, the policy's settings.
 
-    ``routing_ce_weight`` (γ): weight of the routed network's cross-entropy in the policy's loss.
+    ``routing_ce_weight`` (γ): weight of the routed network's cross-entropy in the policy's loss
+    (and, in ``mode: random`` with ``random_scheme: authors``, of the student's cross-entropy).
+    ``random_scheme`` (``mode: random`` only): ``authors`` runs the authors' ``train_random.py``
+    (student CE × γ; for AT, NST and VID the logit spot reuses the last feature spot's draw),
+    ``independent`` draws every spot on its own and leaves the CE weight alone.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=True)
 
     mode: SpotMode = SpotMode.FIXED
+    random_scheme: Literal["authors", "independent"] = "authors"
     routing_ce_weight: float | None = Field(default=None, gt=0)
     tau: float = Field(default=5.0, gt=0)
     homogeneous: bool = False
@@ -368,16 +392,40 @@ class RunConfig(_Strict):
             )
         resolved["loss.kd_temperature"] = temperature_source or "default"
         if d is not None:
-            preset = d.presets.get(d.name, {})
-            for key in d.params:
-                where = source_of(sources, f"distiller.params.{key}")
-                resolved[f"distiller.params.{key}"] = where or label
-            for key in preset:
-                if key not in d.params:
-                    where = source_of(sources, f"distiller.presets.{d.name}.{key}") or label
-                    resolved[f"distiller.params.{key}"] = "preset " + where.removeprefix("recipe ")
-            if preset:
-                d.params = {**preset, **d.params}
+            resolved.update(self._apply_presets(sources, label))
+        return resolved
+
+    def _apply_presets(self, sources: dict[str, str], label: str) -> dict[str, str]:
+        """Merge the chosen distiller's presets: ``<name>``, then ``<name>@<spot mode>``.
+
+        ``params`` wins over both. A preset's run-level keys (``PRESET_RUN_KEYS``: a pair's
+        published batch size for one distiller) set the run unless the recipe or an override
+        sets that key itself. Returns where each distiller parameter (and run key) came from.
+        """
+        d = self.distiller
+        resolved: dict[str, str] = {}
+        preset: dict[str, Any] = {}
+        origin: dict[str, str] = {}
+        for name in (d.name, f"{d.name}@{self.spots.mode}"):
+            for key, value in d.presets.get(name, {}).items():
+                preset[key] = value
+                where = source_of(sources, f"distiller.presets.{name}.{key}") or label
+                origin[key] = "preset " + where.removeprefix("recipe ")
+        for key in d.params:
+            resolved[f"distiller.params.{key}"] = (
+                source_of(sources, f"distiller.params.{key}") or label
+            )
+        for key in PRESET_RUN_KEYS:
+            if key in preset:
+                value = preset.pop(key)
+                if key not in self.model_fields_set and getattr(self, key) != value:
+                    setattr(self, key, value)
+                    resolved[key] = origin[key]
+        for key in preset:
+            if key not in d.params:
+                resolved[f"distiller.params.{key}"] = origin[key]
+        if preset:
+            d.params = {**preset, **d.params}
         return resolved
 
     def weight_sources(self) -> dict[str, str]:

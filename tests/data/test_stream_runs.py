@@ -61,7 +61,7 @@ def test_resumed_streaming_run_equals_uninterrupted_run(tmp_path, tree, monkeypa
     for key in a:
         assert torch.equal(a[key], b[key]), key
     records = [json.loads(x) for x in (resumed / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [0, 1]
+    assert [r["epoch"] for r in records] == [1, 2]
     info = json.loads((straight / "run.json").read_text())
     assert info["data_loader"] == "stream" and info["train_size"] == 18
 
@@ -169,7 +169,7 @@ def test_imagenet_recipes_run_end_to_end_on_a_tiny_jpeg_tree(tmp_path, tree):
     assert info["data_loader"] == "stream" and info["num_classes"] == 3
     assert 0 <= summary.last_top1 <= 100 and "teacher_top1" in info
     record = json.loads((student_dir / "metrics.jsonl").read_text().splitlines()[-1])
-    assert record["epoch"] == 0 and "at" in record["losses"]
+    assert record["epoch"] == 1 and "at" in record["losses"]
 
 
 class EmbeddedItems(torch.utils.data.Dataset):

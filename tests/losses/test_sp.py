@@ -62,3 +62,18 @@ def test_rejects_weights_of_the_wrong_shape():
     student = PATTERN_B.tensor((4, 3, 2, 2), 0.1)
     with pytest.raises(ValueError, match="weights must have shape"):
         _sp()([student], [PATTERN_B.tensor((4, 5, 2, 2), 0.2)], torch.ones(4, 2), context(4))
+
+
+@pytest.mark.parametrize("selected", [[], [2]])
+def test_fewer_than_two_selected_is_zero_even_with_huge_gram_entries(selected):
+    # Gram entries ~1e8 (> 1.8e7): dividing an unselected row by the 1e-12 norm floor overflowed
+    # float32 to inf, and the 0 gate times inf gave NaN (the authors' code returns 0 here).
+    generator = torch.Generator().manual_seed(0)
+    student = (3e3 * torch.randn(4, 3, 2, 2, generator=generator)).requires_grad_()
+    teacher = 3e3 * torch.randn(4, 5, 2, 2, generator=generator)
+    weights = torch.zeros(4, 1)
+    weights[selected] = 1.0
+    value = _sp()([student], [teacher], weights, context(4))
+    value.backward()
+    assert value.item() == 0.0
+    assert torch.equal(student.grad, torch.zeros_like(student))

@@ -337,6 +337,8 @@ def build_task(
         homogeneous=cfg.spots.homogeneous,
         input_size=input_size,
         seed=cfg.seed,
+        random_scheme=cfg.spots.random_scheme,
+        logit_follows_last_spot=plan.cls.random_logit_follows_last_spot,
     )
     agent_group = dict(lr=cfg.agent_lr, weight_decay=cfg.spots.agent_weight_decay, momentum=0.9)
     task = DistillationTask(

@@ -177,6 +177,10 @@ class DistillationTask(Task):
     def _pretrain_step(
         self, term: LossTerm, images: Tensor, labels: Tensor, index: Tensor, epoch: int
     ) -> StepResult:
+        if not term.module.pretrain_trains_student:
+            # As the authors' init stage: a student the stage does not train runs in eval mode,
+            # so its BN running statistics do not move (the trainer sets train mode per epoch).
+            self.student.eval()
         s_feats, s_logits, t_feats, t_logits = self._forward_pair(images)
         s_spot, t_spot = self._spot_feats(term, s_feats, t_feats, s_logits, t_logits)
         ctx = DistillContext(labels=labels, index=index, epoch=epoch)
@@ -204,7 +208,8 @@ class DistillationTask(Task):
             s_logits.dtype if s_logits.is_floating_point() else torch.float32
         )
         ctx = DistillContext(labels=labels, index=index, epoch=epoch)
-        losses = {"ce": self.ce_weight * F.cross_entropy(s_logits, labels)}
+        ce_weight = self.ce_weight * selection.ce_scale
+        losses = {"ce": ce_weight * F.cross_entropy(s_logits, labels)}
         for term in self.terms:
             if term.weight > 0:
                 s_spot, t_spot = self._spot_feats(term, s_feats, t_feats, s_logits, t_logits)

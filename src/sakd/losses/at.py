@@ -29,6 +29,7 @@ class AT(PerSampleDistiller):
     name = "at"
     description = "Attention transfer: MSE between L2-normalised spatial attention maps per stage"
     spot_role = "stages"
+    random_logit_follows_last_spot = True  # train_random.py: no own logit-spot draw
     requires_maps = True
 
     class Params(DistillerParams):

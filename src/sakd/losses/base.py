@@ -58,6 +58,8 @@ class Distiller(nn.Module):
     spot_role: ClassVar[str]
     preact: ClassVar[bool] = False
     pretrain_trains_student: ClassVar[bool] = False
+    # spots.mode=random as the authors ran it: the logit spot reuses the last feature spot's draw.
+    random_logit_follows_last_spot: ClassVar[bool] = False
     Params: ClassVar[type[DistillerParams]] = DistillerParams
 
     def __init__(

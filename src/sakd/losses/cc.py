@@ -79,7 +79,8 @@ class CorrelationCongruence(Distiller):
             default=True,
             description=(
                 "train the teacher-side embedding with the student (RepDistiller and the SAKD "
-                "authors' baseline); false keeps it at its random init, as the authors' train.py does"
+                "authors' baseline and random ablation); false keeps it at its random init, as the "
+                "authors' train.py does (the paper recipes' presets cc@adaptive and cc@anti)"
             ),
         )
 

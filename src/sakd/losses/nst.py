@@ -42,6 +42,7 @@ class NST(PerSampleDistiller):
     name = "nst"
     description = "Neuron selectivity transfer: degree-2 polynomial-kernel MMD between channels"
     spot_role = "stages"
+    random_logit_follows_last_spot = True  # train_random.py: no own logit-spot draw
     requires_maps = True
 
     class Params(DistillerParams):

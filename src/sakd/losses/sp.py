@@ -38,8 +38,14 @@ def similarity_preserving_loss(student: Tensor, teacher: Tensor, weights: Tensor
 
 
 def _row_normalised_gram(feats: Tensor, weights: Tensor) -> Tensor:
-    """(B, D) -> (B, B) Gram matrix whose rows have unit norm over the weighted columns."""
-    gram = feats @ feats.t()
+    """(B, D) -> (B, B) Gram matrix whose rows have unit norm over the weighted columns.
+
+    Entries outside the selected sub-batch are exactly 0, so no row is divided by a vanishing
+    norm: with fewer than two selected samples a huge Gram entry (> ~1.8e7 in float32) would
+    otherwise overflow to inf after the division and turn the gated 0 into 0 × inf = NaN.
+    """
+    selected = (weights > 0).to(feats.dtype)
+    gram = (feats @ feats.t()) * pair_weights(selected)
     row_norm = torch.linalg.vector_norm(gram * weights.sqrt()[None, :], dim=1, keepdim=True)
     return gram / row_norm.clamp_min(1e-12)
 

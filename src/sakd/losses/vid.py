@@ -52,6 +52,7 @@ class VID(PerSampleDistiller):
     name = "vid"
     description = "Variational information distillation: Gaussian NLL of teacher maps per stage"
     spot_role = "stages"
+    random_logit_follows_last_spot = True  # train_random.py: no own logit-spot draw
     requires_maps = True
 
     class Params(DistillerParams):

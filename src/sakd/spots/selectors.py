@@ -42,11 +42,16 @@ class SelectorInput:
 
 @dataclass
 class SpotSelection:
-    """Detached 0/1 weights (B, K), the routing loss (scalar or None) and scalars to log."""
+    """Detached 0/1 weights (B, K), the routing loss (scalar or None) and scalars to log.
+
+    ``ce_scale`` multiplies the student's cross-entropy (the authors' random-spot ablation scales
+    it by γ; every other mode leaves it at 1).
+    """
 
     weights: Tensor
     routing_loss: Tensor | None = None
     stats: dict[str, Tensor] = field(default_factory=dict)
+    ce_scale: float = 1.0
 
 
 class SpotSelector(nn.Module):
@@ -86,19 +91,40 @@ class FixedSelector(SpotSelector):
 
 
 class RandomSelector(SpotSelector):
-    """Bernoulli(0.5) per sample and spot, from the selector's own generator (ablation)."""
+    """Bernoulli(0.5) per sample and spot, from the selector's own generator (ablation).
+
+    ``ce_scale`` is handed to the task with every selection (the authors' ``train_random.py``
+    multiplies the student CE by γ). With ``tie_logit_spot`` the logit column is a copy of the last
+    feature spot's column instead of its own draw (``train_random.py`` for AT, NST and VID).
+    """
 
     mode = "random"
+
+    def __init__(
+        self,
+        spot_indices: Sequence[int],
+        seed: int = 0,
+        *,
+        ce_scale: float = 1.0,
+        tie_logit_spot: bool = False,
+    ) -> None:
+        super().__init__(spot_indices, seed)
+        self.ce_scale = float(ce_scale)
+        self.tie_logit_spot = tie_logit_spot and self.num_spots > 1
 
     def forward(self, inp: SelectorInput) -> SpotSelection:
         """Random 0/1 weights (B, K)."""
         generator = self.rng.on(inp.images.device)
+        columns = self.num_spots - 1 if self.tie_logit_spot else self.num_spots
         # Under torchrun: this rank's rows of the global batch's draw (sakd.collectives).
         uniform = global_rows(
             lambda shape: torch.rand(shape, generator=generator, device=generator.device),
-            (inp.images.shape[0], self.num_spots),
+            (inp.images.shape[0], columns),
         )
-        return SpotSelection((uniform < 0.5).float())
+        weights = (uniform < 0.5).float()
+        if self.tie_logit_spot:
+            weights = torch.cat([weights, weights[:, -1:]], dim=1)
+        return SpotSelection(weights, ce_scale=self.ce_scale)
 
 
 class AdaptiveSelector(SpotSelector):
@@ -176,7 +202,9 @@ def routing_objective(
     """L_R = w·CE(z_mix, y) + max(0, B/2 − Σ_i a_{i,K}) with the γ rule for w; and its parts.
 
     w = γ if CE(z_mix) > CE(z_S), 1/γ if smaller, 1 if equal (batch means, no gradient through
-    the comparison). ``logit_choice`` is a_K (B,) with its straight-through gradient.
+    the comparison). ``logit_choice`` is a_K (B,) with its straight-through gradient. The hinge has
+    ReLU semantics: −1 per sample below B/2 and no gradient at the kink Σ a_K = B/2 (the authors'
+    Python ``max(0, ·)`` returns the integer 0 there; ``clamp(min=0)`` would pass gradient −1).
     """
     routed_ce = F.cross_entropy(mixed_logits.float(), labels)
     student_ce = F.cross_entropy(student_logits.detach().float(), labels)
@@ -187,12 +215,13 @@ def routing_objective(
         one * gamma,
         torch.where(detached_ce < student_ce, one / gamma, one),
     )
-    hinge = torch.clamp(logit_choice.shape[0] / 2 - logit_choice.float().sum(), min=0)
+    hinge = torch.relu(logit_choice.shape[0] / 2 - logit_choice.float().sum())
     stats = {"routing_ce": detached_ce, "hinge": hinge.detach(), "gamma_weight": weight}
     return weight * routed_ce + hinge, stats
 
 
 SELECTOR_MODES = tuple(SpotMode.names())
+RANDOM_SCHEMES = ("authors", "independent")
 
 
 def build_selector(
@@ -206,14 +235,24 @@ def build_selector(
     homogeneous: bool = False,
     input_size: int = 32,
     seed: int = 0,
+    random_scheme: str = "authors",
+    logit_follows_last_spot: bool = False,
 ) -> SpotSelector:
     """The selector for ``mode`` over the feature spots ``spot_indices`` (+ the logit spot).
 
     ``spot_indices`` are stage indices shared by both nets (ascending; may be empty). In the
     adaptive and anti modes the teacher is frozen here (eval, ``requires_grad=False``).
+    ``random_scheme`` (random mode only): ``authors`` reproduces ``train_random.py`` (student CE ×
+    ``gamma``; the logit column copies the last feature spot's when ``logit_follows_last_spot``,
+    which the builder takes from the distiller: AT, NST, VID); ``independent`` draws every column
+    on its own and leaves CE alone.
     """
     if mode not in SELECTOR_MODES:
         raise SakdError(f"unknown spot mode {mode!r}: use one of {', '.join(SELECTOR_MODES)}")
+    if random_scheme not in RANDOM_SCHEMES:
+        raise SakdError(
+            f"unknown random scheme {random_scheme!r}: use one of {', '.join(RANDOM_SCHEMES)}"
+        )
     if not gamma > 0:
         raise SakdError(f"gamma must be > 0 (got {gamma}): set a positive routing CE weight gamma")
     if not tau > 0:
@@ -223,7 +262,9 @@ def build_selector(
     if mode == "fixed":
         return FixedSelector(spots, seed)
     if mode == "random":
-        return RandomSelector(spots, seed)
+        if random_scheme == "independent":
+            return RandomSelector(spots, seed)
+        return RandomSelector(spots, seed, ce_scale=gamma, tie_logit_spot=logit_follows_last_spot)
     for role, net in (("student", student), ("teacher", teacher)):
         if net.spot_info(input_size)[-1].is_map:
             raise SakdError(

@@ -90,7 +90,7 @@ def _first_batch(cfg, train):
     ("scheme", "ce_scale", "tied"), [("authors", 2.0, True), ("independent", 1.0, False)]
 )
 def test_random_mode_runs_the_authors_ablation_by_default(tmp_path, scheme, ce_scale, tied):
-    extra = ["distiller.name=at", "spots.mode=random", "spots.gamma=2", "batch_size=96"]
+    extra = ["distiller.name=at", "spots.mode=random", "spots.routing_ce_weight=2", "batch_size=96"]
     cfg, train, task = _task(tmp_path, *extra, f"spots.random_scheme={scheme}")
     images, labels, index = _first_batch(cfg, train)
     task.train()
@@ -121,7 +121,7 @@ def test_ft_pretraining_keeps_the_students_bn_statistics(tmp_path):
     assert pretrain.name == "pretrain-ft"
     buffers = {k: v.clone() for k, v in task.student.named_buffers()}
     assert any(k.endswith("running_mean") for k in buffers)
-    paraphraser = [p.clone() for p in task.distiller.paraphrasers.parameters()]
+    paraphraser = [p.clone() for p in task.terms[-1].module.paraphrasers.parameters()]
     task.train()  # what the trainer does at the start of every epoch
     images, labels, index = _first_batch(cfg, train)
     loss = pretrain.step(images, labels, index, 0).losses["pretrain_ft"]
@@ -131,7 +131,7 @@ def test_ft_pretraining_keeps_the_students_bn_statistics(tmp_path):
         assert torch.equal(value, buffers[key]), key
     assert any(
         not torch.equal(p, q)
-        for p, q in zip(task.distiller.paraphrasers.parameters(), paraphraser, strict=True)
+        for p, q in zip(task.terms[-1].module.paraphrasers.parameters(), paraphraser, strict=True)
     )
     task.train()
     assert task.student.training
@@ -150,7 +150,7 @@ def test_weight_decay_reaches_distiller_parts_before_their_first_selected_sample
     result = task.phases(cfg.epochs)[-1].step(images, labels, index, 0)
     assert result.losses["fitnet"].item() == 0.0
     sum(result.losses.values()).backward()
-    parts = list(task.distiller.parameters())
+    parts = list(task.terms[-1].module.parameters())
     assert parts and all(p.grad is not None and not p.grad.any() for p in parts)
     before = [p.detach().clone() for p in parts]
     torch.optim.SGD(parts, lr=0.05, momentum=0.9, weight_decay=5e-4).step()

@@ -57,6 +57,9 @@ PUBLISHED_KEYS = (
     "spots.routing_ce_weight",
 )
 PUBLISHED_FILE = "src/sakd/recipes/_published.yaml"
+# model.name / teacher.name of a module object passed in from Python (sakd.train, sakd.distill):
+# "object:<module>.<class>", recorded so config.yaml says what ran; it cannot be built by name.
+OBJECT_PREFIX = "object:"
 
 
 class _Strict(BaseModel):
@@ -167,11 +170,16 @@ class ScheduleConfig(_Strict):
         return [max(1, round(m * epochs / self.reference_epochs)) for m in self.milestones]
 
 
-class TeacherConfig(_Strict):
-    """The frozen teacher: architecture, checkpoint file and (optionally) its SHA-256."""
+class TeacherConfig(ModelConfig):
+    """The frozen teacher: a network named like the student's (:class:`ModelConfig`'s fields),
+    its checkpoint file and (optionally) the file's SHA-256.
 
-    name: str
-    checkpoint: str
+    ``checkpoint`` is a sakd checkpoint or the module's own ``state_dict()`` (its own names). It
+    is required when the teacher is built by name; a teacher passed in as a module object
+    (``sakd.distill``) brings its weights and has none.
+    """
+
+    checkpoint: str | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
 
 
@@ -535,9 +543,18 @@ def _read_recipe_text(ref: str, context: str | Path | None) -> tuple[str, str | 
             return path.read_bytes().decode("utf-8"), path.parent, str(path)
         except UnicodeDecodeError:
             raise SakdError(f"config {ref!r} is not a text file: give a YAML recipe") from None
-    if context is None:
+    if context is None or _is_packaged(ref):
+        # A user file may build on a packaged recipe: ``base: quickstart/student``.
         return _read_packaged(ref, ref)
-    raise SakdError(f"recipe base {ref!r} not found next to the recipe that names it ({context})")
+    raise SakdError(
+        f"recipe base {ref!r} is neither a file next to the recipe that names it ({context}) nor "
+        "a packaged recipe: fix the path, or use a name `sakd recipes` lists"
+    )
+
+
+def _is_packaged(name: str) -> bool:
+    name = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    return resources.files(RECIPES_PACKAGE).joinpath(*f"{name}.yaml".split("/")).is_file()
 
 
 def _read_packaged(name: str, ref: str) -> tuple[str, str, str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from sakd.config import OBJECT_PREFIX
 from sakd.engine.checkpoint import FORMAT, atomic_write_bytes, extract_state_dict, load_checkpoint
 from sakd.errors import SakdError
 
@@ -61,6 +62,11 @@ def export_state_dict(model_cfg: dict, state: dict, what: str) -> dict[str, torc
     name = model_cfg.get("name")
     if not name:
         raise SakdError(f"{what} records no model name")
+    if name.startswith(OBJECT_PREFIX):
+        raise SakdError(
+            f"{what} was trained from a Python object ({name}): export it from Python with "
+            "run.export(out) on the Run that sakd.train/sakd.distill returned"
+        )
     head_weight = state.get("head.weight")
     if head_weight is None or head_weight.dim() != 2:
         raise SakdError(f"{what} holds no staged head (head.weight): not a sakd student")

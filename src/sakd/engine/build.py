@@ -7,11 +7,14 @@ run folder is created, so bad input leaves nothing half-written on disk.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 
+import torch
 from pydantic import ValidationError
+from torch import nn
 
-from sakd.config import DistillerConfig, ModelConfig, RunConfig
+from sakd.config import OBJECT_PREFIX, DistillerConfig, ModelConfig, RunConfig, TeacherConfig
 from sakd.data import BatchSource, StreamSet, load_dataset, open_stream
 from sakd.engine.checkpoint import (
     extract_state_dict,
@@ -79,12 +82,28 @@ def _open_split(cfg: RunConfig, train: bool) -> BatchSource:
     return split
 
 
-def build_model(cfg_model, num_classes: int, input_size: int) -> StagedNet:
+# In-memory modules handed to the engine (``run(cfg, modules=...)``), keyed by config section.
+MODULE_KEYS = ("model", "teacher")
+
+
+def build_model(
+    cfg_model: ModelConfig, num_classes: int, input_size: int, module: nn.Module | None = None
+) -> StagedNet:
     """A zoo model, ``torchvision:``/``timm:`` ARCH or ``package.module:factory``, staged.
 
     Non-zoo modules are cut at ``stages`` / ``head`` (automatic when unset); see
-    :func:`sakd.models.create_model`.
+    :func:`sakd.models.create_model`. ``module``: an ``nn.Module`` object to use instead of
+    building one by name (a :class:`StagedNet` as it is, any other module cut by
+    :func:`~sakd.models.wrap.stage_model`); the staged net shares its parameters, so training it
+    trains ``module`` itself.
     """
+    if module is not None:
+        return _stage_object(cfg_model, module, num_classes, input_size)
+    if cfg_model.name.startswith(OBJECT_PREFIX):
+        raise SakdError(
+            f"{cfg_model.name!r} was a Python object passed to sakd.train/sakd.distill: pass the "
+            "same module again from Python, or name a zoo model or package.module:factory"
+        )
     return create_model(
         cfg_model.name,
         num_classes=num_classes,
@@ -96,10 +115,76 @@ def build_model(cfg_model, num_classes: int, input_size: int) -> StagedNet:
     )
 
 
-def load_teacher(cfg: RunConfig, num_classes: int, input_size: int) -> tuple[StagedNet, str]:
-    """The frozen teacher with its checkpoint loaded strictly; returns it and the file's SHA-256."""
+def _stage_object(
+    cfg_model: ModelConfig, module: nn.Module, num_classes: int, input_size: int
+) -> StagedNet:
+    role = "teacher" if isinstance(cfg_model, TeacherConfig) else "model"
+    if not isinstance(module, nn.Module):
+        raise SakdError(
+            f"the {_role_name(role)} is a {type(module).__name__}, not a torch nn.Module: pass "
+            "a module object or a model name"
+        )
+    if cfg_model.pretrained not in (None, False):
+        raise SakdError(
+            f"{role}.pretrained applies to models built by name: load the weights into your "
+            f"{type(module).__name__} before passing it"
+        )
+    if isinstance(module, StagedNet):
+        if cfg_model.stages is not None or cfg_model.head is not None:
+            raise SakdError(
+                f"the {_role_name(role)} is already a StagedNet: leave its stages and head unset"
+            )
+        module.input_size = input_size
+        staged = module
+    else:
+        from sakd.models.wrap import stage_model
+
+        staged = stage_model(
+            module, cfg_model.stages, cfg_model.head, cfg_model.stem, input_size=input_size
+        )
+    outputs = getattr(staged.head, "out_features", None)
+    if outputs is not None and outputs != num_classes:
+        raise SakdError(
+            f"the {_role_name(role)} {type(module).__name__} has {outputs} outputs but the data "
+            f"has {num_classes} classes: build it with {num_classes} classes"
+        )
+    return staged
+
+
+def _role_name(role: str) -> str:
+    return "student" if role == "model" else role
+
+
+def module_sha256(module: nn.Module) -> str:
+    """SHA-256 over a module's state dict (names, dtypes, shapes, values): a teacher object's digest."""
+    digest = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        tensor = value.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def load_teacher(
+    cfg: RunConfig, num_classes: int, input_size: int, module: nn.Module | None = None
+) -> tuple[StagedNet, str]:
+    """The frozen teacher with its checkpoint loaded strictly; returns it and its SHA-256.
+
+    The teacher is built from ``cfg.teacher`` (a name, like the student's), or is ``module`` (an
+    object with its weights). ``teacher.checkpoint`` (a sakd checkpoint or the module's own
+    ``state_dict()``) is loaded into either; a teacher built by name needs one. The digest is the
+    checkpoint file's, or the object's state dict's (:func:`module_sha256`) when there is none.
+    """
     assert cfg.teacher is not None
-    teacher = build_model(ModelConfig(name=cfg.teacher.name), num_classes, input_size)
+    teacher = build_model(cfg.teacher, num_classes, input_size, module)
+    if cfg.teacher.checkpoint is None:
+        if module is None:
+            raise SakdError(
+                f"teacher {cfg.teacher.name!r} has no weights: set teacher.checkpoint to its "
+                "checkpoint (a sakd checkpoint or the module's own state_dict)"
+            )
+        teacher.eval().requires_grad_(False)
+        return teacher, module_sha256(teacher)
     path = resolve_path(cfg.teacher.checkpoint)
     if not path.is_file():
         raise SakdError(
@@ -202,11 +287,26 @@ def resolved_weights(cfg: RunConfig, params: DistillerParams | None = None) -> d
     return {k: {"value": v, "source": sources.get(k, "default")} for k, v in values.items()}
 
 
-def build_task(cfg: RunConfig, train_set: BatchSource, runtime: Runtime) -> tuple[Task, dict]:
-    """The task for this config and facts to record (teacher checksum, resolved loss weights)."""
+def build_task(
+    cfg: RunConfig,
+    train_set: BatchSource,
+    runtime: Runtime,
+    modules: dict[str, nn.Module] | None = None,
+) -> tuple[Task, dict]:
+    """The task for this config and facts to record (teacher checksum, resolved loss weights).
+
+    ``modules``: ``nn.Module`` objects to use instead of building ``cfg.model`` / ``cfg.teacher``
+    by name (keys ``"model"`` and ``"teacher"``; see :func:`build_model`).
+    """
+    modules = dict(modules or {})
+    unknown = sorted(set(modules) - set(MODULE_KEYS))
+    if unknown:
+        raise SakdError(f"modules may hold 'model' and 'teacher', not {', '.join(unknown)}")
+    if modules.get("teacher") is not None and cfg.teacher is None:
+        raise SakdError("a teacher module was given but the config has no teacher section")
     input_size = int(train_set.image_size[-1])
     num_classes = train_set.num_classes
-    student = build_model(cfg.model, num_classes, input_size)
+    student = build_model(cfg.model, num_classes, input_size, modules.get("model"))
     group = dict(
         lr=cfg.lr,
         weight_decay=cfg.optimizer.weight_decay,
@@ -217,7 +317,7 @@ def build_task(cfg: RunConfig, train_set: BatchSource, runtime: Runtime) -> tupl
         return runtime.prepare_module(ClassificationTask(student, **group)), {}
     dcfg = cfg.distiller or DistillerConfig()
     distiller_params(get_distiller(dcfg.name), dcfg.params)  # before the teacher is read
-    teacher, digest = load_teacher(cfg, num_classes, input_size)
+    teacher, digest = load_teacher(cfg, num_classes, input_size, modules.get("teacher"))
     plan = plan_distiller(
         dcfg.name,
         dcfg.params,

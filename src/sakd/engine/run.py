@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 import sakd
-from sakd.config import RunConfig, config_differences, dump_config
+from sakd.config import OBJECT_PREFIX, RunConfig, config_differences, dump_config
 from sakd.data import BatchSource, ImageSet, StreamSet
 from sakd.engine.build import build_task, load_data
 from sakd.engine.checkpoint import atomic_write_text, remove_orphans, sha256_file
@@ -46,7 +47,11 @@ class CompleteRunSummary(RunSummary):
     """The summary of a run that was already complete when started again: nothing ran."""
 
 
-def run(cfg: RunConfig, data: tuple[BatchSource, BatchSource] | None = None) -> RunSummary:
+def run(
+    cfg: RunConfig,
+    data: tuple[BatchSource, BatchSource] | None = None,
+    modules: dict[str, nn.Module] | None = None,
+) -> RunSummary:
     """Train the network (or distil the student) that ``cfg`` describes; returns its summary.
 
     All inputs are checked before ``output_dir`` is touched. The run folder then holds
@@ -57,6 +62,10 @@ def run(cfg: RunConfig, data: tuple[BatchSource, BatchSource] | None = None) -> 
     (+ ``best.pt.sha256``). On a GPU the whole dataset is moved to the device once and batched and
     augmented there (a streamed split is read batch by batch). ``data``: (train, test) sources to
     use instead of the ones ``cfg.data`` names (e.g. from :func:`sakd.data.from_dataset`).
+    ``modules``: ``nn.Module`` objects to train / distil from instead of building ``cfg.model`` /
+    ``cfg.teacher`` by name (``{"model": student, "teacher": teacher}``, either optional; see
+    :func:`sakd.engine.build.build_model`): the student object itself is trained (its parameters
+    are the staged net's), the teacher object is frozen (eval mode, no gradients). This is what :func:`sakd.train` and :func:`sakd.distill` call.
 
     The folder is locked while the run uses it (a second run on it is refused). A folder that
     already holds the complete run (``summary.json``, same configuration) is left exactly as it
@@ -64,22 +73,25 @@ def run(cfg: RunConfig, data: tuple[BatchSource, BatchSource] | None = None) -> 
     """
     if cfg.teacher is None and cfg.distiller is not None:
         raise SakdError("a distiller needs a teacher")
-    return _run(cfg, join_launch(cfg.device), data)
+    return _run(cfg, join_launch(cfg.device), data, modules)
 
 
 def _run(
-    cfg: RunConfig, device: str, data: tuple[BatchSource, BatchSource] | None = None
+    cfg: RunConfig,
+    device: str,
+    data: tuple[BatchSource, BatchSource] | None = None,
+    modules: dict[str, nn.Module] | None = None,
 ) -> RunSummary:
     seed_everything(cfg.seed)
     runtime = Runtime.create(device, cfg.precision, cfg.channels_last, cfg.compile)
     train_set, test_set = load_data(cfg) if data is None else data
     if runtime.device.type != "cpu":
         train_set, test_set = train_set.to(runtime.device), test_set.to(runtime.device)
-    task, facts = build_task(cfg, train_set, runtime)
+    task, facts = build_task(cfg, train_set, runtime, modules)
     # After building: the builders probe the student's shapes, which must not trigger compilation.
     runtime.compile_network(task.eval_model)
     run_dir = Path(cfg.output_dir)
-    lock = on_main_rank(lambda: _open_output_dir(run_dir, cfg))
+    lock = on_main_rank(lambda: _open_output_dir(run_dir, cfg, facts.get("teacher_sha256")))
     try:
         complete = broadcast_from_main(on_main_rank(lambda: _complete_summary(run_dir, cfg)))
         if complete is not None:
@@ -125,13 +137,16 @@ def _train(cfg, runtime, run_dir, task, facts, train_set, test_set) -> RunSummar
     return summary
 
 
-def _open_output_dir(run_dir: Path, cfg: RunConfig) -> RunDirLock:
+def _open_output_dir(
+    run_dir: Path, cfg: RunConfig, teacher_sha256: str | None = None
+) -> RunDirLock:
     """Check ``output_dir``, lock it, and remove the temporary files of a killed earlier run."""
     if run_dir.exists() and not run_dir.is_dir():
         raise SakdError(f"output_dir {str(run_dir)!r} is a file: choose a folder path")
     lock = lock_run_dir(run_dir)
     try:
         _check_output_dir(run_dir, cfg)
+        _check_teacher_object(run_dir, cfg, teacher_sha256)
         remove_orphans(run_dir)
         remove_orphans(run_dir / "checkpoints")
     except BaseException:
@@ -187,6 +202,33 @@ def _check_output_dir(run_dir: Path, cfg: RunConfig) -> None:
                 f"({', '.join(changed)} differ): use another output_dir, or resume=false to start "
                 "over in this one"
             )
+
+
+def _check_teacher_object(run_dir: Path, cfg: RunConfig, digest: str | None) -> None:
+    """Resuming with a teacher object: it must hold the weights the run started from.
+
+    config.yaml records a module object by its class only, so its weights are compared through
+    the state-dict digest that run.json recorded (``teacher_sha256``).
+    """
+    teacher = cfg.teacher
+    if not cfg.resume or teacher is None or digest is None or teacher.checkpoint is not None:
+        return
+    info = run_dir / "run.json"
+    if (
+        not teacher.name.startswith(OBJECT_PREFIX)
+        or not (run_dir / "checkpoints" / "last.pt").is_file()
+    ):
+        return
+    try:
+        recorded = json.loads(info.read_bytes().decode("utf-8")).get("teacher_sha256")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(recorded, str) and recorded != digest:
+        raise SakdError(
+            f"output_dir {str(run_dir)!r} holds a run distilled from a teacher with other weights "
+            f"(state-dict SHA-256 {recorded[:12]}…, this one {digest[:12]}…): pass the same "
+            "teacher, use another output_dir, or resume=false to start over in this one"
+        )
 
 
 def _clear_previous_run(run_dir: Path) -> None:

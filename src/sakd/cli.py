@@ -74,14 +74,24 @@ def _cmd_recipes(args: argparse.Namespace) -> None:
 
 
 def _cmd_distillers(args: argparse.Namespace) -> None:
+    from sakd.config import published_weights
     from sakd.losses import PretrainParams, get_distiller, list_distillers
 
+    tables = published_weights()
     for name in list_distillers():
         cls = get_distiller(name)
         defaults = cls.Params()
         epochs = defaults.pretrain_epochs if isinstance(defaults, PretrainParams) else 0
         extra = f" (+{epochs}-epoch pre-training)" if epochs else ""
         print(f"{name:8s} spots={cls.spot_role:11s} {cls.description}{extra}")
+        params = ", ".join(f"{k}={v}" for k, v in defaults.model_dump().items()) or "none"
+        weights = [
+            f"{table} " + " ".join(f"{k}={v}" for k, v in rows[name].items())
+            for table, rows in tables.items()
+            if name in rows
+        ]
+        print(f"{'':8s} params: {params}")
+        print(f"{'':8s} published: {'; '.join(weights) or 'none (set the loss weights)'}")
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> None:

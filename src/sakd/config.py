@@ -1,8 +1,15 @@
 """Typed run configuration: YAML recipes + ``KEY=VALUE`` overrides, validated into pydantic models.
 
 Nothing downstream reads raw YAML: the CLI turns a recipe and its overrides into a :class:`RunConfig`
-here, and every builder takes that object. Unknown keys and wrong types are rejected with the key
-named (:class:`~sakd.errors.SakdError`).
+here, and every builder takes that object. Unknown keys, renamed keys and wrong types are rejected
+with the key named (:class:`~sakd.errors.SakdError`).
+
+Each loss weight has one home, in this order of precedence (highest first): the command line, the
+recipe files (the pair recipe and its ``base:`` chain, e.g. the protocol's
+``spots.routing_ce_weight``), the recipe's per-pair ``distiller.presets``, the published table
+(``recipes/_published.yaml``, chosen by ``distiller.published``) and the distiller's ``Params``
+defaults. The loader remembers where each value came from (:class:`Recipe`), and the validated
+config keeps it (:meth:`RunConfig.weight_sources`), so ``run.json`` can say it.
 """
 
 from __future__ import annotations
@@ -11,14 +18,43 @@ import contextlib
 import copy
 import functools
 import posixpath
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sakd.errors import SakdError
+from sakd.spot_modes import SpotMode
+
+# Keys renamed so that no two hyperparameters share a name (issue 9): old dotted key -> new one.
+RENAMED_KEYS = {
+    "distiller.beta": "distiller.loss_weight",
+    "distiller.weights": "distiller.published",
+    "loss.ce": "loss.ce_weight",
+    "loss.kd": "loss.kd_weight",
+    "schedule.gamma": "schedule.lr_decay",
+    "spots.gamma": "spots.routing_ce_weight",
+}
+# The loss weights filled from the published table when no recipe or override sets them.
+PUBLISHED_KEYS = (
+    "loss.ce_weight",
+    "loss.kd_weight",
+    "distiller.loss_weight",
+    "spots.routing_ce_weight",
+)
+PUBLISHED_FILE = "src/sakd/recipes/_published.yaml"
 
 
 class _Strict(BaseModel):
@@ -55,14 +91,14 @@ class OptimizerConfig(_Strict):
 
 
 class ScheduleConfig(_Strict):
-    """Step decay: lr × ``gamma`` at each milestone.
+    """Step decay: lr × ``lr_decay`` at each milestone.
 
     Milestones are given for ``reference_epochs`` and scaled to the run's ``epochs`` (so a 24-epoch
     smoke run of the 240-epoch protocol decays at 15/18/21).
     """
 
     milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])
-    gamma: float = Field(default=0.1, gt=0, le=1)
+    lr_decay: float = Field(default=0.1, gt=0, le=1)
     reference_epochs: int = Field(default=240, ge=1)
 
     def scaled_milestones(self, epochs: int) -> list[int]:
@@ -79,39 +115,50 @@ class TeacherConfig(_Strict):
 
 
 class DistillerConfig(_Strict):
-    """The distiller at its spots: name, weight β and its own hyperparameters.
+    """The distiller at its spots: name, the weight of its loss term (β) and its own hyperparameters.
 
-    ``beta`` left unset takes the published value of the ``weights`` table (``_published.yaml``):
+    ``loss_weight`` left unset takes the value of the ``published`` table (``_published.yaml``):
     ``sakd`` (the SAKD authors' β, with CE + vanilla KD: the paper's "Stan." baseline) or
-    ``repdistiller`` (the distiller alone, RepDistiller's β). ``presets`` holds a recipe's
-    per-distiller parameter defaults (e.g. DKD's β for a pair); the chosen distiller's preset is
-    merged under ``params`` (``params`` wins) when the config is validated.
+    ``repdistiller`` (the distiller alone, RepDistiller's β). ``params`` are the distiller's own
+    hyperparameters (validated by its ``Params``; DKD's ``alpha`` / ``beta`` live here).
+    ``presets`` holds a recipe's per-distiller parameter defaults (e.g. DKD's β for a pair); the
+    chosen distiller's preset is merged under ``params`` (``params`` wins) when the config is
+    validated.
     """
 
     name: str = "kd"
-    beta: float | None = Field(default=None, ge=0)
-    weights: Literal["sakd", "repdistiller"] = "sakd"
+    loss_weight: float | None = Field(default=None, ge=0)
+    published: Literal["sakd", "repdistiller"] = "sakd"
     params: dict[str, Any] = Field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class LossConfig(_Strict):
-    """Weights of cross-entropy and of vanilla KD at the logit spot (α), and the KD temperature.
+    """Weight of cross-entropy, weight (α) and temperature of the logit-KD term added to a distiller.
 
-    Unset weights take the published values of the distiller's ``weights`` table (1 and 0 when
-    there is no teacher).
+    Unset weights take the published values of the ``distiller.published`` table (1 and 0 when
+    there is no teacher). The logit-KD term runs only when ``kd_weight`` > 0; vanilla KD alone is
+    ``distiller.name=kd`` (its temperature is ``distiller.params.temperature``).
     """
 
-    ce: float | None = Field(default=None, ge=0)
-    kd: float | None = Field(default=None, ge=0)
+    ce_weight: float | None = Field(default=None, ge=0)
+    kd_weight: float | None = Field(default=None, ge=0)
     kd_temperature: float = Field(default=4.0, gt=0)
 
 
-class SpotsConfig(_Strict):
-    """Where to distil: the spot mode and, for adaptive/anti, the policy's settings."""
+_DEFAULT_KD_TEMPERATURE = LossConfig.model_fields["kd_temperature"].default
 
-    mode: Literal["fixed", "random", "adaptive", "anti"] = "fixed"
-    gamma: float | None = Field(default=None, gt=0)
+
+class SpotsConfig(_Strict):
+    """Where to distil: the spot mode and, for adaptive/anti, the policy's settings.
+
+    ``routing_ce_weight`` (γ): weight of the routed network's cross-entropy in the policy's loss.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=True)
+
+    mode: SpotMode = SpotMode.FIXED
+    routing_ce_weight: float | None = Field(default=None, gt=0)
     tau: float = Field(default=5.0, gt=0)
     homogeneous: bool = False
     agent_lr: float | None = Field(default=None, gt=0)
@@ -157,17 +204,25 @@ class RunConfig(_Strict):
             raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return value
 
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
     @model_validator(mode="after")
-    def _distillation_complete(self) -> RunConfig:
+    def _distillation_complete(self, info: ValidationInfo) -> RunConfig:
         if self.distiller is not None and self.teacher is None:
             raise ValueError("a distiller needs a teacher: set teacher.name and teacher.checkpoint")
         if self.teacher is not None and self.distiller is None:
             self.distiller = DistillerConfig()
-        self._fill_published_weights()
-        if self.distiller is not None and self.distiller.name in self.distiller.presets:
-            preset = self.distiller.presets[self.distiller.name]
-            self.distiller.params = {**preset, **self.distiller.params}
+        if info.context is None and self._sources:
+            return self  # re-validated after an assignment: already resolved
+        context = info.context or {}
+        sources = context.get("sources")
+        if sources is None:  # validated without the loader: every value set counts as the config's
+            values = self._weight_values()
+            sources = {key: "config" for key, value in values.items() if value is not None}
+        label = context.get("label", "config")
+        resolved = self._resolve_weights(dict(sources), label, context.get("stored", False))
         self._format_output_dir()
+        self._sources = resolved
         return self
 
     def _format_output_dir(self) -> None:
@@ -189,22 +244,81 @@ class RunConfig(_Strict):
         if formatted != self.output_dir:
             self.output_dir = formatted
 
-    def _fill_published_weights(self) -> None:
-        """Replace unset loss weights by the published ones (see ``_published.yaml``)."""
-        row: dict[str, float] = {"ce": 1.0, "kd": 0.0, "beta": 0.0, "gamma": 1.0}
-        if self.distiller is not None:
-            table = published_weights()[self.distiller.weights]
-            row = table.get(self.distiller.name, {"ce": 1.0, "kd": 1.0, "beta": 1.0, "gamma": 1.0})
-            if self.data.name == "tiny-imagenet":
-                row = {**row, "gamma": 2.0}
-            if self.distiller.beta is None:
-                self.distiller.beta = float(row["beta"])
-        if self.loss.ce is None:
-            self.loss.ce = float(row["ce"])
-        if self.loss.kd is None:
-            self.loss.kd = float(row["kd"])
-        if self.spots.gamma is None:
-            self.spots.gamma = float(row["gamma"])
+    def _weight_values(self) -> dict[str, Any]:
+        """The configured value of each published key (None: unset)."""
+        d = self.distiller
+        return {
+            "loss.ce_weight": self.loss.ce_weight,
+            "loss.kd_weight": self.loss.kd_weight,
+            "distiller.loss_weight": d.loss_weight if d is not None else None,
+            "spots.routing_ce_weight": self.spots.routing_ce_weight,
+        }
+
+    def _resolve_weights(
+        self, sources: dict[str, str], label: str, stored: bool = False
+    ) -> dict[str, str]:
+        """Fill unset loss weights from the published table and merge the chosen distiller's preset.
+
+        ``sources`` holds the keys the recipe files and overrides set, with their source; returns
+        where each resolved value came from. A temperature for a logit-KD term that is off is an
+        error, except in configs sakd stored itself (``stored``).
+        """
+        d = self.distiller
+        values = self._weight_values()
+        keys = [k for k in PUBLISHED_KEYS if d is not None or not k.startswith("distiller.")]
+        unset = [k for k in keys if source_of(sources, k) is None or values[k] is None]
+        row: dict[str, float] = {"ce_weight": 1.0, "kd_weight": 0.0, "routing_ce_weight": 1.0}
+        row_source = "default"
+        if d is not None:
+            table = published_weights()[d.published]
+            if d.name in table:
+                row, row_source = table[d.name], f"published:{d.published}"
+            elif unset:
+                _check_registered(d.name)
+                raise SakdError(
+                    f"{label}: distiller {d.name!r} has no published weights in the "
+                    f"{d.published!r} table: add it to {PUBLISHED_FILE} or set "
+                    f"{', '.join(unset)}"
+                )
+        resolved: dict[str, str] = {}
+        for key in keys:
+            if key not in unset:
+                resolved[key] = str(source_of(sources, key))
+                continue
+            resolved[key] = row_source
+            section, name = key.split(".")
+            target = d if section == "distiller" else getattr(self, section)
+            setattr(target, name, float(row[name]))
+        temperature_source = source_of(sources, "loss.kd_temperature")
+        unused = not self.loss.kd_weight and self.loss.kd_temperature != _DEFAULT_KD_TEMPERATURE
+        if d is not None and temperature_source is not None and unused and not stored:
+            raise SakdError(
+                f"{label}: loss.kd_temperature is set ({temperature_source}) but the logit-KD term "
+                "is off (loss.kd_weight=0): set loss.kd_weight > 0, or the distiller's own "
+                "temperature as distiller.params.temperature (`sakd distillers` lists its params)"
+            )
+        resolved["loss.kd_temperature"] = temperature_source or "default"
+        if d is not None:
+            preset = d.presets.get(d.name, {})
+            for key in d.params:
+                where = source_of(sources, f"distiller.params.{key}")
+                resolved[f"distiller.params.{key}"] = where or label
+            for key in preset:
+                if key not in d.params:
+                    where = source_of(sources, f"distiller.presets.{d.name}.{key}") or label
+                    resolved[f"distiller.params.{key}"] = "preset " + where.removeprefix("recipe ")
+            if preset:
+                d.params = {**preset, **d.params}
+        return resolved
+
+    def weight_sources(self) -> dict[str, str]:
+        """Where each resolved loss weight and distiller parameter came from.
+
+        ``command line``, ``recipe <name>``, ``preset <recipe>``, ``published:<table>``,
+        ``default``, or the label given to :func:`validate_config`. Distiller parameters left at
+        their ``Params`` default are not listed (the builder reports them as ``default``).
+        """
+        return dict(self._sources)
 
     @property
     def agent_lr(self) -> float:
@@ -241,8 +355,64 @@ def list_recipes() -> list[str]:
     return sorted(names)
 
 
-def _read_recipe_text(ref: str, context: str | Path | None) -> tuple[str, str | Path]:
-    """Text of a recipe given as a file path or a packaged recipe name, and where it was found.
+def _check_registered(name: str) -> None:
+    """Raise the registry's one-line error when ``name`` is not a distiller."""
+    from sakd.losses import get_distiller
+
+    get_distiller(name)
+
+
+def source_of(sources: dict[str, str], key: str) -> str | None:
+    """Where the dotted ``key`` (or the section holding it) was set, or None when nothing set it."""
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        found = sources.get(".".join(parts[:end]))
+        if found is not None:
+            return found
+    return None
+
+
+def _leaf_keys(data: dict, prefix: str = "") -> list[str]:
+    """Dotted keys of every value in a nested mapping (an empty mapping counts as a value)."""
+    keys = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            keys += _leaf_keys(value, dotted + ".")
+        else:
+            keys.append(dotted)
+    return keys
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A recipe's keys (``base:`` chain and overrides merged) and, per dotted key, who set it.
+
+    Sources read ``recipe <name or path>`` for recipe files and ``command line`` for overrides
+    (or the label given to :meth:`with_overrides`). Only :func:`validate_config` reads it.
+    """
+
+    values: dict
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def updated(self, update: dict, label: str) -> Recipe:
+        """This recipe with ``update``'s keys merged over it, set by ``label``."""
+        sources = {**self.sources, **dict.fromkeys(_leaf_keys(update), label)}
+        return Recipe(deep_merge(self.values, update), sources)
+
+    def with_overrides(self, overrides: list[str], label: str = "command line") -> Recipe:
+        """This recipe with ``KEY=VALUE`` overrides applied, set by ``label``."""
+        values = copy.deepcopy(self.values)
+        sources = dict(self.sources)
+        for item in overrides:
+            key, value = _set_override(values, item)
+            leaves = _leaf_keys(value, key + ".") if isinstance(value, dict) and value else [key]
+            sources.update(dict.fromkeys(leaves, label))
+        return Recipe(values, sources)
+
+
+def _read_recipe_text(ref: str, context: str | Path | None) -> tuple[str, str | Path, str]:
+    """Text of a recipe given as a file path or a packaged recipe name, where it was found, its name.
 
     ``context`` is the folder of the recipe that names ``ref`` as its base: a directory
     (``Path``) for files, a packaged folder (``str``, e.g. ``"cifar100/train"``) for recipes.
@@ -252,13 +422,13 @@ def _read_recipe_text(ref: str, context: str | Path | None) -> tuple[str, str | 
         return _read_packaged(name, ref)
     path = Path(ref) if context is None else context / ref
     if path.is_file():
-        return path.read_text(), path.parent
+        return path.read_text(), path.parent, str(path)
     if context is None:
         return _read_packaged(ref, ref)
     raise SakdError(f"recipe base {ref!r} not found next to the recipe that names it ({context})")
 
 
-def _read_packaged(name: str, ref: str) -> tuple[str, str]:
+def _read_packaged(name: str, ref: str) -> tuple[str, str, str]:
     name = name[: -len(".yaml")] if name.endswith(".yaml") else name
     packaged = resources.files(RECIPES_PACKAGE).joinpath(*f"{name}.yaml".split("/"))
     if not packaged.is_file():
@@ -266,14 +436,14 @@ def _read_packaged(name: str, ref: str) -> tuple[str, str]:
             f"config {ref!r} is neither a file nor a packaged recipe: give a YAML path or one of "
             "the names `sakd recipes` lists"
         )
-    return packaged.read_text(), posixpath.dirname(name)
+    return packaged.read_text(), posixpath.dirname(name), name
 
 
-def load_recipe_dict(ref: str, context: str | Path | None = None, _seen: tuple = ()) -> dict:
-    """The recipe as a plain dict, with its ``base:`` chain merged in (the recipe's keys win)."""
+def load_recipe(ref: str, context: str | Path | None = None, _seen: tuple = ()) -> Recipe:
+    """The recipe with its ``base:`` chain merged in (the recipe's keys win), and who set each key."""
     if ref in _seen:
         raise SakdError(f"recipe {ref!r} includes itself through 'base:'; remove the cycle")
-    text, where = _read_recipe_text(ref, context)
+    text, where, name = _read_recipe_text(ref, context)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -285,10 +455,8 @@ def load_recipe_dict(ref: str, context: str | Path | None = None, _seen: tuple =
     if not isinstance(data, dict):
         raise SakdError(f"config {ref!r} must be a YAML mapping of keys to values")
     base = data.pop("base", None)
-    if base is None:
-        return data
-    parent = load_recipe_dict(str(base), where, (*_seen, ref))
-    return deep_merge(parent, data)
+    parent = Recipe({}) if base is None else load_recipe(str(base), where, (*_seen, ref))
+    return parent.updated(data, f"recipe {name}")
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -302,36 +470,73 @@ def deep_merge(base: dict, update: dict) -> dict:
     return merged
 
 
+def _set_override(data: dict, item: str) -> tuple[str, Any]:
+    """Apply one ``KEY=VALUE`` override to ``data`` in place; returns the key and the value."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise SakdError(f"override {item!r} is not KEY=VALUE (e.g. epochs=2 or data.name=cifar100)")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise SakdError(f"override {item!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+    return key, value
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``KEY=VALUE`` overrides (dotted keys, YAML-typed values) to a recipe dict."""
-    result = copy.deepcopy(data)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise SakdError(
-                f"override {item!r} is not KEY=VALUE (e.g. epochs=2 or data.name=cifar100)"
-            )
-        try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
-            value = raw
-        node = result
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise SakdError(f"override {item!r}: {part!r} is a value, not a section")
-            node = child
-        node[parts[-1]] = value
-    return result
+    return Recipe(data).with_overrides(overrides).values
 
 
-def validate_config(data: dict, source: str = "config") -> RunConfig:
-    """Validate a recipe dict into a :class:`RunConfig`; errors name the offending key."""
+def _lookup(data: dict, key: str) -> bool:
+    """True when the dotted ``key`` is present in the nested mapping ``data``."""
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def upgrade_renamed_keys(data: dict) -> dict:
+    """A stored config (written by an older sakd) with its renamed keys moved to the new names."""
+    data = copy.deepcopy(data)
+    for old, new in RENAMED_KEYS.items():
+        section, old_name = old.split(".")
+        node = data.get(section)
+        if isinstance(node, dict) and old_name in node:
+            node.setdefault(new.split(".")[1], node.pop(old_name))
+    return data
+
+
+def validate_config(data: dict | Recipe, source: str = "config", stored: bool = False) -> RunConfig:
+    """Validate a recipe into a :class:`RunConfig`; errors name the offending key.
+
+    A plain dict counts as set by ``source``; a :class:`Recipe` says who set each key. Renamed keys
+    are an error naming the new key, except in configs sakd itself stored (``stored=True``:
+    ``config.yaml`` of a run folder, a checkpoint's config), which are read under the new names.
+    """
+    if isinstance(data, Recipe):
+        recipe = data
+    else:
+        values = upgrade_renamed_keys(data) if stored else data
+        recipe = Recipe(values, dict.fromkeys(_leaf_keys(values), source))
+    values = recipe.values
+    for old, new in RENAMED_KEYS.items():
+        if _lookup(values, old):
+            raise SakdError(f"{source}: key {old!r} was renamed to {new!r}")
+    context = {"sources": recipe.sources, "label": source, "stored": stored}
     try:
-        return RunConfig.model_validate(data)
+        return RunConfig.model_validate(values, context=context)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -346,8 +551,8 @@ def validate_config(data: dict, source: str = "config") -> RunConfig:
 
 def load_config(ref: str, overrides: list[str] | None = None) -> RunConfig:
     """Recipe (path or packaged name) + overrides → validated :class:`RunConfig`."""
-    data = apply_overrides(load_recipe_dict(ref), overrides or [])
-    return validate_config(data, source=f"config {ref!r}")
+    recipe = load_recipe(ref).with_overrides(overrides or [])
+    return validate_config(recipe, source=f"config {ref!r}")
 
 
 RESUME_IGNORED_KEYS = ("progress", "resume", "device", "output_dir", "name")
@@ -360,7 +565,7 @@ def config_differences(saved: dict, config: RunConfig) -> list[str]:
     their defaults; one that no longer validates is compared as written.
     """
     with contextlib.suppress(SakdError):
-        saved = validate_config(saved).model_dump(mode="json")
+        saved = validate_config(saved, stored=True).model_dump(mode="json")
     current = config.model_dump(mode="json")
     keys = (set(saved) | set(current)) - set(RESUME_IGNORED_KEYS)
     return sorted(k for k in keys if saved.get(k) != current.get(k))

@@ -11,7 +11,8 @@ import json
 import time
 from pathlib import Path
 
-from sakd.config import load_config
+from sakd.config import RunConfig, load_config
+from sakd.engine.build import LOGIT_KD
 from sakd.engine.checkpoint import atomic_write_text
 from sakd.engine.metrics import read_metrics
 from sakd.engine.run import run
@@ -40,7 +41,7 @@ def quickstart(out: str, overrides: list[str]) -> list[dict]:
         run_dir = root / label.split()[0]
         cfg = load_config(recipe, [*extra, *overrides, f"output_dir={run_dir}"])
         if cfg.distiller is not None:
-            label = f"{cfg.distiller.name} + kd, {label}"
+            label = f"{loss_terms_label(cfg)}, {label}"
         print(
             f"[quickstart] {label}: {cfg.model.name}, {cfg.epochs} epochs -> {run_dir}", flush=True
         )
@@ -63,6 +64,13 @@ def quickstart(out: str, overrides: list[str]) -> list[dict]:
     print(table)
     atomic_write_text(root / "summary.md", table + "\n")
     return rows
+
+
+def loss_terms_label(cfg: RunConfig) -> str:
+    """The run's distillation loss terms, e.g. ``at + kd`` (the distiller and the logit-KD term)."""
+    assert cfg.distiller is not None
+    terms = [cfg.distiller.name] + ([LOGIT_KD] if cfg.loss.kd_weight else [])
+    return " + ".join(terms)
 
 
 def _table(rows: list[dict], teacher_top1: float | None) -> str:

@@ -27,8 +27,8 @@ def test_overrides_are_typed_and_dotted():
         (["epochs=many"], "'epochs'"),
         (["epochs=0"], "'epochs'"),
         (["spots.mode=sometimes"], "'spots.mode'"),
-        (["spots.gamma=-1"], "'spots.gamma'"),
-        (["distiller.beta=-2"], "'distiller.beta'"),
+        (["spots.routing_ce_weight=-1"], "'spots.routing_ce_weight'"),
+        (["distiller.loss_weight=-2"], "'distiller.loss_weight'"),
         (["lr"], "KEY=VALUE"),
         (["teacher.sha256=abc"], "'teacher.sha256'"),
     ],
@@ -69,17 +69,23 @@ def test_base_chain_and_relative_bases(tmp_path):
 
 def test_published_weights_fill_unset_values():
     cfg = load_config("cifar100/resnet32x4-resnet8x4", ["distiller.name=at"])
-    assert (cfg.distiller.beta, cfg.loss.ce, cfg.loss.kd, cfg.spots.gamma) == (1000, 1, 1, 2)
+    assert (
+        cfg.distiller.loss_weight,
+        cfg.loss.ce_weight,
+        cfg.loss.kd_weight,
+        cfg.spots.routing_ce_weight,
+    ) == (1000, 1, 1, 2)
     rep = load_config(
-        "cifar100/resnet32x4-resnet8x4", ["distiller.name=fitnet", "distiller.weights=repdistiller"]
+        "cifar100/resnet32x4-resnet8x4",
+        ["distiller.name=fitnet", "distiller.published=repdistiller"],
     )
-    assert (rep.distiller.beta, rep.loss.kd) == (100, 0)
+    assert (rep.distiller.loss_weight, rep.loss.kd_weight) == (100, 0)
     explicit = load_config(
-        "cifar100/resnet32x4-resnet8x4", ["distiller.name=at", "distiller.beta=5"]
+        "cifar100/resnet32x4-resnet8x4", ["distiller.name=at", "distiller.loss_weight=5"]
     )
-    assert explicit.distiller.beta == 5
+    assert explicit.distiller.loss_weight == 5
     tiny = load_config("tiny-imagenet/resnet56-resnet20", ["distiller.name=sp"])
-    assert tiny.spots.gamma == 2
+    assert tiny.spots.routing_ce_weight == 2
 
 
 def test_output_dir_fields():

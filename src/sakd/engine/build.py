@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
@@ -22,13 +23,15 @@ from sakd.engine.checkpoint import (
 )
 from sakd.engine.runtime import Runtime
 from sakd.engine.task import Task
-from sakd.engine.tasks import ClassificationTask, DistillationTask
+from sakd.engine.tasks import ClassificationTask, DistillationTask, LossTerm
 from sakd.errors import SakdError
 from sakd.losses import Distiller, DistillerParams, get_distiller
-from sakd.models import StagedNet, create_model, resolve_spots
+from sakd.models import SpotInfo, StagedNet, create_model, resolve_spots
+from sakd.spot_modes import SpotMode
 from sakd.spots import build_selector
 
-ADAPTIVE_MODES = ("adaptive", "anti")
+# The logit-KD term added to every distiller when loss.kd_weight > 0 (Hinton KD at the logit spot).
+LOGIT_KD = "kd"
 
 
 def load_data(cfg: RunConfig) -> tuple[ImageSet, ImageSet]:
@@ -104,39 +107,88 @@ def load_teacher(cfg: RunConfig, num_classes: int, input_size: int) -> tuple[Sta
     return teacher, digest
 
 
-def _distiller_spots(
-    cls: type[Distiller], student: StagedNet, teacher: StagedNet, input_size: int, mode: str
-):
-    role = cls.spot_role
+@dataclass(frozen=True)
+class DistillerPlan:
+    """A distiller checked against a pair: its class, validated parameters and paired spots.
+
+    ``student_spots`` / ``teacher_spots`` are equal-length (trimmed to the shorter network) and,
+    in the routed modes, at the same stages; empty for logit distillers.
+    """
+
+    cls: type[Distiller]
+    params: DistillerParams
+    student_spots: list[SpotInfo]
+    teacher_spots: list[SpotInfo]
+
+
+def plan_distiller(
+    name: str,
+    params: dict,
+    student_info: list[SpotInfo],
+    teacher_info: list[SpotInfo],
+    mode: str,
+) -> DistillerPlan:
+    """Check ``name`` with ``params`` on a pair described by its spots (``spot_info``) in ``mode``.
+
+    The one place the builder and the grid planner resolve, trim and align a distiller's spots and
+    validate its parameters; every problem is one :class:`SakdError` line.
+    """
+    cls = get_distiller(name)
+    checked = distiller_params(cls, params)
     try:
-        s_spots = resolve_spots(student.spot_info(input_size), role)
-        t_spots = resolve_spots(teacher.spot_info(input_size), role)
+        s_spots = resolve_spots(student_info, cls.spot_role)
+        t_spots = resolve_spots(teacher_info, cls.spot_role)
     except SakdError as exc:
-        raise SakdError(f"distiller {cls.name!r} cannot run on this pair: {exc}") from None
+        raise SakdError(f"distiller {name!r} cannot run on this pair: {exc}") from None
     n = min(len(s_spots), len(t_spots))
     s_spots, t_spots = s_spots[:n], t_spots[:n]
-    if mode in ADAPTIVE_MODES and [s.index for s in s_spots] != [t.index for t in t_spots]:
+    if SpotMode(mode).routed and [s.index for s in s_spots] != [t.index for t in t_spots]:
         raise SakdError(
-            f"spots of {cls.name!r} cannot be aligned for routing: student stages "
+            f"spots of {name!r} cannot be aligned for {mode} routing: student stages "
             f"{[s.index for s in s_spots]} vs teacher stages {[t.index for t in t_spots]}; "
             "use spots.mode=fixed or a pair with the same number of stages"
         )
-    return s_spots, t_spots
+    return DistillerPlan(cls, checked, s_spots, t_spots)
 
 
-def _distiller_params(cls: type[Distiller], values: dict) -> DistillerParams:
+def distiller_params(cls: type[Distiller], values: dict) -> DistillerParams:
+    """``distiller.params`` validated by the distiller's ``Params`` (unknown keys are errors)."""
     try:
         return cls.Params.model_validate(values)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
+        known = ", ".join(cls.Params.model_fields) or "none"
+        if err["type"] == "extra_forbidden":
+            raise SakdError(
+                f"distiller.params.{key}: {cls.name} has no parameter {key!r} "
+                f"(its parameters: {known}; `sakd distillers` describes them)"
+            ) from None
         raise SakdError(
-            f"distiller.params.{key}: {err['msg']} (`sakd distillers` lists {cls.name}'s parameters)"
+            f"distiller.params.{key}: {err['msg']} (got {err.get('input')!r}; "
+            f"{cls.name}'s parameters: {known})"
         ) from None
 
 
+def resolved_weights(cfg: RunConfig, params: DistillerParams | None = None) -> dict[str, dict]:
+    """Every resolved loss weight (and distiller parameter) with its value and source, for run.json.
+
+    Distiller parameters no recipe, preset or override set are the ``Params`` defaults.
+    """
+    values = {"loss.ce_weight": cfg.loss.ce_weight, "loss.kd_weight": cfg.loss.kd_weight}
+    if cfg.loss.kd_weight:
+        values["loss.kd_temperature"] = cfg.loss.kd_temperature
+    values["spots.routing_ce_weight"] = cfg.spots.routing_ce_weight
+    if cfg.distiller is not None:
+        values["distiller.loss_weight"] = cfg.distiller.loss_weight
+    if params is not None:
+        values.update({f"distiller.params.{k}": v for k, v in params.model_dump().items()})
+    sources = cfg.weight_sources()
+    return {k: {"value": v, "source": sources.get(k, "default")} for k, v in values.items()}
+
+
 def build_task(cfg: RunConfig, train_set: ImageSet, runtime: Runtime) -> tuple[Task, dict]:
-    """The task for this config and facts to record (teacher checksum and accuracy)."""
+    """The task for this config and facts to record (teacher checksum, resolved loss weights)."""
     input_size = int(train_set.images.shape[-1])
     num_classes = train_set.num_classes
     student = build_model(cfg.model, num_classes, input_size)
@@ -149,26 +201,23 @@ def build_task(cfg: RunConfig, train_set: ImageSet, runtime: Runtime) -> tuple[T
     if cfg.teacher is None:
         return runtime.prepare_module(ClassificationTask(student, **group)), {}
     dcfg = cfg.distiller or DistillerConfig()
-    cls = None if dcfg.name == "kd" else get_distiller(dcfg.name)
-    params = _distiller_params(cls, dcfg.params) if cls is not None else None
+    distiller_params(get_distiller(dcfg.name), dcfg.params)  # before the teacher is read
     teacher, digest = load_teacher(cfg, num_classes, input_size)
-    kd_cls = get_distiller("kd")
-    kd_params = kd_cls.Params(temperature=cfg.loss.kd_temperature)
-    kd = kd_cls([], [], kd_params, num_classes, len(train_set.labels))
-    distiller = None
-    s_idx: list[int] = []
-    t_idx: list[int] = []
-    if cls is not None:
-        s_spots, t_spots = _distiller_spots(cls, student, teacher, input_size, cfg.spots.mode)
-        distiller = cls(s_spots, t_spots, params, num_classes, len(train_set.labels))
-        distiller.attach_train_labels(train_set.labels)
-        s_idx, t_idx = [s.index for s in s_spots], [t.index for t in t_spots]
+    plan = plan_distiller(
+        dcfg.name,
+        dcfg.params,
+        student.spot_info(input_size),
+        teacher.spot_info(input_size),
+        cfg.spots.mode,
+    )
+    terms = _loss_terms(cfg, plan, num_classes, train_set)
+    s_idx = [s.index for s in plan.student_spots]
     selector = build_selector(
         cfg.spots.mode,
         student,
         teacher,
         s_idx,
-        gamma=cfg.spots.gamma,
+        gamma=cfg.spots.routing_ce_weight,
         tau=cfg.spots.tau,
         homogeneous=cfg.spots.homogeneous,
         input_size=input_size,
@@ -178,15 +227,46 @@ def build_task(cfg: RunConfig, train_set: ImageSet, runtime: Runtime) -> tuple[T
     task = DistillationTask(
         student,
         teacher,
-        distiller,
-        kd,
         selector,
-        s_idx,
-        t_idx,
-        ce_weight=cfg.loss.ce,
-        kd_weight=cfg.loss.kd,
-        beta=dcfg.beta,
+        terms,
+        ce_weight=cfg.loss.ce_weight,
         student_group=group,
         agent_group=agent_group,
     )
-    return runtime.prepare_module(task), {"teacher_sha256": digest}
+    facts = {"teacher_sha256": digest, "resolved_weights": resolved_weights(cfg, plan.params)}
+    return runtime.prepare_module(task), facts
+
+
+def _loss_terms(
+    cfg: RunConfig, plan: DistillerPlan, num_classes: int, train_set: ImageSet
+) -> list[LossTerm]:
+    """The logit-KD term (when ``loss.kd_weight`` > 0), then the chosen distiller's term."""
+    assert cfg.distiller is not None
+    num_train = len(train_set.labels)
+    terms = []
+    if cfg.loss.kd_weight > 0:
+        if plan.cls.name == LOGIT_KD:
+            raise SakdError(
+                f"distiller {LOGIT_KD!r} is the logit-KD term itself: set loss.kd_weight=0 "
+                "(its weight is distiller.loss_weight, its temperature distiller.params.temperature)"
+            )
+        kd_cls = get_distiller(LOGIT_KD)
+        kd = kd_cls(
+            [], [], kd_cls.Params(temperature=cfg.loss.kd_temperature), num_classes, num_train
+        )
+        terms.append(LossTerm(LOGIT_KD, cfg.loss.kd_weight, kd))
+    distiller = plan.cls(
+        plan.student_spots, plan.teacher_spots, plan.params, num_classes, num_train
+    )
+    distiller.attach_train_labels(train_set.labels)
+    terms.append(
+        LossTerm(
+            distiller.name,
+            cfg.distiller.loss_weight,
+            distiller,
+            [s.index for s in plan.student_spots],
+            [t.index for t in plan.teacher_spots],
+            checkpoint_name="distiller",
+        )
+    )
+    return terms

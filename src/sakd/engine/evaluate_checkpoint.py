@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sakd.config import apply_overrides, validate_config
+from sakd.config import apply_overrides, upgrade_renamed_keys, validate_config
 from sakd.engine.build import build_model, load_test_split
 from sakd.engine.checkpoint import FORMAT, extract_state_dict, load_checkpoint, load_weights_strict
 from sakd.engine.evaluate import accuracy
@@ -24,7 +24,7 @@ def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
         raise SakdError(
             f"{path!r} is not a sakd checkpoint: say which network it holds with model.name=NAME"
         )
-    merged = apply_overrides(base, overrides)
+    merged = apply_overrides(upgrade_renamed_keys(base), overrides)
     for key in ("teacher", "distiller"):
         merged.pop(key, None)
     cfg = validate_config(merged, source=f"checkpoint {path!r}")

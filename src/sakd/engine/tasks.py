@@ -2,20 +2,25 @@
 
 :class:`DistillationTask` composes any distiller (through the :class:`~sakd.losses.Distiller`
 contract) with any spot selector (fixed / random / adaptive / anti, through
-:class:`~sakd.spots.SpotSelector`). One step gives named losses::
+:class:`~sakd.spots.SpotSelector`). It receives a list of :class:`LossTerm` (the builder gives the
+logit-KD term when ``loss.kd_weight`` > 0, then the chosen distiller's term); one step gives named
+losses::
 
     ce       = w_ce · CE(z_S, y)
-    kd       = α · gated vanilla KD at the logit spot        (weights column K)
-    <name>   = β · Σ_k gated distiller loss at feature spot k (weights columns 1..L)
+    kd       = α · gated KD at the logit spot                 (weights column K)
+    <name>   = β · Σ_k gated distiller loss at its spots      (columns 1..L, or K for logit losses)
     routing  = L_R of the policy (adaptive / anti only)
 
-The spot weights are detached, so the distiller and KD terms train only the student and the
-distiller's parts; the selector keeps the routing loss away from the student by construction.
+Vanilla KD is the distiller ``kd`` as the only term. The spot weights are detached, so the loss
+terms train only the student and their own parts; the selector keeps the routing loss away from
+the student by construction.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -53,39 +58,59 @@ class ClassificationTask(Task):
         return self.student
 
 
+@dataclass
+class LossTerm:
+    """One teacher-driven loss of the distillation step: ``weight`` × ``module``'s gated loss.
+
+    ``student_spots`` / ``teacher_spots`` are the stage indices it reads (paired in order); empty
+    for a logit loss, which reads ``[logits]`` and is gated by the selector's logit column (the
+    last one); a feature loss is gated by the feature-spot columns. Its loss is logged under
+    ``name``; a term with weight 0 is not computed. ``checkpoint_name``: the name its state is
+    saved under (None: not saved, for stateless terms such as the logit-KD term).
+    """
+
+    name: str
+    weight: float
+    module: Distiller
+    student_spots: list[int] = field(default_factory=list)
+    teacher_spots: list[int] = field(default_factory=list)
+    checkpoint_name: str | None = None
+
+    @property
+    def columns(self) -> slice:
+        """The columns of the selector's (B, K) weights that gate this term."""
+        return slice(0, -1) if self.student_spots else slice(-1, None)
+
+
 class DistillationTask(Task):
-    """Student + frozen teacher + (optional) distiller + gated KD + spot selector."""
+    """Student + frozen teacher + spot selector + weighted CE and loss terms (see the module doc)."""
 
     def __init__(
         self,
         student: StagedNet,
         teacher: StagedNet,
-        distiller: Distiller | None,
-        kd: Distiller,
         selector: SpotSelector,
-        student_spots: Sequence[int],
-        teacher_spots: Sequence[int],
+        terms: Sequence[LossTerm],
         *,
         ce_weight: float,
-        kd_weight: float,
-        beta: float,
         student_group: dict,
         agent_group: dict,
     ) -> None:
         super().__init__()
+        names = [term.name for term in terms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"loss terms must have distinct names, got {names}")
         self.student = student
         # The teacher is frozen and never checkpointed: keep it out of the module tree.
         self.__dict__["teacher"] = teacher
         teacher.eval().requires_grad_(False)
-        self.distiller = distiller
-        self.kd = kd
         self.selector = selector
-        self.student_spots = list(student_spots)
-        self.teacher_spots = list(teacher_spots)
-        self.ce_weight, self.kd_weight, self.beta = ce_weight, kd_weight, beta
+        self.terms = list(terms)
+        self.term_modules = nn.ModuleList([term.module for term in self.terms])
+        self.ce_weight = ce_weight
         self._student_group = student_group
         self._agent_group = agent_group
-        self._preact = distiller is not None and distiller.preact
+        self._preact = any(term.module.preact for term in self.terms)
 
     def train(self, mode: bool = True) -> DistillationTask:
         """Switch the student & trainable parts; the teacher stays in eval mode."""
@@ -99,12 +124,8 @@ class DistillationTask(Task):
 
     # ------------------------------------------------------------------ phases
     def phases(self, epochs: int) -> list[Phase]:
-        phases = []
-        if self.distiller is not None and self.distiller.pretrain_epochs > 0:
-            phases.append(self._pretrain_phase())
-        student_params = [*self.student.parameters(), *self.kd.parameters()]
-        if self.distiller is not None:
-            student_params += list(self.distiller.parameters())
+        phases = [self._pretrain_phase(t) for t in self.terms if t.module.pretrain_epochs > 0]
+        student_params = [*self.student.parameters(), *self.term_modules.parameters()]
         groups = {"student": ParamGroup(student_params, **self._student_group)}
         agent_params = list(self.selector.parameters())
         if agent_params:
@@ -112,8 +133,8 @@ class DistillationTask(Task):
         phases.append(Phase("distill", epochs, self._step, groups))
         return phases
 
-    def _pretrain_phase(self) -> Phase:
-        distiller = self.distiller
+    def _pretrain_phase(self, term: LossTerm) -> Phase:
+        distiller = term.module
         params = list(distiller.pretrain_parameters())
         if distiller.pretrain_trains_student:
             head = {id(p) for p in self.student.head.parameters()}
@@ -128,7 +149,7 @@ class DistillationTask(Task):
         return Phase(
             f"pretrain-{distiller.name}",
             distiller.pretrain_epochs,
-            self._pretrain_step,
+            functools.partial(self._pretrain_step, term),
             {"pretrain": group},
             decay=False,
             evaluate=False,
@@ -143,22 +164,23 @@ class DistillationTask(Task):
         student_feats, student_logits = self.student.forward_features(images, preact=self._preact)
         return student_feats, student_logits, teacher_feats, teacher_logits
 
-    def _spot_feats(self, student_feats, teacher_feats, student_logits, teacher_logits):
-        if not self.student_spots:
+    @staticmethod
+    def _spot_feats(term: LossTerm, student_feats, teacher_feats, student_logits, teacher_logits):
+        if not term.student_spots:
             return [student_logits], [teacher_logits]
         return (
-            [student_feats[i] for i in self.student_spots],
-            [teacher_feats[i] for i in self.teacher_spots],
+            [student_feats[i] for i in term.student_spots],
+            [teacher_feats[i] for i in term.teacher_spots],
         )
 
     def _pretrain_step(
-        self, images: Tensor, labels: Tensor, index: Tensor, epoch: int
+        self, term: LossTerm, images: Tensor, labels: Tensor, index: Tensor, epoch: int
     ) -> StepResult:
         s_feats, s_logits, t_feats, t_logits = self._forward_pair(images)
-        s_spot, t_spot = self._spot_feats(s_feats, t_feats, s_logits, t_logits)
+        s_spot, t_spot = self._spot_feats(term, s_feats, t_feats, s_logits, t_logits)
         ctx = DistillContext(labels=labels, index=index, epoch=epoch)
         return StepResult(
-            {f"pretrain_{self.distiller.name}": self.distiller.pretrain_loss(s_spot, t_spot, ctx)}
+            {f"pretrain_{term.module.name}": term.module.pretrain_loss(s_spot, t_spot, ctx)}
         )
 
     def _step(self, images: Tensor, labels: Tensor, index: Tensor, epoch: int) -> StepResult:
@@ -182,15 +204,11 @@ class DistillationTask(Task):
         )
         ctx = DistillContext(labels=labels, index=index, epoch=epoch)
         losses = {"ce": self.ce_weight * F.cross_entropy(s_logits, labels)}
-        logit_weight = weights[:, -1:]
-        if self.kd_weight > 0:
-            losses["kd"] = self.kd_weight * self.kd([s_logits], [t_logits], logit_weight, ctx)
-        if self.distiller is not None and self.beta > 0:
-            s_spot, t_spot = self._spot_feats(s_feats, t_feats, s_logits, t_logits)
-            spot_weights = weights[:, :-1] if self.student_spots else logit_weight
-            losses[self.distiller.name] = self.beta * self.distiller(
-                s_spot, t_spot, spot_weights, ctx
-            )
+        for term in self.terms:
+            if term.weight > 0:
+                s_spot, t_spot = self._spot_feats(term, s_feats, t_feats, s_logits, t_logits)
+                gated = term.module(s_spot, t_spot, weights[:, term.columns], ctx)
+                losses[term.name] = term.weight * gated
         if selection.routing_loss is not None:
             losses["routing"] = selection.routing_loss
         stats = {"spot_rates": selection.weights.float().mean(0)}
@@ -203,8 +221,9 @@ class DistillationTask(Task):
 
     def checkpoint_modules(self) -> dict[str, nn.Module]:
         modules: dict[str, nn.Module] = {"student": self.student, "selector": self.selector}
-        if self.distiller is not None:
-            modules["distiller"] = self.distiller
+        for term in self.terms:
+            if term.checkpoint_name is not None:
+                modules[term.checkpoint_name] = term.module
         return modules
 
     @property

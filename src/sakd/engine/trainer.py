@@ -190,7 +190,7 @@ class Trainer:
         factor = 1.0
         if phase.decay:
             milestones = self.config.schedule.scaled_milestones(phase.epochs)
-            factor = self.config.schedule.gamma ** sum(epoch >= m for m in milestones)
+            factor = self.config.schedule.lr_decay ** sum(epoch >= m for m in milestones)
         lrs = {}
         for name, opt in optimizers.items():
             lr = phase.groups[name].lr * factor * self.lr_scale

@@ -28,20 +28,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sakd.config import (
-    RunConfig,
-    apply_overrides,
-    load_recipe_dict,
-    validate_config,
-)
+from sakd.config import Recipe, RunConfig, load_recipe, validate_config
 from sakd.config import config_differences as differences_from_saved
 from sakd.engine.checkpoint import resolve_path
 from sakd.errors import SakdError
+from sakd.spot_modes import SpotMode
 
 GRIDS_PACKAGE = "sakd.experiments"
 PACKAGED_GRIDS = ("R1", "R2", "R3")
-SPOT_MODES = ("fixed", "random", "adaptive", "anti")
-ROUTED_MODES = ("adaptive", "anti")
 AXIS_KEYS = {"distiller.name": "distillers", "spots.mode": "modes", "seed": "seeds"}
 # Top-level config keys of the global overrides that also apply to the teachers a grid trains:
 # the data, the schedule length, and how (not what) the network is computed.
@@ -186,7 +180,8 @@ class _PlanState:
     """Planning state: every bad entry found (each once, in order) and the recipes parsed."""
 
     items: list[str] = field(default_factory=list)
-    recipes: dict[str, dict] = field(default_factory=dict)
+    recipes: dict[str, Recipe] = field(default_factory=dict)
+    command_line: frozenset[str] = frozenset()  # overrides given on the command line, not the grid
 
     def add(self, message: str) -> None:
         if message not in self.items:
@@ -228,16 +223,16 @@ def plan_grid(
     from sakd.losses import list_distillers
     from sakd.models import list_models
 
-    state = _PlanState()
+    state = _PlanState(command_line=frozenset(overrides or []))
     shared = _valid_overrides([*spec.overrides, *(overrides or [])], state)
     teacher_overrides = _valid_overrides(spec.teacher_overrides, state)
     known_distillers = set(list_distillers())
     distillers = [d for d in spec.distillers if d in known_distillers]
     for bad in sorted(set(spec.distillers) - known_distillers):
         state.add(f"unknown distiller {bad!r} (`sakd distillers` lists them)")
-    modes = [m for m in spec.modes if m in SPOT_MODES]
-    for bad in sorted(set(spec.modes) - set(SPOT_MODES)):
-        state.add(f"unknown spot mode {bad!r} (use {', '.join(SPOT_MODES)})")
+    modes = [m for m in spec.modes if m in SpotMode.names()]
+    for bad in sorted(set(spec.modes) - set(SpotMode.names())):
+        state.add(f"unknown spot mode {bad!r} (use {', '.join(SpotMode.names())})")
     _check_unique(spec, state)
     models = set(list_models())
     datasets = set(list_datasets())
@@ -311,8 +306,7 @@ def _valid_overrides(overrides: list[str], state: _PlanState) -> list[str]:
             state.add(f"override {item!r}: set {key} through the grid's {AXIS_KEYS[key]} list")
             continue
         try:
-            data = apply_overrides(_OVERRIDE_PROBE, [item])
-            validate_config(data, source=f"override {item!r}")
+            validate_config(Recipe(_OVERRIDE_PROBE).with_overrides([item]), f"override {item!r}")
         except SakdError as exc:
             state.add(str(exc))
             continue
@@ -372,8 +366,11 @@ def _load_run_config(
     """The validated config of ``recipe`` + ``overrides`` with its paths placed under ``root``."""
     try:
         if recipe not in state.recipes:
-            state.recipes[recipe] = load_recipe_dict(recipe)
-        data = apply_overrides(state.recipes[recipe], overrides)
+            state.recipes[recipe] = load_recipe(recipe)
+        loaded = state.recipes[recipe]
+        for item in overrides:
+            loaded = loaded.with_overrides([item], _override_source(item, state))
+        data = loaded.values
         if output_dir is not None:
             data["output_dir"] = str(output_dir)
         elif root is not None:
@@ -381,10 +378,15 @@ def _load_run_config(
             teacher = data.get("teacher")
             if isinstance(teacher, dict) and isinstance(teacher.get("checkpoint"), str):
                 teacher["checkpoint"] = _under(root, teacher["checkpoint"])
-        return validate_config(data, source=f"pair {label!r}")
+        return validate_config(loaded, source=f"pair {label!r}")
     except SakdError as exc:
         state.add(str(exc))
         return None
+
+
+def _override_source(item: str, state: _PlanState) -> str:
+    """Where a run's override came from, for the run's record of its loss weights."""
+    return "command line" if item in state.command_line else "grid"
 
 
 def _under(root: str | Path, path: str) -> str:
@@ -499,32 +501,22 @@ def _spot_info(model_name: str, input_size: int):
 
 
 def _check_spots(label: str, base: RunConfig, distiller: str, mode: str, state: _PlanState) -> None:
-    """The distiller's spots exist on both networks and, when routed, sit at the same stages."""
+    """The builder's checks of the distiller on this pair: its parameters, spots and alignment."""
+    from sakd.engine.build import distiller_params, plan_distiller
     from sakd.losses import get_distiller
-    from sakd.models import resolve_spots
 
     assert base.teacher is not None
-    cls = get_distiller(distiller)
     params = base.distiller.params if base.distiller is not None else {}
-    if distiller != "kd":
-        try:
-            cls.Params.model_validate(params)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            key = ".".join(str(p) for p in err["loc"])
-            state.add(f"pair {label!r}, {distiller}: distiller.params.{key}: {err['msg']}")
+    try:
+        distiller_params(get_distiller(distiller), params)
+    except SakdError as exc:
+        state.add(f"pair {label!r}, {distiller}: {exc}")
+        return
     if ":" in base.model.name or ":" in base.teacher.name:
         return
     size = base.data.image_size or 32
+    student, teacher = _spot_info(base.model.name, size), _spot_info(base.teacher.name, size)
     try:
-        student = resolve_spots(_spot_info(base.model.name, size), cls.spot_role)
-        teacher = resolve_spots(_spot_info(base.teacher.name, size), cls.spot_role)
+        plan_distiller(distiller, params, student, teacher, mode)
     except SakdError as exc:
-        state.add(f"pair {label!r}: distiller {distiller!r} cannot run on it ({exc})")
-        return
-    n = min(len(student), len(teacher))
-    if mode in ROUTED_MODES and [s.index for s in student[:n]] != [t.index for t in teacher[:n]]:
-        state.add(
-            f"pair {label!r}: {distiller!r} spots cannot be aligned for {mode} routing "
-            "(the networks have different numbers of stages)"
-        )
+        state.add(f"pair {label!r}: {exc}")

@@ -16,6 +16,9 @@ from typing import Any
 
 import yaml
 
+from sakd.config import RunConfig, validate_config
+from sakd.errors import SakdError
+
 
 @dataclass(frozen=True)
 class CellKey:
@@ -34,7 +37,10 @@ class CellKey:
 
 @dataclass
 class RunResult:
-    """One finished run: its identity, its per-epoch test top-1 and the facts in run.json."""
+    """One finished run: its identity, its per-epoch test top-1 and the facts in run.json.
+
+    ``config`` is the stored ``config.yaml`` read back through the config schema (as a dict).
+    """
 
     path: Path
     key: CellKey
@@ -95,12 +101,16 @@ def collect_runs(root: Path) -> tuple[list[RunResult], list[Problem]]:
 def read_run(folder: Path) -> RunResult | Problem:
     """The run in ``folder``, or the :class:`Problem` that keeps it out of the results."""
     try:
-        config = yaml.safe_load((folder / "config.yaml").read_text())
+        raw = yaml.safe_load((folder / "config.yaml").read_text())
     except (OSError, yaml.YAMLError) as exc:
         return Problem(folder, "unreadable", f"config.yaml cannot be read ({type(exc).__name__})")
-    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
         return Problem(folder, "unreadable", "config.yaml is not a sakd run configuration")
-    epochs = int(config.get("epochs", 0))
+    try:
+        cfg = validate_config(raw, source="config.yaml", stored=True)
+    except SakdError as exc:
+        return Problem(folder, "unreadable", f"config.yaml does not validate ({exc})")
+    epochs = cfg.epochs
     finished = (folder / "summary.json").is_file()
     metrics = folder / "metrics.jsonl"
     if not metrics.is_file():
@@ -127,10 +137,10 @@ def read_run(folder: Path) -> RunResult | Problem:
         )
     return RunResult(
         path=folder,
-        key=_cell_key(config),
-        mode=(config.get("spots") or {}).get("mode") if config.get("teacher") else None,
-        seed=int(config.get("seed", 0)),
-        config=config,
+        key=_cell_key(cfg),
+        mode=cfg.spots.mode if cfg.teacher is not None else None,
+        seed=cfg.seed,
+        config=cfg.model_dump(mode="json"),
         records=records,
         info=_read_info(folder),
     )
@@ -160,14 +170,12 @@ def _spans(epochs: list[int]) -> str:
     return ", ".join(str(e + 1) for e in epochs[:12]) + (" …" if len(epochs) > 12 else "")
 
 
-def _cell_key(config: dict[str, Any]) -> CellKey:
-    teacher = config.get("teacher") or {}
-    distiller = config.get("distiller") or {}
+def _cell_key(cfg: RunConfig) -> CellKey:
     return CellKey(
-        dataset=str((config.get("data") or {}).get("name", "?")),
-        teacher=teacher.get("name"),
-        student=str(config["model"].get("name", "?")),
-        distiller=distiller.get("name", "kd") if teacher else None,
+        dataset=cfg.data.name,
+        teacher=cfg.teacher.name if cfg.teacher is not None else None,
+        student=cfg.model.name,
+        distiller=cfg.distiller.name if cfg.distiller is not None else None,
     )
 
 

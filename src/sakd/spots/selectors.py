@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from sakd.engine.distributed import global_rows
 from sakd.errors import SakdError
 from sakd.models.staged import StagedNet
+from sakd.spot_modes import SpotMode
 from sakd.spots.gumbel import GUMBEL_TAU, SeededGenerator, sample_gumbel, straight_through_gumbel
 from sakd.spots.policy import SpotPolicy
 from sakd.spots.routing import RoutedNetwork, make_adaptors
@@ -190,7 +191,7 @@ def routing_objective(
     return weight * routed_ce + hinge, stats
 
 
-SELECTOR_MODES = ("fixed", "random", "adaptive", "anti")
+SELECTOR_MODES = tuple(SpotMode.names())
 
 
 def build_selector(

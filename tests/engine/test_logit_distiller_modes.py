@@ -9,7 +9,6 @@ import pytest
 from sakd.config import load_config
 from sakd.engine.run import run
 from sakd.errors import SakdError
-from sakd.experiments.results import distiller_label
 
 from ..conftest import tiny_overrides
 
@@ -36,7 +35,7 @@ def test_logit_method_runs_one_step_in_every_mode(tmp_path, method, mode):
             f"spots.mode={mode}",
         ),
     )
-    assert distiller_label(cfg) == method
+    assert cfg.distiller.label == method
     run(cfg)
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     losses = record["losses"]
@@ -73,7 +72,7 @@ def test_ls_recipes_give_the_authors_hyperparameters(pair):
     assert (kd.loss.ce_weight, kd.distiller.loss_weight, kd.loss.kd_weight) == (1.0, 9.0, 0.0)
     assert weight == 9
     assert kd.output_dir.endswith("/kd+ls-fixed/seed0")
-    assert distiller_label(kd) == "kd+ls"
+    assert kd.distiller.label == "kd+ls"
 
     dkd = load_config(f"cifar100/ls/{pair}", ["distiller.name=dkd", "spots.mode=adaptive"])
     temperature, weight, beta = LS_DKD[pair]
@@ -85,11 +84,11 @@ def test_ls_recipes_give_the_authors_hyperparameters(pair):
     }
     assert (dkd.loss.ce_weight, dkd.distiller.loss_weight, dkd.loss.kd_weight) == (1.0, 1.0, 0.0)
     assert dkd.output_dir.endswith("/dkd+ls-adaptive/seed0")
-    assert distiller_label(dkd) == "dkd+ls"
+    assert dkd.distiller.label == "dkd+ls"
     # the plain pair recipe is untouched: DKD with mdistiller's beta, no LS
     plain = load_config(f"cifar100/{pair}", ["distiller.name=dkd"])
     assert "logit_standardization" not in plain.distiller.params
-    assert distiller_label(plain) == "dkd"
+    assert plain.distiller.label == "dkd"
 
 
 def test_ls_recipe_refuses_a_distiller_without_ls_weights():

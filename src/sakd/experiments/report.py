@@ -31,8 +31,11 @@ from sakd.experiments.reference import (
 from sakd.experiments.results import CellKey, Problem, RunResult, collect_runs
 
 MODE_ORDER = ("fixed", "adaptive", "random", "anti")
-# The paper's column order; other distillers follow alphabetically.
-DISTILLER_ORDER = ("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ft", "nst", "crd")
+# The paper's column order, then the logit distillers; other distillers follow alphabetically.
+DISTILLER_ORDER = (
+    *("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ft", "nst", "crd"),
+    *("dkd", "kd+ls", "dkd+ls"),
+)
 # Config keys that may differ between the runs of one cell (they do not change what is measured).
 VOLATILE_KEYS = ("seed", "output_dir", "name", "progress", "resume", "device", "spots.mode")
 CSV_FIELDS = [
@@ -227,7 +230,8 @@ def expected_runs(
     for planned in plan.runs:
         cfg = planned.config
         assert cfg.teacher is not None
-        key = CellKey(cfg.data.name, cfg.teacher.name, cfg.model.name, planned.distiller)
+        assert cfg.distiller is not None
+        key = CellKey(cfg.data.name, cfg.teacher.name, cfg.model.name, cfg.distiller.label)
         expected[(key, planned.mode)].append(planned.seed)
     return [(key, mode, seeds) for (key, mode), seeds in expected.items()]
 

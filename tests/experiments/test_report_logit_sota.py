@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 from sakd.config import list_recipes
 from sakd.experiments.reference import logit_references
-from sakd.experiments.report import build_report, render_csv, render_markdown
+from sakd.experiments.report import build_report, expected_runs, render_csv, render_markdown
 
 from .conftest import fabricate_run
 
@@ -74,3 +75,30 @@ def test_report_without_logit_cells_has_no_such_section(tmp_path):
         tmp_path / "at-fixed/seed0", PAIR, ["distiller.name=at", "epochs=2"], [50.0, 60.0]
     )
     assert "Published logit distillers" not in render_markdown(build_report(tmp_path), [])
+
+
+def test_kd_and_kd_ls_runs_are_separate_cells_with_their_published_numbers(tmp_path):
+    for recipe, name in ((PAIR, "kd"), ("cifar100/ls/resnet32x4-resnet8x4", "kd")):
+        fabricate_run(
+            tmp_path / recipe.replace("/", "_") / "seed0",
+            recipe,
+            [f"distiller.name={name}", "epochs=2"],
+            [70.0, 71.0],
+        )
+    report = build_report(tmp_path)
+    assert sorted(c.key.distiller for c in report.cells) == ["kd", "kd+ls"]
+    assert not [p for p in report.problems if p.kind == "mixed"]
+    text = render_markdown(report, [])
+    assert "| cifar100 | resnet32x4 -> resnet8x4 | kd | 73.33 |" in text
+    assert "| cifar100 | resnet32x4 -> resnet8x4 | kd+ls | 76.62 | LS (best epoch" in text
+
+
+def test_logit_sota_grid_expects_four_methods_per_pair():
+    runs = expected_runs(str(Path(__file__).parents[2] / "grids" / "logit_sota.yaml"))
+    cells = {(key.student, key.distiller) for key, _, _ in runs}
+    assert {d for _, d in cells} == {"kd", "dkd", "kd+ls", "dkd+ls"}
+    assert {s for s, _ in cells} == {"resnet8x4", "vgg8", "wrn_16_2", "resnet20"}
+    assert len(runs) == 32 and all(seeds == [0, 1, 2] for _, _, seeds in runs)
+    assert {mode for _, mode, _ in runs} == {"fixed", "adaptive"}
+    for key, _, _ in runs:  # every cell has published numbers to compare with
+        assert logit_references().get((key.dataset, key.teacher, key.student, key.distiller))

@@ -102,3 +102,9 @@ def test_logit_sota_grid_expects_four_methods_per_pair():
     assert {mode for _, mode, _ in runs} == {"fixed", "adaptive"}
     for key, _, _ in runs:  # every cell has published numbers to compare with
         assert logit_references().get((key.dataset, key.teacher, key.student, key.distiller))
+
+
+def test_embedded_logit_grid_runs_the_same_four_methods():
+    runs = expected_runs(str(Path(__file__).parents[2] / "grids" / "embedded_logit.yaml"))
+    assert {key.distiller for key, _, _ in runs} == {"kd", "dkd", "kd+ls", "dkd+ls"}
+    assert {mode for _, mode, _ in runs} == {"fixed", "adaptive"}

@@ -59,6 +59,28 @@ NST_BATCH_SIZE = {("resnet50", "mobilenetv2"): 32, ("wrn_40_2", "shufflev1"): 32
 # so it stays at its random init; train_baseline.py (fixed) and train_random.py train it.
 CC_FROZEN_TEACHER_EMBED_MODES = ("adaptive", "anti")
 
+# Logit standardisation (Sun et al., CVPR 2024), from the LS authors' code
+# (sunshangquan/logit-standardization-KD): `--logit-stand --base-temp T --kd-weight w` runs KD with
+# temperature T and KD weight w (CE 1), and DKD with T, alpha x w and beta x w. The per-pair values
+# are those in the names of their training logs (logs/<method>/<kind>,<teacher>,<student>,<T>,<w>
+# [,<beta>].txt); the third number of the DKD logs is read as DKD's beta (docs/distillers.md).
+LS_KD = {  # (teacher, student): (base temperature, KD weight)
+    ("resnet32x4", "resnet8x4"): (2, 9),
+    ("vgg13", "vgg8"): (3, 9),
+    ("wrn_40_2", "wrn_16_2"): (2, 9),
+    ("resnet56", "resnet20"): (2, 9),
+    ("resnet110", "resnet32"): (2, 9),
+}
+LS_DKD = {  # (teacher, student): (base temperature, weight w, beta before the x w)
+    ("resnet32x4", "resnet8x4"): (2, 9, 8),
+    ("vgg13", "vgg8"): (2, 15, 2),
+    ("wrn_40_2", "wrn_16_2"): (2, 12, 2),
+    ("resnet56", "resnet20"): (3, 12, 2),  # their two logs: w 12 (best 72.27) and 18 (72.24)
+    ("resnet110", "resnet32"): (2, 15, 2),
+}
+# The `ls` table of _published.yaml holds KD's weight (9 on every pair above) once.
+LS_KD_WEIGHT = 9
+
 
 def presets(dataset: str, teacher: str, student: str) -> dict:
     """Per-distiller parameter defaults of a pair (applied when that distiller is chosen)."""
@@ -174,6 +196,42 @@ def pair(dataset: str, teacher: str, student: str, homogeneous: bool, source: st
     )
 
 
+def ls_presets(teacher: str, student: str) -> dict:
+    """The LS pair recipe's presets: KD + LS and DKD + LS with the pair's T (and DKD's alpha, beta)."""
+    kd_t, kd_w = LS_KD[teacher, student]
+    assert kd_w == LS_KD_WEIGHT, "KD + LS weights other than 9 need their own published row"
+    dkd_t, w, beta = LS_DKD[teacher, student]
+    return {
+        "kd": {"logit_standardization": True, "temperature": kd_t},
+        "dkd": {
+            "logit_standardization": True,
+            "temperature": dkd_t,
+            "alpha": float(w),
+            "beta": float(w * beta),
+        },
+    }
+
+
+def ls_pair(dataset: str, teacher: str, student: str) -> None:
+    """cifar100/ls/<teacher>-<student>: the pair recipe with the LS authors' KD / DKD settings."""
+    write(
+        ROOT / dataset / "ls" / f"{teacher}-{student}.yaml",
+        f"{teacher} -> {student} on {dataset} with logit standardisation (Sun et al., CVPR 2024).\n"
+        f"KD + LS:  sakd distill {dataset}/ls/{teacher}-{student} distiller.name=kd\n"
+        f"DKD + LS: sakd distill {dataset}/ls/{teacher}-{student} distiller.name=dkd "
+        "spots.mode=adaptive\n"
+        "Weights: the 'ls' table of _published.yaml (CE 1; KD 9; DKD 1 with its weight in alpha\n"
+        "and beta, as the authors' code does); presets: the pair's base temperature, alpha, beta\n"
+        "(scripts/make_recipes.py LS_KD / LS_DKD, docs/distillers.md). Runs are labelled kd+ls /\n"
+        "dkd+ls, in results and in output_dir's {distiller}.",
+        {
+            "base": f"../{teacher}-{student}.yaml",
+            "name": f"{dataset}-{teacher}-{student}-ls",
+            "distiller": {"published": "ls", "presets": ls_presets(teacher, student)},
+        },
+    )
+
+
 def main() -> None:
     for dataset, pairs in (("cifar100", CIFAR_PAIRS), ("tiny-imagenet", TINY_PAIRS)):
         protocol(dataset)
@@ -181,6 +239,8 @@ def main() -> None:
             single(dataset, arch)
         for teacher, student, homogeneous, source in pairs:
             pair(dataset, teacher, student, homogeneous, source)
+    for teacher, student in sorted(LS_KD):
+        ls_pair("cifar100", teacher, student)
 
 
 if __name__ == "__main__":

@@ -193,7 +193,8 @@ class DistillerConfig(_Strict):
 
     ``loss_weight`` left unset takes the value of the ``published`` table (``_published.yaml``):
     ``sakd`` (the SAKD authors' β, with CE + vanilla KD: the paper's "Stan." baseline) or
-    ``repdistiller`` (the distiller alone, RepDistiller's β). ``params`` are the distiller's own
+    ``repdistiller`` (the distiller alone, RepDistiller's β) or ``ls`` (KD / DKD with logit
+    standardisation, the LS authors' weights). ``params`` are the distiller's own
     hyperparameters (validated by its ``Params``; DKD's ``alpha`` / ``beta`` live here).
     ``presets`` holds a recipe's per-distiller parameter defaults (e.g. DKD's β for a pair); the
     chosen distiller's preset is merged under ``params`` (``params`` wins) when the config is
@@ -204,7 +205,7 @@ class DistillerConfig(_Strict):
 
     name: str = "kd"
     loss_weight: float | None = Field(default=None, ge=0)
-    published: Literal["sakd", "repdistiller"] = "sakd"
+    published: Literal["sakd", "repdistiller", "ls"] = "sakd"
     params: dict[str, Any] = Field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -219,6 +220,11 @@ class DistillerConfig(_Strict):
                     f"mode in {', '.join(SPOT_MODES)}"
                 )
         return value
+
+    @property
+    def label(self) -> str:
+        """The method's name in results and in ``{distiller}``: ``kd+ls`` / ``dkd+ls`` with LS."""
+        return f"{self.name}+ls" if self.params.get("logit_standardization") is True else self.name
 
 
 class LossConfig(_Strict):
@@ -321,7 +327,7 @@ class RunConfig(_Strict):
     def _format_output_dir(self) -> None:
         """Fill ``{distiller}``, ``{mode}``, ``{seed}``, ``{model}``, ``{teacher}`` in output_dir."""
         fields = {
-            "distiller": self.distiller.name if self.distiller else "none",
+            "distiller": self.distiller.label if self.distiller else "none",
             "mode": self.spots.mode,
             "seed": self.seed,
             "model": self.model.name,

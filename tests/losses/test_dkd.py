@@ -26,6 +26,7 @@ def test_declares_the_published_setup():
         "beta": 8.0,
         "temperature": 4.0,
         "warmup_epochs": 20,
+        "logit_standardization": False,
     }
 
 

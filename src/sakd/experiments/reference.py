@@ -2,7 +2,8 @@
 
 ``sakd_paper_results.csv`` holds the SAKD paper's tables R1–R3 (fixed "Stan." and adaptive top-1
 per pair and distiller); ``sakd_paper_baselines.csv`` their teacher (T), student (S) and vanilla-KD
-rows. The paper's model and distiller names are mapped to ours (``WRN_40_2`` → ``wrn_40_2``,
+rows; ``logit_sota.csv`` the published numbers of today's logit distillers (mdistiller's KD and
+DKD, Sun et al.'s KD + LS and DKD + LS). The paper's model and distiller names are mapped to ours (``WRN_40_2`` → ``wrn_40_2``,
 ``MobileNetV2`` → ``mobilenetv2``, ``Fitnets`` → ``fitnet``, …).
 """
 
@@ -119,3 +120,32 @@ def lookup(dataset: str, teacher: str, student: str, distiller: str) -> Publishe
     if distiller == "kd" and base is not None and base.kd is not None:
         return Published(base.table, base.kd, None, misprint(dataset, teacher, student, distiller))
     return None
+
+
+@dataclass(frozen=True)
+class LogitReference:
+    """A published top-1 of a logit distiller (``logit_sota.csv``): who, under which protocol."""
+
+    source: str
+    method: str
+    top1: float
+    protocol: str
+    reference: str
+
+
+@lru_cache(maxsize=1)
+def logit_references() -> dict[tuple[str, str, str, str], list[LogitReference]]:
+    """(dataset, teacher, student, method) → published numbers of KD, DKD, KD+LS, DKD+LS.
+
+    ``method`` is the label a run's cell carries (``kd``, ``dkd``, ``kd+ls``, ``dkd+ls``); every
+    number is at the fixed (logit) spot on the full batch, so it compares with our ``fixed`` column.
+    """
+    table: dict[tuple[str, str, str, str], list[LogitReference]] = {}
+    for row in _rows("logit_sota.csv"):
+        key = (row["dataset"], row["teacher"], row["student"], row["method"])
+        table.setdefault(key, []).append(
+            LogitReference(
+                row["source"], row["method"], float(row["top1"]), row["protocol"], row["reference"]
+            )
+        )
+    return table

@@ -22,12 +22,20 @@ from typing import Any
 
 from sakd.engine.checkpoint import atomic_write_text
 from sakd.errors import SakdError
-from sakd.experiments.reference import Published, lookup, published_baselines
+from sakd.experiments.reference import (
+    Published,
+    logit_references,
+    lookup,
+    published_baselines,
+)
 from sakd.experiments.results import CellKey, Problem, RunResult, collect_runs
 
 MODE_ORDER = ("fixed", "adaptive", "random", "anti")
-# The paper's column order; other distillers follow alphabetically.
-DISTILLER_ORDER = ("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ft", "nst", "crd")
+# The paper's column order, then the logit distillers; other distillers follow alphabetically.
+DISTILLER_ORDER = (
+    *("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ft", "nst", "crd"),
+    *("dkd", "kd+ls", "dkd+ls"),
+)
 # Config keys that may differ between the runs of one cell (they do not change what is measured).
 VOLATILE_KEYS = ("seed", "output_dir", "name", "progress", "resume", "device", "spots.mode")
 CSV_FIELDS = [
@@ -56,6 +64,8 @@ CSV_FIELDS = [
     "paper_top1",
     "ours_best_minus_paper",
     "paper_note",
+    "published_logit_top1",
+    "published_logit_source",
     "teacher_top1",
     "paper_teacher_top1",
     "teacher_sha256",
@@ -220,7 +230,8 @@ def expected_runs(
     for planned in plan.runs:
         cfg = planned.config
         assert cfg.teacher is not None
-        key = CellKey(cfg.data.name, cfg.teacher.name, cfg.model.name, planned.distiller)
+        assert cfg.distiller is not None
+        key = CellKey(cfg.data.name, cfg.teacher.name, cfg.model.name, cfg.distiller.label)
         expected[(key, planned.mode)].append(planned.seed)
     return [(key, mode, seeds) for (key, mode), seeds in expected.items()]
 
@@ -347,6 +358,7 @@ def render_markdown(report: Report, plots: list[Path], folder: Path | None = Non
     out += _protocol_section(runs)
     for (dataset, teacher, student), group in _by_pair(cells):
         out += _pair_section(dataset, teacher, student, group)
+    out += _logit_reference_section(cells)
     out += _spot_section(cells)
     out += _single_section(report.singles)
     out += _missing_section(cells + report.singles)
@@ -474,6 +486,42 @@ def _distance(result: ModeResult, paper: float | None) -> str:
     return f"{mean - paper:+.2f}"
 
 
+def _logit_reference_section(cells: list[Cell]) -> list[str]:
+    """Our logit-distiller cells beside mdistiller's and the LS paper's published numbers."""
+    rows = []
+    for cell in cells:
+        k = cell.key
+        if k.teacher is None or k.distiller is None:
+            continue
+        for ref in logit_references().get((k.dataset, k.teacher, k.student, k.distiller), []):
+            fixed, adaptive = cell.get("fixed"), cell.get("adaptive")
+            rows.append(
+                f"| {k.dataset} | {k.pair} | {k.distiller} | {ref.top1:.2f} | {ref.source} "
+                f"({ref.protocol}) | {_mode_text(fixed, 'best')} | {_mode_text(fixed, 'last')} | "
+                f"{_mode_text(adaptive, 'best')} | {_distance(fixed, ref.top1)} | "
+                f"{_distance(adaptive, ref.top1)} | {fixed.seeds_text()} / "
+                f"{adaptive.seeds_text()} |"
+            )
+    if not rows:
+        return []
+    return [
+        "## Published logit distillers (mdistiller, logit standardisation)",
+        "",
+        "Published top-1 of KD, DKD, KD + LS and DKD + LS (`reference/logit_sota.csv`), all at the "
+        "logit spot on every sample, so they compare with our **fixed** runs; **ours − published** "
+        "uses our best-epoch mean (fixed / adaptive). Mind each source's protocol: RepDistiller's "
+        "KD is a last-epoch number of one run, mdistiller's DKD and the LS paper's numbers are "
+        "best-epoch means over runs.",
+        "",
+        "| dataset | pair | method | published | source (protocol) | ours fixed best | "
+        "ours fixed last | ours adaptive best | ours − published (fixed) | "
+        "ours − published (adaptive) | seeds (fixed / adaptive) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def _rates_text(rates: dict[str, float] | None) -> str:
     if not rates:
         return "–"
@@ -582,6 +630,19 @@ def render_csv(report: Report) -> str:
     return buffer.getvalue()
 
 
+def _logit_reference_fields(key: CellKey, mode: str) -> dict[str, str]:
+    """The published logit-distiller numbers of a cell's fixed row (``;``-joined per source)."""
+    refs = logit_references().get(
+        (key.dataset, key.teacher or "", key.student, key.distiller or "")
+    )
+    if mode != "fixed" or not refs:
+        return {"published_logit_top1": "", "published_logit_source": ""}
+    return {
+        "published_logit_top1": ";".join(f"{r.top1:.2f}" for r in refs),
+        "published_logit_source": ";".join(f"{r.source} ({r.protocol})" for r in refs),
+    }
+
+
 def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
@@ -626,6 +687,7 @@ def _csv_row(cell: Cell, mode: str, result: ModeResult) -> dict[str, Any]:
             None if best.mean is None or paper_top1 is None else best.mean - paper_top1
         ),
         "paper_note": (paper.note if paper else None) or "",
+        **_logit_reference_fields(key, mode),
         "teacher_top1": _num(Stat.of(teacher_accs).mean),
         "paper_teacher_top1": _num(base.teacher if base else None),
         "teacher_sha256": " ".join(sorted({str(r.info.get("teacher_sha256", "")) for r in runs}))

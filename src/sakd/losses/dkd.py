@@ -1,4 +1,8 @@
-"""Zhao et al. CVPR 2022, "Decoupled Knowledge Distillation" (mdistiller ``DKD``)."""
+"""Zhao et al. CVPR 2022, "Decoupled Knowledge Distillation" (mdistiller ``DKD``).
+
+``logit_standardization`` z-scores both logit vectors per sample first (Sun et al., CVPR 2024; see
+:func:`sakd.losses.kd.standardize_logits`), as the LS authors' ``dkd_loss`` does.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, StrictBool
 from torch import Tensor
 
 from sakd.losses.base import DistillContext, DistillerParams
+from sakd.losses.kd import standardize_logits
 from sakd.losses.per_sample import PerSampleDistiller
 from sakd.losses.registry import register_distiller
 
@@ -23,8 +29,15 @@ def dkd_per_sample(
     alpha: float,
     beta: float,
     temperature: float,
+    logit_standardization: bool = False,
 ) -> Tensor:
-    """α·TCKD + β·NCKD per sample, both KL terms times T²: logits (B, K), labels (B,) -> (B,)."""
+    """α·TCKD + β·NCKD per sample, both KL terms times T²: logits (B, K), labels (B,) -> (B,).
+
+    With ``logit_standardization`` both logit vectors are z-scored per sample before anything else.
+    """
+    if logit_standardization:
+        student_logits = standardize_logits(student_logits)
+        teacher_logits = standardize_logits(teacher_logits)
     target_mask = F.one_hot(labels.long(), student_logits.shape[1]).to(student_logits.dtype)
     p_student = F.softmax(student_logits / temperature, dim=1)
     p_teacher = F.softmax(teacher_logits / temperature, dim=1)
@@ -51,16 +64,20 @@ class DKD(PerSampleDistiller):
     """Target-class and non-target-class KD with separate weights and a linear warm-up."""
 
     name = "dkd"
-    description = "Decoupled KD: α·target-class KL + β·non-target-class KL, linearly warmed up"
+    description = (
+        "Decoupled KD: α·target-class KL + β·non-target-class KL, linearly warmed up "
+        "(logit_standardization: z-scored logits, Sun et al. 2024)"
+    )
     spot_role = "logits"
 
     class Params(DistillerParams):
         """mdistiller defaults (``cfg.DKD``); β is 8 for resnet32x4→resnet8x4, see the docs."""
 
-        alpha: float = 1.0
-        beta: float = 8.0
-        temperature: float = 4.0
-        warmup_epochs: int = 20
+        alpha: float = Field(default=1.0, ge=0)
+        beta: float = Field(default=8.0, ge=0)
+        temperature: float = Field(default=4.0, gt=0)
+        warmup_epochs: int = Field(default=20, ge=0)
+        logit_standardization: StrictBool = False
 
     params: Params
 
@@ -78,7 +95,13 @@ class DKD(PerSampleDistiller):
         """DKD loss of each sample from the logits (B, K) and ``ctx.labels`` (B,) -> (B,)."""
         params = self.params
         return dkd_per_sample(
-            student, teacher, ctx.labels, params.alpha, params.beta, params.temperature
+            student,
+            teacher,
+            ctx.labels,
+            params.alpha,
+            params.beta,
+            params.temperature,
+            params.logit_standardization,
         )
 
     def forward(

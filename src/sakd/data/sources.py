@@ -126,16 +126,38 @@ def open_stream(
                 "and val/<class>/"
             )
         class_names, paths, labels, _ = folder_files(root, train)
-    size = image_size or default_size
+    return _stream_set(
+        FileReader(tuple(Path(p) for p in paths)),
+        labels_tensor(labels),
+        class_names,
+        size=image_size or default_size,
+        stats=_stats(mean, std, (default_mean, default_std)),
+        workers=workers,
+        crop_scale=crop_scale,
+        crop_fraction=crop_fraction,
+    )
+
+
+def _stream_set(
+    reader,
+    labels: Tensor,
+    class_names: Sequence[str],
+    *,
+    size: int,
+    stats: tuple[Tensor, Tensor],
+    workers: int,
+    crop_scale: tuple[float, float],
+    crop_fraction: float,
+) -> StreamSet:
+    """A streamed split with the ImageNet-style transforms at ``size`` and normalisation ``stats``."""
     train_tf, eval_tf = stream_transforms(size, scale=crop_scale, crop_fraction=crop_fraction)
-    mean_t, std_t = _stats(mean, std, (default_mean, default_std))
     return StreamSet(
-        reader=FileReader(tuple(Path(p) for p in paths)),
-        labels=labels_tensor(labels),
+        reader=reader,
+        labels=labels,
         num_classes=len(class_names),
-        class_names=class_names,
-        mean=mean_t,
-        std=std_t,
+        class_names=list(class_names),
+        mean=stats[0],
+        std=stats[1],
         train_transform=train_tf,
         eval_transform=eval_tf,
         size=size,
@@ -277,22 +299,18 @@ def from_dataset(
     names = _class_names(train, num_classes, train_labels)
     for labels, role in ((train_labels, "train"), (val_labels, "val")):
         _check_labels(labels, len(names), role)
-    size = image_size or min(first.shape[1:])
-    train_tf, eval_tf = stream_transforms(size, scale=crop_scale, crop_fraction=crop_fraction)
-    mean_t, std_t = _stats(mean, std, (IMAGENET_MEAN, IMAGENET_STD))
+    stats = _stats(mean, std, (IMAGENET_MEAN, IMAGENET_STD))
     sources = []
     for dataset, length, labels in ((train, n_train, train_labels), (val, n_val, val_labels)):
-        source = StreamSet(
-            reader=DatasetReader(dataset, length),
-            labels=labels,
-            num_classes=len(names),
-            class_names=names,
-            mean=mean_t,
-            std=std_t,
-            train_transform=train_tf,
-            eval_transform=eval_tf,
-            size=size,
+        source = _stream_set(
+            DatasetReader(dataset, length),
+            labels,
+            names,
+            size=image_size or min(first.shape[1:]),
+            stats=stats,
             workers=workers,
+            crop_scale=crop_scale,
+            crop_fraction=crop_fraction,
         )
         sources.append(source if augment else source.without_augmentation())
     return sources[0], sources[1]

@@ -21,6 +21,7 @@ from sakd.engine.metrics import read_metrics
 from sakd.engine.records import EpochRecord
 from sakd.engine.run import run
 from sakd.experiments.inspect import InspectResult, extremes, inspect_run
+from sakd.experiments.stats import binomial_se
 
 # (label, run folder, recipe, overrides)
 PLAN = [
@@ -53,6 +54,7 @@ def quickstart(out: str, overrides: list[str]) -> list[dict]:
     root = Path(out)
     rows = []
     teacher_top1 = None
+    test_size = None
     curves: dict[str, list[EpochRecord]] = {}
     for label, folder, recipe, extra in PLAN:
         run_dir = root / folder
@@ -66,8 +68,10 @@ def quickstart(out: str, overrides: list[str]) -> list[dict]:
         summary = run(cfg)
         records = read_metrics(run_dir / "metrics.jsonl")
         info_path = run_dir / "run.json"
-        if info_path.is_file() and teacher_top1 is None:
-            teacher_top1 = json.loads(info_path.read_text()).get("teacher_top1")
+        if info_path.is_file():
+            info = json.loads(info_path.read_text())
+            teacher_top1 = teacher_top1 or info.get("teacher_top1")
+            test_size = test_size or info.get("test_size")
         if folder == INSPECTED and cfg.teacher is not None and cfg.spots.mode == "adaptive":
             curves[label] = records
         rows.append(
@@ -76,10 +80,11 @@ def quickstart(out: str, overrides: list[str]) -> list[dict]:
                 "best_top1": summary.best_top1,
                 "last_top1": summary.last_top1,
                 "seconds": time.perf_counter() - started,
+                "seed": cfg.seed,
                 "spot_rates": records[-1].spot_rates if cfg.distiller is not None else None,
             }
         )
-    parts = [_table(rows, teacher_top1), NOTE]
+    parts = [_table(rows, teacher_top1), _noise(rows, test_size), NOTE]
     if curves:  # unless the overrides changed the adaptive run's spot mode
         print(f"[quickstart] sakd inspect {root / INSPECTED}", flush=True)
         found = inspect_run(root / INSPECTED, split="train")
@@ -112,6 +117,26 @@ def _table(rows: list[dict], teacher_top1: float | None) -> str:
             f"{row['seconds']:.0f} | {rates_text} |"
         )
     return "\n".join(lines)
+
+
+def _noise(rows: list[dict], test_size: int | None) -> str:
+    """How much the table can tell: one seed per row, and the test set's binomial noise."""
+    seeds = sorted({row["seed"] for row in rows})
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+    text = (
+        f"One run per row ({seed_text}): no interval, and a difference between two rows mixes "
+        "the method with the seed's own variation."
+    )
+    if test_size:
+        top1 = sum(row["best_top1"] for row in rows) / len(rows)
+        se = binomial_se(top1, test_size)
+        text += (
+            f" The test set has {test_size:,} images: at {top1:.0f} % top-1 one accuracy's binomial "
+            f"standard error is {se:.2f} points, so differences of that size between rows are "
+            "within the test set's own noise. docs/results/spot_evidence/ measures the gains "
+            "over five seeds, with confidence intervals."
+        )
+    return text
 
 
 def _curves(curves: dict[str, list[EpochRecord]]) -> str:

@@ -44,8 +44,8 @@ NOTE = (
     "spots.mode=adaptive`, policy bias +10 towards the teacher path) every rate stays at 1.00 over "
     "a short run and the adaptive run equals the fixed one. From 50/50 the policy chooses: the "
     "routing loss rewards the teacher path wherever it lowers the routed network's cross-entropy, "
-    "so the logit spot goes to 1 within an epoch; where the feature spots end depends on the seed. "
-    "docs/results/README.md has a study over two students, both starts and two seeds."
+    "so the logit spot goes to 1 within an epoch; the feature spots ended at different rates in "
+    "different runs of docs/results/README.md's spot study (two students, both starts, two seeds)."
 )
 
 

@@ -215,8 +215,6 @@ class SpotsConfig(_Strict):
     ``independent`` draws every spot on its own and leaves the CE weight alone.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=True)
-
     mode: SpotMode = SpotMode.FIXED
     random_scheme: Literal["authors", "independent"] = "authors"
     routing_ce_weight: float | None = Field(default=None, gt=0)

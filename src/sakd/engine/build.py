@@ -226,7 +226,7 @@ def plan_distiller(
     params: dict,
     student_info: list[SpotInfo],
     teacher_info: list[SpotInfo],
-    mode: str,
+    mode: SpotMode,
 ) -> DistillerPlan:
     """Check ``name`` with ``params`` on a pair described by its spots (``spot_info``) in ``mode``.
 
@@ -242,7 +242,7 @@ def plan_distiller(
         raise SakdError(f"distiller {name!r} cannot run on this pair: {exc}") from None
     n = min(len(s_spots), len(t_spots))
     s_spots, t_spots = s_spots[:n], t_spots[:n]
-    if SpotMode(mode).routed and [s.index for s in s_spots] != [t.index for t in t_spots]:
+    if mode.routed and [s.index for s in s_spots] != [t.index for t in t_spots]:
         raise SakdError(
             f"spots of {name!r} cannot be aligned for {mode} routing: student stages "
             f"{[s.index for s in s_spots]} vs teacher stages {[t.index for t in t_spots]}; "

@@ -39,7 +39,6 @@ from sakd.engine.runtime import Runtime, seed_everything
 from sakd.engine.tasks import DistillationTask
 from sakd.engine.trainer import RunSummary, Trainer
 from sakd.errors import SakdError
-from sakd.spot_modes import SpotMode
 
 
 @dataclasses.dataclass
@@ -291,7 +290,7 @@ def describe_run(cfg: RunConfig, info: dict[str, Any]) -> str:
         distiller = cfg.distiller.name
         spots = ", ".join(spot["name"] for spot in info.get("spots", []))
         start = ""
-        if SpotMode(cfg.spots.mode).routed:
+        if cfg.spots.mode.routed:
             start = ", homogeneous start" if cfg.spots.homogeneous else ", 50/50 start"
         what = (
             f"distill {cfg.teacher.name} (top-1 {info.get('teacher_top1', float('nan')):.2f}) -> "

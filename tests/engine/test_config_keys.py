@@ -85,13 +85,17 @@ def test_vanilla_kd_params_are_validated_and_used(tmp_path):
     assert str(caught.value).startswith("distiller.params.bogus: kd has no parameter 'bogus'")
     assert "temperature" in str(caught.value)
     assert not (tmp_path / "r").exists()
-    with pytest.raises(SakdError, match="distiller.params.temperature"):
-        run(_distill(tmp_path / "r", "distiller.name=kd", "distiller.params.temperature=hot"))
+    with pytest.raises(SakdError, match="distiller.params.logit_standardization"):
+        run(
+            _distill(
+                tmp_path / "r", "distiller.name=kd", "distiller.params.logit_standardization=7"
+            )
+        )
     assert not (tmp_path / "r").exists()
     default = GOLDEN[("distiller.name=kd",)]
-    explicit = first_step_losses("distiller.name=kd", "distiller.params.temperature=4.0")
+    explicit = first_step_losses("distiller.name=kd", "loss.kd_temperature=4.0")
     assert explicit == pytest.approx(default, rel=1e-6, abs=0)
-    cooler = first_step_losses("distiller.name=kd", "distiller.params.temperature=1.0")
+    cooler = first_step_losses("distiller.name=kd", "loss.kd_temperature=1.0")
     assert cooler["ce"] == pytest.approx(default["ce"], rel=1e-6)
     assert cooler["kd"] != pytest.approx(default["kd"], rel=1e-3)
 
@@ -106,11 +110,44 @@ def test_unknown_params_of_any_distiller_are_errors_in_the_grid_too():
     assert "kd has no parameter 'bogus'" in message and "at has no parameter 'bogus'" in message
 
 
-def test_kd_temperature_without_the_logit_kd_term_is_an_error():
+def test_kd_temperature_without_any_kd_term_is_an_error():
     with pytest.raises(SakdError, match=r"loss.kd_temperature is set \(command line\)"):
-        load_config("quickstart", ["distiller.name=kd", "loss.kd_temperature=2"])
+        load_config(
+            "quickstart", ["distiller.name=at", "loss.kd_weight=0", "loss.kd_temperature=2"]
+        )
     at = load_config("quickstart", ["distiller.name=at", "loss.kd_temperature=2"])
     assert at.loss.kd_temperature == 2
+
+
+def test_the_kd_temperature_has_one_key_for_vanilla_kd_and_the_logit_kd_term(tmp_path, capsys):
+    kd = load_config("quickstart", ["distiller.name=kd", "loss.kd_temperature=2"])
+    assert kd.loss.kd_temperature == 2 and "temperature" not in kd.distiller.params
+    assert kd.weight_sources()["loss.kd_temperature"] == "command line"
+    expected = (
+        "config 'quickstart': key 'distiller.params.temperature' was renamed to "
+        "'loss.kd_temperature' (vanilla KD's temperature is the KD temperature)"
+    )
+    with pytest.raises(SakdError) as caught:
+        load_config("quickstart", ["distiller.name=kd", "distiller.params.temperature=2"])
+    assert str(caught.value) == expected
+    dkd = load_config("quickstart", ["distiller.name=dkd", "distiller.params.temperature=2"])
+    assert dkd.distiller.params["temperature"] == 2  # DKD's own temperature keeps its key
+    code = main(
+        [
+            "distill",
+            "quickstart",
+            f"output_dir={tmp_path / 'r'}",
+            "distiller.name=kd",
+            "distiller.params.temperature=2",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and "was renamed to 'loss.kd_temperature'" in err
+    stored = yaml.safe_load(dump_config(kd))
+    stored["distiller"]["params"]["temperature"] = stored["loss"].pop("kd_temperature")
+    assert config_differences(stored, kd) == []
+    stored["distiller"]["params"]["temperature"] = 3
+    assert config_differences(stored, kd) == ["loss"]
 
 
 def test_vanilla_kd_with_the_logit_kd_term_as_well_is_an_error(tmp_path):

@@ -34,6 +34,8 @@ from sakd.config.validate import (
     validate_config,
 )
 from sakd.config.weights import (
+    KD_DISTILLER,
+    KD_TEMPERATURE_KEY,
     PRESET_RUN_KEYS,
     PUBLISHED_FILE,
     PUBLISHED_KEYS,
@@ -44,6 +46,8 @@ from sakd.config.weights import (
 )
 
 __all__ = [
+    "KD_DISTILLER",
+    "KD_TEMPERATURE_KEY",
     "OBJECT_PREFIX",
     "PRESET_RUN_KEYS",
     "PUBLISHED_FILE",

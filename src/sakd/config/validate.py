@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from sakd.config.recipes import Recipe, leaf_keys, load_recipe, lookup
 from sakd.config.schema import RunConfig
-from sakd.config.stored import RENAMED_KEYS, upgrade_renamed_keys
+from sakd.config.stored import RENAMED_KEYS, renamed_key_error, upgrade_renamed_keys
 from sakd.config.weights import resolve
 from sakd.errors import SakdError
 
@@ -38,6 +38,9 @@ def validate_config(data: dict | Recipe, source: str = "config", stored: bool = 
             raise SakdError(f"{source}: key {old!r} was renamed to {new!r}")
     try:
         config = RunConfig.model_validate(values)
+        renamed = renamed_key_error(config, source)
+        if renamed is not None:
+            raise SakdError(renamed)
         resolve(config, recipe.sources, source, stored)
         config.format_output_dir()
     except ValidationError as exc:

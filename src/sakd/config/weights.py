@@ -32,6 +32,10 @@ PUBLISHED_KEYS = (
 PUBLISHED_FILE = "src/sakd/recipes/_published.yaml"
 # Keys a distiller preset may set on the run itself rather than in the distiller's params.
 PRESET_RUN_KEYS = ("batch_size",)
+# Vanilla KD (Hinton): the distiller whose temperature is the KD temperature, ``loss.kd_temperature``
+# (the one key for it, whether KD is the distiller or the logit-KD term added to another one).
+KD_DISTILLER = "kd"
+KD_TEMPERATURE_KEY = "loss.kd_temperature"
 # The row used without a distiller (a training run): CE alone.
 _NO_DISTILLER_ROW = {"ce_weight": 1.0, "kd_weight": 0.0, "routing_ce_weight": 1.0}
 _DEFAULT_KD_TEMPERATURE = LossConfig.model_fields["kd_temperature"].default
@@ -122,16 +126,16 @@ def resolve_weights(
             resolved[key], where[key] = float(row[key.split(".")[1]]), row_source
         else:
             resolved[key], where[key] = values[key], str(source_of(sources, key))
-    temperature_source = source_of(sources, "loss.kd_temperature")
-    temperature = config.loss.kd_temperature
-    unused = not resolved["loss.kd_weight"] and temperature != _DEFAULT_KD_TEMPERATURE
+    temperature, temperature_source = _kd_temperature(config, sources, label)
+    used = resolved["loss.kd_weight"] or (d is not None and d.name == KD_DISTILLER)
+    unused = not used and temperature != _DEFAULT_KD_TEMPERATURE
     if d is not None and temperature_source is not None and unused and not stored:
         raise SakdError(
-            f"{label}: loss.kd_temperature is set ({temperature_source}) but the logit-KD term "
-            "is off (loss.kd_weight=0): set loss.kd_weight > 0, or the distiller's own "
-            "temperature as distiller.params.temperature (`sakd distillers` lists its params)"
+            f"{label}: {KD_TEMPERATURE_KEY} is set ({temperature_source}) but no KD term uses it "
+            f"(loss.kd_weight=0 and the distiller is {d.name!r}): set loss.kd_weight > 0, or "
+            "remove it (a distiller's own temperature, e.g. DKD's, is distiller.params.temperature)"
         )
-    where["loss.kd_temperature"] = temperature_source or "default"
+    where[KD_TEMPERATURE_KEY] = temperature_source or "default"
     return ResolvedWeights(
         ce_weight=resolved["loss.ce_weight"],
         kd_weight=resolved["loss.kd_weight"],
@@ -140,6 +144,33 @@ def resolve_weights(
         loss_weight=resolved.get("distiller.loss_weight"),
         sources=where,
     )
+
+
+def _kd_temperature(
+    config: RunConfig, sources: dict[str, str], label: str
+) -> tuple[float, str | None]:
+    """The KD temperature and who set it: the recipe or command line, else vanilla KD's preset.
+
+    A ``kd`` preset's ``temperature`` (e.g. the LS recipes' per-pair base temperature) is the KD
+    temperature; it sets ``loss.kd_temperature`` unless the recipe or an override does.
+    """
+    d = config.distiller
+    source = source_of(sources, KD_TEMPERATURE_KEY)
+    if source is not None or d is None or d.name != KD_DISTILLER:
+        return config.loss.kd_temperature, source
+    temperature, source = config.loss.kd_temperature, None
+    for name in _preset_names(config):
+        if "temperature" in d.presets.get(name, {}):
+            temperature = d.presets[name]["temperature"]
+            where = source_of(sources, f"distiller.presets.{name}.temperature") or label
+            source = "preset " + where.removeprefix("recipe ")
+    return temperature, source
+
+
+def _preset_names(config: RunConfig) -> tuple[str, str]:
+    """The chosen distiller's preset names, later ones winning: ``<name>``, ``<name>@<mode>``."""
+    assert config.distiller is not None
+    return config.distiller.name, f"{config.distiller.name}@{config.spots.mode}"
 
 
 def _apply_presets(config: RunConfig, sources: dict[str, str], label: str) -> dict[str, str]:
@@ -154,8 +185,10 @@ def _apply_presets(config: RunConfig, sources: dict[str, str], label: str) -> di
     resolved: dict[str, str] = {}
     preset: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    for name in (d.name, f"{d.name}@{config.spots.mode}"):
+    for name in _preset_names(config):
         for key, value in d.presets.get(name, {}).items():
+            if d.name == KD_DISTILLER and key == "temperature":
+                continue  # the KD temperature: resolved as loss.kd_temperature
             preset[key] = value
             where = source_of(sources, f"distiller.presets.{name}.{key}") or label
             origin[key] = "preset " + where.removeprefix("recipe ")
@@ -183,6 +216,7 @@ def resolve(
     config.loss.ce_weight = weights.ce_weight
     config.loss.kd_weight = weights.kd_weight
     config.spots.routing_ce_weight = weights.routing_ce_weight
+    config.loss.kd_temperature = weights.kd_temperature
     found = dict(weights.sources)
     if config.distiller is not None:
         config.distiller.loss_weight = weights.loss_weight

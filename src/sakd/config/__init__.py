@@ -6,6 +6,7 @@
 """
 
 from sakd.config.recipes import (
+    MAX_VALUES,
     RECIPES_PACKAGE,
     Recipe,
     apply_overrides,
@@ -46,6 +47,7 @@ from sakd.config.weights import (
 )
 
 __all__ = [
+    "MAX_VALUES",
     "KD_DISTILLER",
     "KD_TEMPERATURE_KEY",
     "OBJECT_PREFIX",

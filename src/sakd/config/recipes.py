@@ -15,9 +15,11 @@ from typing import Any
 
 import yaml
 
-from sakd.errors import SakdError
+from sakd.errors import SakdError, quoted
 
 RECIPES_PACKAGE = "sakd.recipes"
+# The most values a config may hold once its YAML aliases are expanded (a packaged recipe: ~100).
+MAX_VALUES = 100_000
 
 
 def list_recipes() -> list[str]:
@@ -34,6 +36,39 @@ def list_recipes() -> list[str]:
 
     walk(root, "")
     return sorted(names)
+
+
+def check_size(data: Any, what: str) -> None:
+    """Refuse ``data`` when its shared (YAML-aliased) parts would expand to over MAX_VALUES values.
+
+    Counted once per distinct object, so an anchor bomb is refused without being expanded.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list, tuple)):
+            return 1
+        key = id(node)
+        if key not in sizes:
+            sizes[key] = MAX_VALUES + 1  # a node that contains itself expands without end
+            items = node.values() if isinstance(node, dict) else node
+            total = 1
+            for item in items:
+                total += size(item)
+                if total > MAX_VALUES:
+                    break
+            sizes[key] = total
+        return sizes[key]
+
+    try:
+        too_big = size(data) > MAX_VALUES
+    except RecursionError:
+        raise SakdError(f"{what} is nested too deeply to be a recipe: fix it") from None
+    if too_big:
+        raise SakdError(
+            f"{what} expands to more than {MAX_VALUES} values (repeated YAML anchors/aliases): "
+            "write the values out instead of nesting aliases"
+        )
 
 
 def leaf_keys(data: dict, prefix: str = "") -> list[str]:
@@ -132,6 +167,7 @@ def load_recipe(ref: str, context: str | Path | None = None, _seen: tuple = ()) 
         ) from None
     if data is None:
         data = {}
+    check_size(data, f"config {ref!r}")
     if not isinstance(data, dict):
         raise SakdError(f"config {ref!r} must be a YAML mapping of keys to values")
     base = data.pop("base", None)
@@ -154,11 +190,14 @@ def _set_override(data: dict, item: str) -> tuple[str, Any]:
     """Apply one ``KEY=VALUE`` override to ``data`` in place; returns the key and the value."""
     key, sep, raw = item.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
-        raise SakdError(f"override {item!r} is not KEY=VALUE (e.g. epochs=2 or data.name=cifar100)")
+        raise SakdError(
+            f"override {quoted(item)} is not KEY=VALUE (e.g. epochs=2 or data.name=cifar100)"
+        )
     try:
         value = yaml.safe_load(raw) if raw != "" else None
     except (yaml.YAMLError, RecursionError):
         value = raw
+    check_size(value, f"override {quoted(item)}")
     node = data
     parts = key.split(".")
     for part in parts[:-1]:
@@ -166,7 +205,7 @@ def _set_override(data: dict, item: str) -> tuple[str, Any]:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise SakdError(f"override {item!r}: {part!r} is a value, not a section")
+            raise SakdError(f"override {quoted(item)}: {quoted(part)} is a value, not a section")
         node = child
     node[parts[-1]] = value
     return key, value

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from sakd.errors import quoted
 from sakd.spot_modes import SpotMode
 
 # model.name / teacher.name of a module object passed in from Python (sakd.train, sakd.distill):
@@ -130,6 +131,17 @@ class ScheduleConfig(_Strict):
     lr_decay: float = Field(default=0.1, gt=0, le=1)
     reference_epochs: int = Field(default=240, ge=1)
 
+    @model_validator(mode="after")
+    def _milestones_in_range(self) -> ScheduleConfig:
+        outside = [m for m in self.milestones if not 1 <= m <= self.reference_epochs]
+        if outside:
+            raise ValueError(
+                f"milestones {quoted(outside)} lie outside 1..reference_epochs "
+                f"({self.reference_epochs}): give epochs of the reference schedule, e.g. "
+                "[150, 180, 210] for reference_epochs 240"
+            )
+        return self
+
     def scaled_milestones(self, epochs: int) -> list[int]:
         """Milestones for a run of ``epochs`` epochs."""
         return [max(1, round(m * epochs / self.reference_epochs)) for m in self.milestones]
@@ -181,7 +193,7 @@ class DistillerConfig(_Strict):
             name, at, mode = key.partition("@")
             if not name or (at and mode not in SPOT_MODES):
                 raise ValueError(
-                    f"preset {key!r} must be named '<distiller>' or '<distiller>@<mode>' with a "
+                    f"preset {quoted(key)} must be named '<distiller>' or '<distiller>@<mode>' with a "
                     f"mode in {', '.join(SPOT_MODES)}"
                 )
         return value

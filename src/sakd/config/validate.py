@@ -11,11 +11,11 @@ import contextlib
 
 from pydantic import ValidationError
 
-from sakd.config.recipes import Recipe, leaf_keys, load_recipe, lookup
+from sakd.config.recipes import Recipe, check_size, leaf_keys, load_recipe, lookup
 from sakd.config.schema import RunConfig
 from sakd.config.stored import RENAMED_KEYS, renamed_key_error, upgrade_renamed_keys
 from sakd.config.weights import resolve
-from sakd.errors import SakdError
+from sakd.errors import SakdError, quoted
 
 RESUME_IGNORED_KEYS = ("progress", "resume", "device", "output_dir", "name")
 
@@ -30,6 +30,7 @@ def validate_config(data: dict | Recipe, source: str = "config", stored: bool = 
     if isinstance(data, Recipe):
         recipe = data
     else:
+        check_size(data, source)
         values = upgrade_renamed_keys(data) if stored else data
         recipe = Recipe(values, dict.fromkeys(leaf_keys(values), source))
     values = recipe.values
@@ -53,21 +54,23 @@ def validate_config(data: dict | Recipe, source: str = "config", stored: bool = 
 def _one_line(exc: ValidationError, source: str) -> str:
     """The first schema error as one line naming the key."""
     err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    key = quoted(".".join(str(p) for p in err["loc"]) or "(top level)")
     if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key {key!r}; check its spelling (see the packaged recipes)"
+        return f"{source}: unknown key {key}; check its spelling (see the packaged recipes)"
     if err["type"] == "missing":
-        return f"{source}: key {key!r} is required; add it to the recipe or as {key}=VALUE"
-    return f"{source}: key {key!r}: {err['msg']} (got {err.get('input')!r})"
+        return f"{source}: key {key} is required; add it to the recipe or as {key[1:-1]}=VALUE"
+    return f"{source}: key {key}: {err['msg']} (got {quoted(err.get('input'))})"
 
 
 def load_config(ref: str, overrides: list[str] | None = None) -> RunConfig:
     """Recipe (path or packaged name) + overrides → validated :class:`RunConfig`."""
     try:
         recipe = load_recipe(ref).with_overrides(overrides or [])
-        return validate_config(recipe, source=f"config {ref!r}")
+        return validate_config(recipe, source=f"config {quoted(ref)}")
     except RecursionError:
-        raise SakdError(f"config {ref!r} is nested too deeply to be a recipe: fix it") from None
+        raise SakdError(
+            f"config {quoted(ref)} is nested too deeply to be a recipe: fix it"
+        ) from None
 
 
 def config_differences(saved: dict, config: RunConfig) -> list[str]:

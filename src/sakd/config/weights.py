@@ -20,7 +20,7 @@ import yaml
 
 from sakd.config.recipes import RECIPES_PACKAGE
 from sakd.config.schema import LossConfig, RunConfig
-from sakd.errors import SakdError
+from sakd.errors import SakdError, quoted
 
 # The loss weights filled from the published table when no recipe or override sets them.
 PUBLISHED_KEYS = (
@@ -115,7 +115,7 @@ def resolve_weights(
         elif unset:
             _check_registered(d.name)
             raise SakdError(
-                f"{label}: distiller {d.name!r} has no published weights in the "
+                f"{label}: distiller {quoted(d.name)} has no published weights in the "
                 f"{d.published!r} table: add it to {PUBLISHED_FILE} or set "
                 f"{', '.join(unset)}"
             )
@@ -132,7 +132,7 @@ def resolve_weights(
     if d is not None and temperature_source is not None and unused and not stored:
         raise SakdError(
             f"{label}: {KD_TEMPERATURE_KEY} is set ({temperature_source}) but no KD term uses it "
-            f"(loss.kd_weight=0 and the distiller is {d.name!r}): set loss.kd_weight > 0, or "
+            f"(loss.kd_weight=0 and the distiller is {quoted(d.name)}): set loss.kd_weight > 0, or "
             "remove it (a distiller's own temperature, e.g. DKD's, is distiller.params.temperature)"
         )
     where[KD_TEMPERATURE_KEY] = temperature_source or "default"

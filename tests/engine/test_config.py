@@ -93,6 +93,15 @@ def test_output_dir_fields():
         "cifar100/vgg13-vgg8", ["distiller.name=crd", "spots.mode=adaptive", "seed=4"]
     )
     assert cfg.output_dir == "runs/cifar100/vgg13-vgg8/crd-adaptive/seed4"
+    ls = load_config("cifar100/ls/vgg13-vgg8", ["distiller.name=kd"])  # label after the preset
+    assert ls.output_dir.endswith("/kd+ls-fixed/seed0")
+    for bad in ("x/{bogus}", "x/{"):
+        with pytest.raises(SakdError) as caught:
+            load_config("quickstart", [f"output_dir={bad}"])
+        assert str(caught.value) == (
+            "config 'quickstart': key 'output_dir' may only use the fields {distiller}, {mode}, "
+            "{seed}, {model}, {student}, {teacher}"
+        )
 
 
 def test_every_packaged_recipe_validates():

@@ -298,9 +298,7 @@ class RunConfig(_Strict):
         try:
             formatted = self.output_dir.format(**fields)
         except (KeyError, IndexError, ValueError):
-            raise ValueError(
-                f"output_dir may only use the fields {{{'}, {'.join(fields)}}}"
-            ) from None
+            raise ValueError(f"may only use the fields {{{'}, {'.join(fields)}}}") from None
         if formatted != self.output_dir:
             self.output_dir = formatted
 
@@ -312,6 +310,10 @@ class RunConfig(_Strict):
         their ``Params`` default are not listed (the builder reports them as ``default``).
         """
         return dict(self._sources)
+
+    def record_weight_sources(self, sources: dict[str, str]) -> None:
+        """Remember where each resolved value came from (the resolution step's record)."""
+        self._sources = dict(sources)
 
     @property
     def agent_lr(self) -> float:

@@ -47,7 +47,7 @@ def validate_config(data: dict | Recipe, source: str = "config", stored: bool = 
     except ValidationError as exc:
         raise SakdError(_one_line(exc, source)) from None
     except ValueError as exc:
-        raise SakdError(f"{source}: key 'output_dir': {exc}") from None
+        raise SakdError(f"{source}: key 'output_dir' {exc}") from None
     return config
 
 

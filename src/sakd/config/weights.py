@@ -221,5 +221,5 @@ def resolve(
     if config.distiller is not None:
         config.distiller.loss_weight = weights.loss_weight
         found.update(_apply_presets(config, sources, label))
-    config._sources = found
+    config.record_weight_sources(found)
     return config

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sakd.config import apply_overrides, list_recipes, load_config, validate_config
+from sakd.config import apply_overrides, dump_config, list_recipes, load_config, validate_config
 from sakd.errors import SakdError
+from sakd.spot_modes import SpotMode
 
 
 def test_overrides_are_typed_and_dotted():
@@ -130,3 +131,11 @@ def test_pair_presets_apply_to_the_chosen_distiller_only():
     assert ft.distiller.params == {"pretrain_lr": 0.05}
     ab = load_config("cifar100/vgg13-mobilenetv2", ["distiller.name=ab"])
     assert ab.distiller.params == {"pretrain_lr": 0.01}
+
+
+def test_the_spot_mode_is_an_enum_below_the_schema_and_a_plain_string_in_files():
+    cfg = load_config("quickstart", ["spots.mode=anti"])
+    assert cfg.spots.mode is SpotMode.ANTI and cfg.spots.mode.routed
+    assert "mode: anti\n" in dump_config(cfg)
+    with pytest.raises(SakdError, match="key 'spots.mode': Input should be 'fixed', 'random'"):
+        load_config("quickstart", ["spots.mode=sometimes"])

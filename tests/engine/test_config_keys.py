@@ -8,7 +8,15 @@ import pytest
 import yaml
 
 from sakd.cli import main
-from sakd.config import RENAMED_KEYS, config_differences, dump_config, load_config
+from sakd.config import (
+    RENAMED_KEYS,
+    RunConfig,
+    config_differences,
+    dump_config,
+    load_config,
+    resolve_weights,
+    validate_config,
+)
 from sakd.engine.run import run
 from sakd.errors import SakdError
 from sakd.experiments.grid import GridSpec, plan_grid
@@ -130,6 +138,8 @@ def test_the_kd_temperature_has_one_key_for_vanilla_kd_and_the_logit_kd_term(tmp
     with pytest.raises(SakdError) as caught:
         load_config("quickstart", ["distiller.name=kd", "distiller.params.temperature=2"])
     assert str(caught.value) == expected
+    with pytest.raises(SakdError, match=r"key 'distiller.presets.kd.temperature' \(the KD temp"):
+        load_config("quickstart", ["distiller.name=kd", "distiller.presets.kd.temperature=0"])
     dkd = load_config("quickstart", ["distiller.name=dkd", "distiller.params.temperature=2"])
     assert dkd.distiller.params["temperature"] == 2  # DKD's own temperature keeps its key
     code = main(
@@ -226,3 +236,18 @@ def test_a_resolved_config_yaml_loads_again_as_a_recipe(tmp_path):
         again = load_config(str(path))
         assert again.model_dump() == cfg.model_dump()
         assert set(again.weight_sources().values()) == {f"recipe {path}"}
+
+
+def test_weights_are_resolved_by_an_explicit_step_after_the_schema():
+    raw = yaml.safe_load(dump_config(load_config("cifar100/vgg13-vgg8", ["distiller.name=at"])))
+    for key in ("ce_weight", "kd_weight"):
+        del raw["loss"][key]
+    del raw["distiller"]["loss_weight"]
+    schema_only = RunConfig.model_validate(raw)
+    assert schema_only.loss.ce_weight is None and schema_only.distiller.loss_weight is None
+    weights = resolve_weights(schema_only, {}, "test")
+    assert (weights.ce_weight, weights.kd_weight, weights.loss_weight) == (1.0, 1.0, 1000.0)
+    assert weights.sources["distiller.loss_weight"] == "published:sakd"
+    assert schema_only.loss.ce_weight is None  # resolving returns values, it does not write them
+    resolved = validate_config(raw, source="test")
+    assert (resolved.loss.ce_weight, resolved.distiller.loss_weight) == (1.0, 1000.0)

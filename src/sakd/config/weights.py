@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from sakd.config.recipes import RECIPES_PACKAGE
 from sakd.config.schema import LossConfig, RunConfig
@@ -99,8 +100,8 @@ def resolve_weights(
 ) -> ResolvedWeights:
     """The config's loss weights with the unset ones taken from the published table.
 
-    ``sources`` holds the keys the recipe files and overrides set, with their source. A temperature
-    for a logit-KD term that is off is an error, except in configs sakd stored itself (``stored``).
+    ``sources`` holds the keys the recipe files and overrides set, with their source. A KD
+    temperature that no KD term uses is an error, except in configs sakd stored itself (``stored``).
     """
     d = config.distiller
     values = _configured(config)
@@ -161,7 +162,14 @@ def _kd_temperature(
     temperature, source = config.loss.kd_temperature, None
     for name in _preset_names(config):
         if "temperature" in d.presets.get(name, {}):
-            temperature = d.presets[name]["temperature"]
+            value = d.presets[name]["temperature"]
+            try:
+                temperature = LossConfig(kd_temperature=value).kd_temperature
+            except ValidationError as exc:
+                raise SakdError(
+                    f"{label}: key 'distiller.presets.{name}.temperature' (the KD temperature): "
+                    f"{exc.errors()[0]['msg']} (got {quoted(value)})"
+                ) from None
             where = source_of(sources, f"distiller.presets.{name}.temperature") or label
             source = "preset " + where.removeprefix("recipe ")
     return temperature, source

@@ -205,11 +205,12 @@ class DistillerConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    """Weight of cross-entropy, weight (α) and temperature of the logit-KD term added to a distiller.
+    """Weight of cross-entropy, weight (α) of the logit-KD term added to a distiller, KD temperature.
 
     Unset weights take the published values of the ``distiller.published`` table (1 and 0 when
     there is no teacher). The logit-KD term runs only when ``kd_weight`` > 0; vanilla KD alone is
-    ``distiller.name=kd`` (its temperature is ``distiller.params.temperature``).
+    ``distiller.name=kd``. ``kd_temperature`` is the one KD temperature: of that term and of
+    vanilla KD as the distiller (filled from a ``kd`` preset's ``temperature`` when unset).
     """
 
     ce_weight: float | None = Field(default=None, ge=0)

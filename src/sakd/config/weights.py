@@ -170,8 +170,7 @@ def _kd_temperature(
                     f"{label}: key 'distiller.presets.{name}.temperature' (the KD temperature): "
                     f"{exc.errors()[0]['msg']} (got {quoted(value)})"
                 ) from None
-            where = source_of(sources, f"distiller.presets.{name}.temperature") or label
-            source = "preset " + where.removeprefix("recipe ")
+            source = _preset_origin(sources, name, "temperature", label)
     return temperature, source
 
 
@@ -179,6 +178,12 @@ def _preset_names(config: RunConfig) -> tuple[str, str]:
     """The chosen distiller's preset names, later ones winning: ``<name>``, ``<name>@<mode>``."""
     assert config.distiller is not None
     return config.distiller.name, f"{config.distiller.name}@{config.spots.mode}"
+
+
+def _preset_origin(sources: dict[str, str], name: str, key: str, label: str) -> str:
+    """``preset <recipe>``: where the preset ``name``'s ``key`` was set."""
+    where = source_of(sources, f"distiller.presets.{name}.{key}") or label
+    return "preset " + where.removeprefix("recipe ")
 
 
 def _apply_presets(config: RunConfig, sources: dict[str, str], label: str) -> dict[str, str]:
@@ -198,8 +203,7 @@ def _apply_presets(config: RunConfig, sources: dict[str, str], label: str) -> di
             if d.name == KD_DISTILLER and key == "temperature":
                 continue  # the KD temperature: resolved as loss.kd_temperature
             preset[key] = value
-            where = source_of(sources, f"distiller.presets.{name}.{key}") or label
-            origin[key] = "preset " + where.removeprefix("recipe ")
+            origin[key] = _preset_origin(sources, name, key, label)
     for key in d.params:
         resolved[f"distiller.params.{key}"] = source_of(sources, f"distiller.params.{key}") or label
     for key in PRESET_RUN_KEYS:

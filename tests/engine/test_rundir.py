@@ -1,0 +1,67 @@
+"""The run folder's door: records kept exact across resumes, no writes through links."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from sakd.config import load_config
+from sakd.engine import trainer as trainer_module
+from sakd.engine.run import run
+from sakd.errors import SakdError
+
+from ..conftest import tiny_overrides
+
+
+def _lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_a_kill_during_pretraining_does_not_duplicate_pretrain_records(tmp_path, monkeypatch):
+    # FT pre-trains its paraphraser for 2 epochs; the run dies after writing the record of
+    # pre-training epoch 2 but before saving last.pt, so the resume trains that epoch again.
+    out = tmp_path / "ft"
+    cfg = load_config(
+        "quickstart",
+        tiny_overrides(out, "epochs=1", "distiller.name=ft", "distiller.params.pretrain_epochs=2"),
+    )
+    original = trainer_module.Trainer._save
+    calls = []
+
+    def die_before_second_save(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_save", die_before_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    monkeypatch.undo()
+    assert [r["epoch"] for r in _lines(out / "pretrain.jsonl")] == [1, 2]
+    run(cfg)
+    pretrain = _lines(out / "pretrain.jsonl")
+    assert [(r["phase"], r["epoch"]) for r in pretrain] == [("pretrain-ft", 1), ("pretrain-ft", 2)]
+    assert [r["epoch"] for r in _lines(out / "metrics.jsonl")] == [1]
+
+
+@pytest.mark.parametrize("name", [".sakd.lock", "metrics.jsonl"])
+def test_a_link_in_the_run_folder_never_redirects_a_write(tmp_path, name):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    os.symlink(outside, out / name)
+    with pytest.raises(SakdError, match="symbolic link") as caught:
+        run(load_config("quickstart/student", tiny_overrides(out, "epochs=1")))
+    assert "\n" not in str(caught.value) and name in str(caught.value)
+    assert outside.read_text() == "precious\n"
+
+
+def test_a_lock_path_that_is_not_a_regular_file_is_refused(tmp_path):
+    out = tmp_path / "run"
+    (out / ".sakd.lock").mkdir(parents=True)
+    with pytest.raises(SakdError, match="not a regular file|a folder|Is a directory"):
+        run(load_config("quickstart/student", tiny_overrides(out, "epochs=1")))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sakd.engine.checkpoint import append_text, atomic_write_text, check_regular_file
-from sakd.engine.records import EpochRecord, read_records
+from sakd.engine.records import EpochRecord
 from sakd.errors import SakdError
 
 
@@ -86,8 +86,3 @@ def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
             raise damaged(f"has a line that is not an epoch record (line {number})")
         out.append((line, record))
     return out
-
-
-def read_metrics(path: Path) -> list[EpochRecord]:
-    """All records of a ``metrics.jsonl`` file."""
-    return read_records(path)

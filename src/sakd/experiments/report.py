@@ -322,15 +322,19 @@ def _counted(values: Iterable[Any]) -> str:
 
 
 def _precision(result: RunResult) -> str:
-    return str(result.info.get("precision") or result.config.get("precision", "?"))
+    return str(result.info.precision or result.config.get("precision", "?"))
 
 
 def _device(result: RunResult) -> str:
-    info = result.info
-    if "device" not in info:
-        return "?"
-    name = info.get("device_name")
-    return f"{info['device']} ({name})" if name else str(info["device"])
+    return result.info.device_label or "?"
+
+
+def _known(value: Any) -> Any:
+    return "?" if value is None else value
+
+
+def _teacher_accuracies(runs: list[RunResult]) -> list[float]:
+    return [r.info.teacher_top1 for r in runs if r.info.teacher_top1 is not None]
 
 
 def render_markdown(report: Report, plots: list[Path], folder: Path | None = None) -> str:
@@ -381,9 +385,9 @@ def _protocol_section(runs: list[RunResult]) -> list[str]:
         ("lr", [r.config.get("lr") for r in runs]),
         ("precision", [_precision(r) for r in runs]),
         ("device", [_device(r) for r in runs]),
-        ("torch", [r.info.get("torch", "?") for r in runs]),
-        ("train images", [r.info.get("train_size", "?") for r in runs]),
-        ("test images", [r.info.get("test_size", "?") for r in runs]),
+        ("torch", [_known(r.info.torch) for r in runs]),
+        ("train images", [_known(r.info.train_size) for r in runs]),
+        ("test images", [_known(r.info.test_size) for r in runs]),
     ]
     out = ["## Protocol", "", "| fact | value (runs) |", "|---|---|"]
     out += [f"| {name} | {_counted(values)} |" for name, values in facts]
@@ -400,8 +404,8 @@ def _by_pair(cells: list[Cell]):
 
 def _teacher_line(dataset: str, teacher: str, student: str, cells: list[Cell]) -> str:
     runs = [r for c in cells for r in c.runs()]
-    accs = [float(r.info["teacher_top1"]) for r in runs if "teacher_top1" in r.info]
-    digests = Counter(str(r.info.get("teacher_sha256", "?")) for r in runs)
+    accs = _teacher_accuracies(runs)
+    digests = Counter(r.info.teacher_sha256 or "?" for r in runs)
     base = published_baselines().get((dataset, teacher, student))
     ours = Stat.of(accs).text() if accs else "?"
     paper = f"; paper {base.teacher:.2f}" if base and base.teacher is not None else ""
@@ -656,7 +660,7 @@ def _csv_row(cell: Cell, mode: str, result: ModeResult) -> dict[str, Any]:
         paper_top1 = {"fixed": paper.fixed, "adaptive": paper.adaptive}.get(mode)
     gain_best = cell.gain(mode) if mode != "fixed" else Stat(0, None, None)
     gain_last = cell.gain(mode, "last") if mode != "fixed" else Stat(0, None, None)
-    teacher_accs = [float(r.info["teacher_top1"]) for r in runs if "teacher_top1" in r.info]
+    teacher_accs = _teacher_accuracies(runs)
     base = published_baselines().get((key.dataset, key.teacher or "", key.student))
     best = result.best
     return {
@@ -690,7 +694,7 @@ def _csv_row(cell: Cell, mode: str, result: ModeResult) -> dict[str, Any]:
         **_logit_reference_fields(key, mode),
         "teacher_top1": _num(Stat.of(teacher_accs).mean),
         "paper_teacher_top1": _num(base.teacher if base else None),
-        "teacher_sha256": " ".join(sorted({str(r.info.get("teacher_sha256", "")) for r in runs}))
+        "teacher_sha256": " ".join(sorted({r.info.teacher_sha256 or "" for r in runs}))
         if key.teacher
         else "",
         "precision": " ".join(sorted({_precision(r) for r in runs})),

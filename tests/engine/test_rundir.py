@@ -97,3 +97,17 @@ def test_run_info_and_summary_read_back_typed(tmp_path):
     assert again is not None and again.best_top1 == 80.0 and again.last_top1 != again.last_top1
     folder.summary_path.write_text("{")
     assert folder.read_summary() is None
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "run.json", "summary.json", "pretrain.jsonl"])
+def test_a_link_in_place_of_a_file_sakd_replaces_is_replaced_not_written_through(tmp_path, name):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    os.symlink(outside, out / name)
+    try:
+        run(load_config("quickstart/student", tiny_overrides(out, "epochs=1")))
+    except SakdError as exc:  # refused in one line is fine too
+        assert "\n" not in str(exc) and name in str(exc)
+    assert outside.read_text() == "precious\n"

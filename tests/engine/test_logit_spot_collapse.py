@@ -8,11 +8,9 @@ batch there, so the logit spot's rate climbs to 1.00 and the run distils every s
 
 from __future__ import annotations
 
-import json
-
 from sakd.config import load_config
-from sakd.engine.metrics import read_metrics
 from sakd.engine.run import run
+from sakd.engine.rundir import RunFolder
 from sakd.experiments.inspect import inspect_run
 
 
@@ -33,9 +31,9 @@ def test_kd_alone_adaptive_from_50_50_ends_on_the_teacher_path(tmp_path):
         ],
     )
     summary = run(cfg)
-    records = read_metrics(out / "metrics.jsonl")
-    rates = [r.spot_rates["logits"] for r in records]
-    teacher_top1 = json.loads((out / "run.json").read_text())["teacher_top1"]
+    folder = RunFolder(out)
+    rates = [r.spot_rates["logits"] for r in folder.read_records()]
+    teacher_top1 = folder.read_info().teacher_top1
     assert teacher_top1 > summary.best_top1 + 30  # the teacher is far more accurate
     assert 0.5 < rates[0] < 1.0  # the policy starts near 50/50 and moves within the first epoch
     assert rates[-1] >= 0.99  # (nearly) every sample of the last epoch distilled: fixed spots

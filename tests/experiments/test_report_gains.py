@@ -107,6 +107,8 @@ def test_paired_gains_with_intervals_by_hand(tmp_path):
         "| at | fixed − student alone | +4.67 ± 1.15 | [+1.80, +7.54] | +4.00 ± 1.00 "
         "| [+1.52, +6.48] | 3 |" in md
     )
+    assert "| at | 81.00 ± 1.00 | 84.67 ± 4.73 | +1.50 ± 0.71 |" in md  # the main table
+    assert "| -2.00 (n = 1) |" in md  # random − fixed from one pair: never a bare number
     # The test set's noise beside the tables, at the pair's mean best top-1 over its runs.
     best = [max(c) for arm in (FIXED, ADAPTIVE, RANDOM, ANTI) for c in arm.values()]
     mean = sum(best) / len(best)

@@ -228,17 +228,17 @@ def _pair_section(dataset: str, teacher: str, student: str, cells: list[Cell]) -
             cell.key.distiller or "?",
             _mode_text(fixed, "best"),
             _mode_text(adaptive, "best"),
-            cell.gain("adaptive").text(signed=True),
+            _gain_text(cell.gain("adaptive")),
             _mode_text(fixed, "last"),
             _mode_text(adaptive, "last"),
-            cell.gain("adaptive", "last").text(signed=True),
+            _gain_text(cell.gain("adaptive", "last")),
         ]
         for mode in extra:
             result = cell.get(mode)
             row += [
                 _mode_text(result, "best"),
                 _mode_text(result, "last"),
-                cell.gain(mode).text(signed=True),
+                _gain_text(cell.gain(mode)),
             ]
         paper = cell.published()
         if has_paper and paper is None:
@@ -258,6 +258,13 @@ def _pair_section(dataset: str, teacher: str, student: str, cells: list[Cell]) -
         notes.append("No published numbers for this pair.")
     out = [*out, "", *notes, *([""] if notes else [])]
     return [*out, *_gains_table(cells), *_noise_line(cells)]
+
+
+def _gain_text(gain: Stat) -> str:
+    """A paired gain's ``mean ± sd``; from one pair ``+1.60 (n = 1)``, never a bare number."""
+    if gain.n == 1 and gain.mean is not None:
+        return f"{gain.mean:+.2f} (n = 1)"
+    return gain.text(signed=True)
 
 
 def _gain_cells(gain: PairedGain) -> list[str]:

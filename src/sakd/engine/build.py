@@ -26,7 +26,7 @@ from sakd.engine.runtime import Runtime
 from sakd.engine.task import Task
 from sakd.engine.tasks import ClassificationTask, DistillationTask, LossTerm
 from sakd.errors import SakdError
-from sakd.losses import Distiller, DistillerParams, get_distiller
+from sakd.losses import Distiller, DistillerParams, DistillerSetup, get_distiller
 from sakd.models import SpotInfo, StagedNet, create_model, resolve_spots
 from sakd.spot_modes import SpotMode
 from sakd.spots import build_selector
@@ -359,7 +359,6 @@ def _loss_terms(
 ) -> list[LossTerm]:
     """The logit-KD term (when ``loss.kd_weight`` > 0), then the chosen distiller's term."""
     assert cfg.distiller is not None
-    num_train = len(train_set.labels)
     terms = []
     if cfg.loss.kd_weight > 0:
         if plan.cls.name == LOGIT_KD:
@@ -368,14 +367,18 @@ def _loss_terms(
                 "(its weight is distiller.loss_weight, its temperature distiller.params.temperature)"
             )
         kd_cls = get_distiller(LOGIT_KD)
-        kd = kd_cls(
-            [], [], kd_cls.Params(temperature=cfg.loss.kd_temperature), num_classes, num_train
-        )
+        kd_params = kd_cls.Params(temperature=cfg.loss.kd_temperature)
+        kd = kd_cls(DistillerSetup((), (), kd_params, num_classes, train_set.labels))
         terms.append(LossTerm(LOGIT_KD, cfg.loss.kd_weight, kd))
     distiller = plan.cls(
-        plan.student_spots, plan.teacher_spots, plan.params, num_classes, num_train
+        DistillerSetup(
+            tuple(plan.student_spots),
+            tuple(plan.teacher_spots),
+            plan.params,
+            num_classes,
+            train_set.labels,
+        )
     )
-    distiller.attach_train_labels(train_set.labels)
     terms.append(
         LossTerm(
             distiller.name,

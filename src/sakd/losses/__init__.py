@@ -4,7 +4,13 @@ Every module in this package is imported here, so its ``@register_distiller`` cl
 """
 
 from sakd._autoload import import_submodules
-from sakd.losses.base import DistillContext, Distiller, DistillerParams, PretrainParams
+from sakd.losses.base import (
+    DistillContext,
+    Distiller,
+    DistillerParams,
+    DistillerSetup,
+    PretrainParams,
+)
 from sakd.losses.registry import get_distiller, list_distillers, register_distiller
 
 import_submodules(__name__, __path__)
@@ -13,6 +19,7 @@ __all__ = [
     "DistillContext",
     "Distiller",
     "DistillerParams",
+    "DistillerSetup",
     "PretrainParams",
     "get_distiller",
     "list_distillers",

@@ -369,9 +369,9 @@ class RunConfig(_Strict):
         row: dict[str, float] = {"ce_weight": 1.0, "kd_weight": 0.0, "routing_ce_weight": 1.0}
         row_source = "default"
         if d is not None:
-            table = published_weights()[d.published]
-            if d.name in table:
-                row, row_source = table[d.name], f"published:{d.published}"
+            published = _distiller_published(d.name, d.published)
+            if published is not None:
+                row, row_source = published, f"published:{d.published}"
             elif unset:
                 _check_registered(d.name)
                 raise SakdError(
@@ -476,6 +476,14 @@ def list_recipes() -> list[str]:
 
     walk(root, "")
     return sorted(names)
+
+
+def _distiller_published(name: str, table: str) -> dict[str, float] | None:
+    """The weights distiller ``name`` declares for ``table`` (None: unknown distiller or no row)."""
+    from sakd.losses import published_weights_of
+
+    weights = published_weights_of(name, table)
+    return None if weights is None else weights.model_dump()
 
 
 def _check_registered(name: str) -> None:

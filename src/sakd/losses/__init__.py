@@ -11,7 +11,13 @@ from sakd.losses.base import (
     DistillerSetup,
     PretrainParams,
 )
-from sakd.losses.registry import get_distiller, list_distillers, register_distiller
+from sakd.losses.published import PublishedWeights
+from sakd.losses.registry import (
+    get_distiller,
+    list_distillers,
+    published_weights_of,
+    register_distiller,
+)
 
 import_submodules(__name__, __path__)
 
@@ -21,7 +27,9 @@ __all__ = [
     "DistillerParams",
     "DistillerSetup",
     "PretrainParams",
+    "PublishedWeights",
     "get_distiller",
     "list_distillers",
+    "published_weights_of",
     "register_distiller",
 ]

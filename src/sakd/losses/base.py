@@ -11,13 +11,16 @@ Every distiller
   value equals the reference computation on the selected sub-batch times |selected| / B;
   relational losses relate only the selected samples; 0 or 1 selected samples give exactly 0;
 * returns the **sum over its spots** of those gated values (not multiplied by beta: the caller does);
+* declares the loss weights it was published with beside its ``Params`` (``published``, one
+  :class:`~sakd.losses.published.PublishedWeights` per table; the packaged distillers' rows are the
+  packaged tables);
 * may declare a pre-training stage (FT's paraphraser, AB / FSP initialisation) through
   ``pretrain_epochs`` > 0, :meth:`pretrain_loss` and :meth:`pretrain_parameters`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -25,6 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from sakd.losses.published import PublishedWeights, packaged_tables
 from sakd.models.staged import SpotInfo
 
 
@@ -93,6 +97,9 @@ class Distiller(nn.Module):
     # spots.mode=random as the authors ran it: the logit spot reuses the last feature spot's draw.
     random_logit_follows_last_spot: ClassVar[bool] = False
     Params: ClassVar[type[DistillerParams]] = DistillerParams
+    # This distiller's loss weights per published table (``distiller.published``); a table it does
+    # not declare falls back to the packaged table's row (see :mod:`sakd.losses.published`).
+    published: ClassVar[Mapping[str, PublishedWeights]] = {}
 
     def __init__(self, setup: DistillerSetup) -> None:
         super().__init__()
@@ -101,6 +108,13 @@ class Distiller(nn.Module):
         self.params = setup.params
         self.num_classes = setup.num_classes
         self.num_train = setup.num_train
+
+    @classmethod
+    def published_weights(cls, table: str) -> PublishedWeights | None:
+        """The loss weights of ``table`` for this distiller (None: it has no row there)."""
+        if table in cls.published:
+            return cls.published[table]
+        return packaged_tables().get(table, {}).get(cls.name)
 
     @property
     def num_spots(self) -> int:

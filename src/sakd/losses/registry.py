@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sakd.errors import SakdError
 from sakd.losses.base import Distiller
+from sakd.losses.published import PublishedWeights
 
 _DISTILLERS: dict[str, type[Distiller]] = {}
 
@@ -29,3 +30,9 @@ def get_distiller(name: str) -> type[Distiller]:
             "(`sakd distillers` describes them)"
         )
     return _DISTILLERS[name]
+
+
+def published_weights_of(name: str, table: str) -> PublishedWeights | None:
+    """Distiller ``name``'s weights in the published ``table`` (None: no such distiller or row)."""
+    cls = _DISTILLERS.get(name)
+    return None if cls is None else cls.published_weights(table)

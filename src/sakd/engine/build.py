@@ -332,7 +332,7 @@ def build_task(
         student,
         teacher,
         s_idx,
-        gamma=cfg.spots.routing_ce_weight,
+        routing_ce_weight=cfg.spots.routing_ce_weight,
         tau=cfg.spots.tau,
         homogeneous=cfg.spots.homogeneous,
         input_size=input_size,

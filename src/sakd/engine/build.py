@@ -168,12 +168,13 @@ def module_sha256(module: nn.Module) -> str:
 def load_teacher(
     cfg: RunConfig, num_classes: int, input_size: int, module: nn.Module | None = None
 ) -> tuple[StagedNet, str]:
-    """The frozen teacher with its checkpoint loaded strictly; returns it and its SHA-256.
+    """The teacher with its checkpoint loaded strictly; returns it and its SHA-256.
 
     The teacher is built from ``cfg.teacher`` (a name, like the student's), or is ``module`` (an
     object with its weights). ``teacher.checkpoint`` (a sakd checkpoint or the module's own
     ``state_dict()``) is loaded into either; a teacher built by name needs one. The digest is the
     checkpoint file's, or the object's state dict's (:func:`module_sha256`) when there is none.
+    The :class:`DistillationTask` freezes it for the run.
     """
     assert cfg.teacher is not None
     teacher = build_model(cfg.teacher, num_classes, input_size, module)
@@ -183,7 +184,6 @@ def load_teacher(
                 f"teacher {cfg.teacher.name!r} has no weights: set teacher.checkpoint to its "
                 "checkpoint (a sakd checkpoint or the module's own state_dict)"
             )
-        teacher.eval().requires_grad_(False)
         return teacher, module_sha256(teacher)
     path = resolve_path(cfg.teacher.checkpoint)
     if not path.is_file():
@@ -203,7 +203,6 @@ def load_teacher(
         )
     state = extract_state_dict(load_checkpoint(path))
     teacher.load_weights(state, f"teacher checkpoint {str(path)!r} for {cfg.teacher.name!r}")
-    teacher.eval().requires_grad_(False)
     return teacher, digest
 
 

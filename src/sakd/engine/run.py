@@ -65,7 +65,8 @@ def run(
     ``modules``: ``nn.Module`` objects to train / distil from instead of building ``cfg.model`` /
     ``cfg.teacher`` by name (``{"model": student, "teacher": teacher}``, either optional; see
     :func:`sakd.engine.build.build_model`): the student object itself is trained (its parameters
-    are the staged net's), the teacher object is frozen (eval mode, no gradients). This is what :func:`sakd.train` and :func:`sakd.distill` call.
+    are the staged net's), the teacher object is frozen (eval mode, no gradients) while the run trains and given back as it
+    came. This is what :func:`sakd.train` and :func:`sakd.distill` call.
 
     The folder is locked while the run uses it (a second run on it is refused). A folder that
     already holds the complete run (``summary.json``, same configuration) is left exactly as it
@@ -88,6 +89,14 @@ def _run(
     if runtime.device.type != "cpu":
         train_set, test_set = train_set.to(runtime.device), test_set.to(runtime.device)
     task, facts = build_task(cfg, train_set, runtime, modules)
+    try:
+        return _run_task(cfg, runtime, task, facts, train_set, test_set)
+    finally:
+        if isinstance(task, DistillationTask):
+            task.release_teacher()
+
+
+def _run_task(cfg, runtime, task, facts, train_set, test_set) -> RunSummary:
     # After building: the builders probe the student's shapes, which must not trigger compilation.
     runtime.compile_network(task.eval_model)
     run_dir = Path(cfg.output_dir)

@@ -238,7 +238,8 @@ def build_selector(
 
     The settings are the validated ``spots`` config values under their config names (``mode``,
     ``routing_ce_weight``, ``tau``, ``homogeneous``, ``random_scheme``); they are not checked
-    again here. ``spot_indices`` are stage indices shared by both nets (ascending; may be empty).
+    again here. The teacher must be frozen (eval mode, ``requires_grad=False``), as the
+    distillation task holds it. ``spot_indices`` are stage indices shared by both nets (ascending; may be empty).
     ``random_scheme`` (random mode only): ``authors`` reproduces ``train_random.py`` (student CE ×
     ``routing_ce_weight``; the logit column copies the last feature spot's when
     ``logit_follows_last_spot``, which the builder takes from the distiller: AT, NST, VID);
@@ -260,7 +261,6 @@ def build_selector(
                 f"the {role}'s last spot feature is a map, but the policy reads pooled vectors: "
                 "end the staged network with a pooling stage"
             )
-    teacher.eval().requires_grad_(False)
     selector_class = AdaptiveSelector if mode == SpotMode.ADAPTIVE else AntiSelector
     return selector_class(
         student,

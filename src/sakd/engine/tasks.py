@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sakd.engine.records import LOGIT_SPOT
-from sakd.engine.task import ParamGroup, Phase, StepResult, Task
+from sakd.engine.task import ParamGroup, Phase, StepResult, Task, pretrain_data_key
 from sakd.losses import DistillContext, Distiller
 from sakd.models import StagedNet
 from sakd.spots import SelectorInput, SpotSelector
@@ -139,7 +139,8 @@ class DistillationTask(Task):
 
     # ------------------------------------------------------------------ phases
     def phases(self, epochs: int) -> list[Phase]:
-        phases = [self._pretrain_phase(t) for t in self.terms if t.module.pretrain_epochs > 0]
+        pretraining = [t for t in self.terms if t.module.pretrain_epochs > 0]
+        phases = [self._pretrain_phase(t, k) for k, t in enumerate(pretraining)]
         student_params = [*self.student.parameters(), *self.term_modules.parameters()]
         groups = {"student": ParamGroup(student_params, **self._student_group)}
         agent_params = list(self.selector.parameters())
@@ -148,7 +149,7 @@ class DistillationTask(Task):
         phases.append(Phase("distill", epochs, self._step, groups))
         return phases
 
-    def _pretrain_phase(self, term: LossTerm) -> Phase:
+    def _pretrain_phase(self, term: LossTerm, position: int) -> Phase:
         distiller = term.module
         params = list(distiller.pretrain_parameters())
         if distiller.pretrain_trains_student:
@@ -168,6 +169,7 @@ class DistillationTask(Task):
             {"pretrain": group},
             decay=False,
             evaluate=False,
+            data_key=pretrain_data_key(position),
         )
 
     # ------------------------------------------------------------------- steps

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sakd.config import load_config
 from sakd.engine import trainer as trainer_module
 from sakd.engine.run import run
-from sakd.engine.task import PRETRAIN_DATA_KEY_STRIDE, pretrain_data_key
+from sakd.engine.task_contract import PRETRAIN_DATA_KEY_STRIDE, pretrain_data_key
 
 from ..conftest import tiny_overrides
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from sakd.engine.tasks import DistillationTask
+from sakd.engine.training_tasks import DistillationTask
 from sakd.models import create_model
 from sakd.spot_modes import SpotMode
 from sakd.spots import build_selector

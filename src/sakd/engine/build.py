@@ -23,8 +23,8 @@ from sakd.engine.checkpoint import (
     sha256_file,
 )
 from sakd.engine.runtime import Runtime
-from sakd.engine.task import Task
-from sakd.engine.tasks import ClassificationTask, DistillationTask, LossTerm
+from sakd.engine.task_contract import Task
+from sakd.engine.training_tasks import ClassificationTask, DistillationTask, LossTerm
 from sakd.errors import SakdError
 from sakd.losses import Distiller, DistillerParams, DistillerSetup, get_distiller
 from sakd.models import SpotInfo, StagedNet, create_model, resolve_spots

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from sakd.engine.distributed import all_reduce_sum
-from sakd.engine.task import StepResult
+from sakd.engine.task_contract import StepResult
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-import sakd
+from sakd._version import __version__
 from sakd.config import OBJECT_PREFIX, RunConfig, config_differences, dump_config
 from sakd.data import BatchSource, ImageSet, StreamSet
 from sakd.engine.build import build_task, load_data
@@ -36,8 +36,8 @@ from sakd.engine.rundir import (
     refused_changes,
 )
 from sakd.engine.runtime import Runtime, seed_everything
-from sakd.engine.tasks import DistillationTask
 from sakd.engine.trainer import RunSummary, Trainer
+from sakd.engine.training_tasks import DistillationTask
 from sakd.errors import SakdError
 from sakd.spot_modes import SpotMode
 
@@ -264,8 +264,8 @@ def _device_name(device: torch.device) -> str:
 def provenance() -> dict[str, Any]:
     """Where a run comes from: sakd version, git commit (of a checkout), command line, torch / CUDA."""
     return {
-        "sakd_version": sakd.__version__,
-        **_git_state(Path(sakd.__file__).resolve().parent),
+        "sakd_version": __version__,
+        **_git_state(Path(__file__).resolve().parents[1]),
         "command": shlex.join(sys.argv),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -310,7 +310,7 @@ def describe_run(cfg: RunConfig, info: dict[str, Any]) -> str:
             f"spots {cfg.spots.mode}{start} at {spots}"
         )
     facts = [
-        f"sakd {sakd.__version__}: {what}",
+        f"sakd {__version__}: {what}",
         f"{cfg.data.name} {info['train_size']} train / {info['test_size']} test images",
         f"{cfg.epochs} epochs, batch {cfg.batch_size} x {info['world_size']} rank(s), lr {cfg.lr:g}, "
         f"seed {cfg.seed}",

@@ -1,6 +1,6 @@
 """The training loop: phases of epochs, one backward per step, evaluation, checkpoints, resume.
 
-It steps whatever named losses and parameter groups a :class:`~sakd.engine.task.Task` gives it and
+It steps whatever named losses and parameter groups a :class:`~sakd.engine.task_contract.Task` gives it and
 knows no distiller. Every epoch of the main phase writes one
 :class:`~sakd.engine.records.EpochRecord` (1-based epoch, named spot rates) to ``metrics.jsonl``
 and TensorBoard, prints it as one line (also with ``progress=false``), and atomically rewrites
@@ -46,7 +46,7 @@ from sakd.engine.metrics import MetricsLog
 from sakd.engine.records import EpochRecord
 from sakd.engine.rundir import clear_divergence, refused_changes, write_divergence
 from sakd.engine.runtime import Runtime, rng_state, set_rng_state
-from sakd.engine.task import Phase, StepResult, Task
+from sakd.engine.task_contract import Phase, StepResult, Task
 from sakd.errors import SakdError
 
 NAN_CHECK_EVERY = 50

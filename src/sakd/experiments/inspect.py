@@ -41,7 +41,7 @@ from sakd.data import ImageSet, iterate_batches
 from sakd.engine.build import build_task, load_data
 from sakd.engine.checkpoint import atomic_write_text, load_checkpoint, load_weights_strict
 from sakd.engine.runtime import Runtime
-from sakd.engine.tasks import DistillationTask
+from sakd.engine.training_tasks import DistillationTask
 from sakd.errors import SakdError
 from sakd.spots import AdaptiveSelector, AntiSelector, sample_gumbel, straight_through_gumbel
 

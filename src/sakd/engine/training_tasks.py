@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sakd.engine.records import LOGIT_SPOT
-from sakd.engine.task import ParamGroup, Phase, StepResult, Task, pretrain_data_key
+from sakd.engine.task_contract import ParamGroup, Phase, StepResult, Task, pretrain_data_key
 from sakd.losses import DistillContext, Distiller
 from sakd.models import StagedNet
 from sakd.spots import SelectorInput, SpotSelector

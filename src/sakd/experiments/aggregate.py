@@ -2,10 +2,10 @@
 
 Per cell and mode: top-1 at the best and at the last epoch as mean ± sample standard deviation over
 seeds, the gain of each mode over ``fixed`` paired by seed, the seeds expected by a grid and those
-missing, and the problems of a cell (runs that mix protocols, repeated seeds). :meth:`Cell.comparisons`
-gives the paired gains with 95 % Student-t intervals (:mod:`sakd.experiments.stats`) of every pair
-of arms that differ only in the spot mode, and of fixed spots over the student trained alone. Rendering is
-:mod:`sakd.experiments.render`'s.
+missing, and the problems of a cell (runs that mix protocols, repeated seeds).
+:meth:`Cell.comparisons` gives the paired gains with 95 % Student-t intervals
+(:mod:`sakd.experiments.stats`) of every two arms that differ only in the spot mode, and of fixed
+spots over the student trained alone. Rendering is :mod:`sakd.experiments.render`'s.
 """
 
 from __future__ import annotations
@@ -249,13 +249,13 @@ def _attach_alone(cells: list[Cell], singles: list[Cell]) -> list[Problem]:
 
 def _protocol_differences(runs: list[RunResult], baseline: list[RunResult]) -> list[str]:
     """Config keys (distillation-only ones aside) whose values differ between the two run sets."""
-    flats = [_flatten(r.config) for r in [*runs, *baseline]]
     if not runs or not baseline:
         return []
-    ignored = (*VOLATILE_KEYS, *DISTILL_ONLY_KEYS)
-    keys = {k for f in flats for k in f if k not in ignored and k.split(".")[0] not in ignored}
     left = [_flatten(r.config) for r in runs]
     right = [_flatten(r.config) for r in baseline]
+    ignored = (*VOLATILE_KEYS, *DISTILL_ONLY_KEYS)
+    keys = {k for f in [*left, *right] for k in f if k.split(".")[0] not in ignored}
+    keys -= set(ignored)
     return sorted(
         k for k in keys if {repr(f.get(k)) for f in left} != {repr(f.get(k)) for f in right}
     )
@@ -277,7 +277,7 @@ def expected_runs(
                 planned.seed
             )
             continue
-        key = CellKey(cfg.data.name, cfg.teacher.name, cfg.model.name, cfg.distiller.label)
+        key = CellKey(cfg.data.name, cfg.teacher.name, cfg.model.name, cfg.method_label)
         expected[(key, planned.mode)].append(planned.seed)
     return [(key, mode, seeds) for (key, mode), seeds in expected.items()]
 

@@ -74,7 +74,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
-    from sakd.models import create_model, list_models
+    from sakd.models import create_model, list_models, model_aliases
 
     for name in list_models():
         if args.verbose:
@@ -84,6 +84,8 @@ def _cmd_models(args: argparse.Namespace) -> None:
             print(f"{name:20s} {params:7.2f}M  {spots}")
         else:
             print(name)
+    aliases = " ".join(f"{alias}={name}" for alias, name in model_aliases().items())
+    print(f"also accepted (RepDistiller's / mdistiller's names): {aliases}")
 
 
 def _cmd_recipes(args: argparse.Namespace) -> None:

@@ -6,17 +6,20 @@ from typing import Any
 
 from sakd.config import apply_overrides, upgrade_renamed_keys, validate_config
 from sakd.engine.build import build_model, load_test_split
-from sakd.engine.checkpoint import FORMAT, extract_state_dict, load_checkpoint, load_weights_strict
+from sakd.engine.checkpoint import FORMAT, extract_weights, load_checkpoint
 from sakd.engine.evaluate import accuracy
 from sakd.engine.runtime import Runtime
 from sakd.errors import SakdError
+from sakd.experiments.reference import published_teachers
+from sakd.models import canonical_name
 
 
 def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
     """Top-1/top-5 of the student in ``path`` on the configured test split.
 
     sakd checkpoints carry their config (override e.g. ``data.root`` or ``device``); other files
-    (e.g. RepDistiller's ``{'model': state_dict}``) need ``model.name=... data.name=...``.
+    (e.g. RepDistiller's ``{'model': state_dict}``, in its module names) need ``model.name=...
+    data.name=...``. ``weights`` in the result says which layout the file was recognised as.
     """
     data = load_checkpoint(path)
     base = data.get("config") if data.get("format") == FORMAT else {}
@@ -44,17 +47,23 @@ def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
     runtime = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
     test_set = load_test_split(cfg)
     model = build_model(cfg.model, test_set.num_classes, int(test_set.image_size[-1]))
-    load_weights_strict(
-        model, extract_state_dict(data), f"checkpoint {path!r} for {cfg.model.name!r}"
-    )
+    state, container = extract_weights(data)
+    names = model.load_weights(state, f"checkpoint {path!r} for {cfg.model.name!r}")
     runtime.prepare_module(model)
     top1, top5 = accuracy(model, test_set, runtime, cfg.eval_batch_size)
+    published = published_teachers().get((cfg.data.name, canonical_name(cfg.model.name)))
     return {
         "checkpoint": str(path),
+        "weights": f"{container} in {names}",
         "model": cfg.model.name,
         "dataset": cfg.data.name,
         "test_size": len(test_set.labels),
         "test_top1": top1,
         "test_top5": top5,
         "epoch": data.get("epoch"),
+        **(
+            {}
+            if published is None
+            else {"published_top1": published.top1, "published_source": published.source}
+        ),
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import nn
 
@@ -25,19 +26,34 @@ from sakd.models.shufflenetv2 import ShuffleNetV2
 from sakd.models.vgg import VGG
 from sakd.models.wrn import WideResNet
 
-# RepDistiller's ``model_dict`` keys (and factory names) that the zoo spells otherwise. Its
-# "MobileNetV2" is ``mobile_half`` (width 0.5); the zoo's ``mobilenetv2`` is the SAKD authors'
-# width-1.0 model. Its ``vgg8`` … ``vgg19`` are the ``_bn`` variants, as the zoo's are.
+# The zoo models whose key in RepDistiller's (and mdistiller's) ``model_dict`` is spelled otherwise.
+# Its "MobileNetV2" is ``mobile_half`` (width 0.5); the zoo's ``mobilenetv2`` is the SAKD authors'
+# width-1.0 model. ResNet18 is mdistiller's addition, from the same resnetv2.py.
+MODEL_DICT_NAMES: dict[str, str] = {
+    "resnet18": "ResNet18",
+    "resnet50": "ResNet50",
+    "mobilenetv2_half": "MobileNetV2",
+    "shufflev1": "ShuffleV1",
+    "shufflev2": "ShuffleV2",
+}
+# Every RepDistiller spelling the zoo accepts: the model_dict keys above, the factory names behind
+# them (``mobile_half``, ``ResNet34``) and ``vgg8_bn`` … ``vgg19_bn`` (its ``vgg8`` … ``vgg19``
+# are these ``_bn`` variants, as the zoo's are).
 MODEL_NAMES: dict[str, str] = {
-    "ResNet18": "resnet18",
+    **{spelling: name for name, spelling in MODEL_DICT_NAMES.items()},
     "ResNet34": "resnet34",
-    "ResNet50": "resnet50",
-    "MobileNetV2": "mobilenetv2_half",
     "mobile_half": "mobilenetv2_half",
-    "ShuffleV1": "shufflev1",
-    "ShuffleV2": "shufflev2",
     **{f"vgg{depth}_bn": f"vgg{depth}" for depth in (8, 11, 13, 16, 19)},
 }
+# RepDistiller's scripts/fetch_pretrained_teachers.sh (and mdistiller's cifar_teachers.tar) put
+# each teacher at <model_dict key>_vanilla/ckpt_epoch_240.pth.
+TEACHER_FILE = "{}_vanilla/ckpt_epoch_240.pth"
+
+
+def published_teacher_file(teachers_dir: str | Path, name: str) -> Path:
+    """Where the published checkpoint of the zoo model ``name`` lies in a teachers folder."""
+    return Path(teachers_dir).expanduser() / TEACHER_FILE.format(MODEL_DICT_NAMES.get(name, name))
+
 
 for _alias, _name in MODEL_NAMES.items():
     register_alias(_alias, _name)

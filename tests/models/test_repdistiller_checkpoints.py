@@ -202,3 +202,35 @@ def test_config_and_eval_routes_take_a_repdistiller_teacher(tmp_path, capsys):
     packaged = str(resolve_path(PACKAGED_TEACHER))
     assert main(["eval", packaged, "data.test_limit=64"]) == 0
     assert json.loads(capsys.readouterr().out)["test_top1"] == result["test_top1"]
+
+
+@pytest.mark.parametrize(
+    ("recipe", "teacher", "published"),
+    [
+        ("cifar100/resnet32x4-resnet8x4", None, 79.42),
+        ("cifar100/resnet50-vgg8", "ResNet50", 79.34),  # RepDistiller's spelling of the teacher
+        ("tiny-imagenet/vgg13-vgg8", None, 60.09),
+    ],
+)
+def test_run_json_gets_the_published_teacher_accuracy(recipe, teacher, published):
+    from sakd.config import load_config
+    from sakd.engine.run import _published_teacher, describe_run
+
+    cfg = load_config(recipe, [] if teacher is None else [f"teacher.name={teacher}"])
+    facts = _published_teacher(cfg)
+    assert facts["teacher_published_top1"] == published
+    assert facts["teacher_published_source"]
+    info = {
+        **facts,
+        "teacher_top1": 79.0,
+        "teacher_weights": "a bare state dict in RepDistiller's module names",
+        "train_size": 1,
+        "test_size": 1,
+        "world_size": 1,
+        "device": "cpu",
+        "device_name": "cpu",
+        "precision": "fp32",
+    }
+    first, second = describe_run(cfg, info).splitlines()
+    assert f"(top-1 79.00, published {published:.2f})" in first
+    assert second.endswith(": a bare state dict in RepDistiller's module names")

@@ -6,7 +6,7 @@ import pytest
 
 from sakd.cli import main
 from sakd.errors import SakdError
-from sakd.experiments.grid import load_grid, plan_grid
+from sakd.experiments.grid import GridSpec, load_grid, plan_grid
 
 # RepDistiller's scripts/fetch_pretrained_teachers.sh: save/models/<name>_vanilla/ckpt_epoch_240.pth
 # for these six; mdistiller's cifar_teachers.tar holds the same folders.
@@ -52,3 +52,18 @@ def test_dry_run_lists_the_published_teachers_as_present(tmp_path, capsys):
     assert main(["reproduce", "R1", "--teachers", str(teachers), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert f"teacher resnet32x4: {teachers}/resnet32x4_vanilla/ckpt_epoch_240.pth [present]" in out
+
+
+def test_a_grid_may_name_the_teacher_in_repdistillers_spelling(tmp_path):
+    teachers = _teachers(tmp_path / "t", ["ResNet50"])
+    spec = GridSpec.model_validate(
+        {
+            "pairs": [{"recipe": "cifar100/resnet50-vgg8", "teacher": "ResNet50"}],
+            "distillers": ["kd"],
+            "modes": ["fixed"],
+        }
+    )
+    plan = plan_grid(spec, "aliases", teachers_dir=teachers)
+    (job,) = plan.teachers
+    assert job.checkpoint == str(teachers / "ResNet50_vanilla" / "ckpt_epoch_240.pth")
+    assert plan.runs[0].config.teacher.name == "ResNet50"

@@ -10,8 +10,6 @@ from sakd.engine.checkpoint import FORMAT, extract_weights, load_checkpoint
 from sakd.engine.evaluate import accuracy
 from sakd.engine.runtime import Runtime
 from sakd.errors import SakdError
-from sakd.experiments.reference import published_teachers
-from sakd.models import canonical_name
 
 
 def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
@@ -51,7 +49,7 @@ def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
     names = model.load_weights(state, f"checkpoint {path!r} for {cfg.model.name!r}")
     runtime.prepare_module(model)
     top1, top5 = accuracy(model, test_set, runtime, cfg.eval_batch_size)
-    published = published_teachers().get((cfg.data.name, canonical_name(cfg.model.name)))
+    published = _published(cfg.data.name, cfg.model.name)
     return {
         "checkpoint": str(path),
         "weights": f"{container} in {names}",
@@ -67,3 +65,11 @@ def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
             else {"published_top1": published.top1, "published_source": published.source}
         ),
     }
+
+
+def _published(dataset: str, model: str):
+    """The published test top-1 of ``model`` as a teacher on ``dataset`` (reference tables), if any."""
+    from sakd.experiments.reference import published_teachers
+    from sakd.models import canonical_name
+
+    return published_teachers().get((dataset, canonical_name(model)))

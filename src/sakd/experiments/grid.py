@@ -225,7 +225,7 @@ def plan_grid(
     """
     from sakd.data import list_datasets
     from sakd.losses import list_distillers
-    from sakd.models import list_models
+    from sakd.models import list_models, model_aliases
 
     state = _PlanState(command_line=frozenset(overrides or []))
     shared = _valid_overrides([*spec.overrides, *(overrides or [])], state)
@@ -238,7 +238,7 @@ def plan_grid(
     for bad in sorted(set(spec.modes) - set(SpotMode.names())):
         state.add(f"unknown spot mode {bad!r} (use {', '.join(SpotMode.names())})")
     _check_unique(spec, state)
-    models = set(list_models())
+    models = set(list_models()) | set(model_aliases())
     datasets = set(list_datasets())
 
     pairs: list[tuple[_Pair, list[str], TeacherJob]] = []

@@ -46,6 +46,7 @@ from sakd.engine.run import CompleteRunSummary
 from sakd.engine.run import run as run_engine
 from sakd.errors import SakdError
 from sakd.models import StagedNet
+from sakd.spot_modes import SpotMode
 
 __all__ = ["DISTILL_KEYS", "TRAIN_KEYS", "Run", "distill", "train"]
 
@@ -192,7 +193,7 @@ def distill(
     val_data: Any = None,
     *,
     distiller: str = "kd",
-    mode: str = "fixed",
+    mode: SpotMode | str = SpotMode.FIXED,
     **options: Any,
 ) -> Run:
     """Distil ``student`` from the frozen ``teacher`` with ``distiller`` at spots chosen by ``mode``.

@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from sakd.errors import SakdError
+from sakd.errors import SakdError, bounded
 
 EXIT_USAGE = 2
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -318,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except SakdError as exc:
-        print(f"sakd: error: {exc}", file=sys.stderr)
+        print(f"sakd: error: {bounded(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("sakd: interrupted; run the same command again to resume", file=sys.stderr)

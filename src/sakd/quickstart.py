@@ -21,19 +21,20 @@ from sakd.engine.metrics import read_metrics
 from sakd.engine.records import EpochRecord
 from sakd.engine.run import run
 from sakd.experiments.inspect import InspectResult, extremes, inspect_run
+from sakd.spot_modes import SpotMode
 
 # (label, run folder, recipe, overrides)
 PLAN = [
     ("student alone", "student", "quickstart/student", []),
-    ("fixed spots", "fixed", "quickstart", ["spots.mode=fixed"]),
+    ("fixed spots", SpotMode.FIXED.value, "quickstart", [f"spots.mode={SpotMode.FIXED}"]),
     (
         "adaptive spots, 50/50 start",
-        "adaptive",
+        SpotMode.ADAPTIVE.value,
         "quickstart",
-        ["spots.mode=adaptive", "spots.homogeneous=false"],
+        [f"spots.mode={SpotMode.ADAPTIVE}", "spots.homogeneous=false"],
     ),
 ]
-INSPECTED = "adaptive"
+INSPECTED = SpotMode.ADAPTIVE.value
 
 NOTE = (
     "Spot rates: the share of training samples distilled at each spot (the distiller's feature "
@@ -68,7 +69,7 @@ def quickstart(out: str, overrides: list[str]) -> list[dict]:
         info_path = run_dir / "run.json"
         if info_path.is_file() and teacher_top1 is None:
             teacher_top1 = json.loads(info_path.read_text()).get("teacher_top1")
-        if folder == INSPECTED and cfg.teacher is not None and cfg.spots.mode == "adaptive":
+        if folder == INSPECTED and cfg.teacher is not None and cfg.spots.mode is SpotMode.ADAPTIVE:
             curves[label] = records
         rows.append(
             {

@@ -70,7 +70,9 @@ LS_DKD = {  # pair: (T, weight w, beta before x w), from the names of the LS aut
 def test_ls_recipes_give_the_authors_hyperparameters(pair):
     kd = load_config(f"cifar100/ls/{pair}", ["distiller.name=kd"])
     temperature, weight = LS_KD[pair]
-    assert kd.distiller.params == {"logit_standardization": True, "temperature": temperature}
+    assert kd.distiller.params == {"logit_standardization": True}
+    assert kd.loss.kd_temperature == temperature
+    assert kd.weight_sources()["loss.kd_temperature"] == f"preset cifar100/ls/{pair}"
     # CE 0.1: sunshangquan/logit-standardization-KD mdistiller/engine/cfg.py
     # CFG.KD.LOSS.CE_WEIGHT = 0.1, untouched by its tools/train.py (which sets KD_WEIGHT = 9 and
     # the temperature only); the author confirms 0.1 in that repository's issue #8.

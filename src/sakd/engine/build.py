@@ -9,12 +9,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from pydantic import ValidationError
 from torch import nn
 
-from sakd.config import OBJECT_PREFIX, DistillerConfig, ModelConfig, RunConfig, TeacherConfig
+from sakd.config import (
+    KD_DISTILLER,
+    OBJECT_PREFIX,
+    DistillerConfig,
+    ModelConfig,
+    RunConfig,
+    TeacherConfig,
+)
 from sakd.data import BatchSource, StreamSet, load_dataset, open_stream
 from sakd.engine.checkpoint import (
     extract_weights,
@@ -32,7 +40,7 @@ from sakd.spot_modes import SpotMode
 from sakd.spots import build_selector
 
 # The logit-KD term added to every distiller when loss.kd_weight > 0 (Hinton KD at the logit spot).
-LOGIT_KD = "kd"
+LOGIT_KD = KD_DISTILLER
 
 
 def load_data(cfg: RunConfig) -> tuple[BatchSource, BatchSource]:
@@ -230,7 +238,7 @@ def plan_distiller(
     params: dict,
     student_info: list[SpotInfo],
     teacher_info: list[SpotInfo],
-    mode: str,
+    mode: SpotMode,
 ) -> DistillerPlan:
     """Check ``name`` with ``params`` on a pair described by its spots (``spot_info``) in ``mode``.
 
@@ -246,7 +254,7 @@ def plan_distiller(
         raise SakdError(f"distiller {name!r} cannot run on this pair: {exc}") from None
     n = min(len(s_spots), len(t_spots))
     s_spots, t_spots = s_spots[:n], t_spots[:n]
-    if SpotMode(mode).routed and [s.index for s in s_spots] != [t.index for t in t_spots]:
+    if mode.routed and [s.index for s in s_spots] != [t.index for t in t_spots]:
         raise SakdError(
             f"spots of {name!r} cannot be aligned for {mode} routing: student stages "
             f"{[s.index for s in s_spots]} vs teacher stages {[t.index for t in t_spots]}; "
@@ -274,19 +282,29 @@ def distiller_params(cls: type[Distiller], values: dict) -> DistillerParams:
         ) from None
 
 
+def distiller_values(cfg: RunConfig) -> dict[str, Any]:
+    """``distiller.params`` as the distiller receives them: vanilla KD's temperature is the KD one."""
+    assert cfg.distiller is not None
+    if cfg.distiller.name != LOGIT_KD:
+        return dict(cfg.distiller.params)
+    return {**cfg.distiller.params, "temperature": cfg.loss.kd_temperature}
+
+
 def resolved_weights(cfg: RunConfig, params: DistillerParams | None = None) -> dict[str, dict]:
     """Every resolved loss weight (and distiller parameter) with its value and source, for run.json.
 
     Distiller parameters no recipe, preset or override set are the ``Params`` defaults.
     """
     values = {"loss.ce_weight": cfg.loss.ce_weight, "loss.kd_weight": cfg.loss.kd_weight}
-    if cfg.loss.kd_weight:
+    vanilla_kd = cfg.distiller is not None and cfg.distiller.name == LOGIT_KD
+    if cfg.loss.kd_weight or vanilla_kd:
         values["loss.kd_temperature"] = cfg.loss.kd_temperature
     values["spots.routing_ce_weight"] = cfg.spots.routing_ce_weight
     if cfg.distiller is not None:
         values["distiller.loss_weight"] = cfg.distiller.loss_weight
     if params is not None:
-        values.update({f"distiller.params.{k}": v for k, v in params.model_dump().items()})
+        own = params.model_dump(exclude={"temperature"} if vanilla_kd else set())
+        values.update({f"distiller.params.{k}": v for k, v in own.items()})
     sources = cfg.weight_sources()
     return {k: {"value": v, "source": sources.get(k, "default")} for k, v in values.items()}
 
@@ -320,11 +338,12 @@ def build_task(
     if cfg.teacher is None:
         return runtime.prepare_module(ClassificationTask(student, **group)), {}
     dcfg = cfg.distiller or DistillerConfig()
-    distiller_params(get_distiller(dcfg.name), dcfg.params)  # before the teacher is read
+    params = distiller_values(cfg)
+    distiller_params(get_distiller(dcfg.name), params)  # before the teacher is read
     teacher, digest, layout = load_teacher(cfg, num_classes, input_size, modules.get("teacher"))
     plan = plan_distiller(
         dcfg.name,
-        dcfg.params,
+        params,
         student.spot_info(input_size),
         teacher.spot_info(input_size),
         cfg.spots.mode,
@@ -373,7 +392,7 @@ def _loss_terms(
         if plan.cls.name == LOGIT_KD:
             raise SakdError(
                 f"distiller {LOGIT_KD!r} is the logit-KD term itself: set loss.kd_weight=0 "
-                "(its weight is distiller.loss_weight, its temperature distiller.params.temperature)"
+                "(its weight is distiller.loss_weight, its temperature loss.kd_temperature)"
             )
         kd_cls = get_distiller(LOGIT_KD)
         kd = kd_cls(

@@ -39,7 +39,6 @@ from sakd.engine.runtime import Runtime, seed_everything
 from sakd.engine.tasks import DistillationTask
 from sakd.engine.trainer import RunSummary, Trainer
 from sakd.errors import SakdError
-from sakd.spot_modes import SpotMode
 
 
 @dataclasses.dataclass
@@ -304,7 +303,7 @@ def describe_run(cfg: RunConfig, info: dict[str, Any]) -> str:
         distiller = cfg.distiller.name
         spots = ", ".join(spot["name"] for spot in info.get("spots", []))
         start = ""
-        if SpotMode(cfg.spots.mode).routed:
+        if cfg.spots.mode.routed:
             start = ", homogeneous start" if cfg.spots.homogeneous else ", 50/50 start"
         published = info.get("teacher_published_top1")
         paper = "" if published is None else f", published {published:.2f}"

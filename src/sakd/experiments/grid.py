@@ -75,7 +75,9 @@ class GridSpec(_Strict):
     dataset: str | None = None
     pairs: list[str | PairSpec] = Field(min_length=1)
     distillers: list[str] = Field(min_length=1)
-    modes: list[str] = Field(default_factory=lambda: ["fixed", "adaptive"], min_length=1)
+    modes: list[str] = Field(
+        default_factory=lambda: [SpotMode.FIXED.value, SpotMode.ADAPTIVE.value], min_length=1
+    )
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     overrides: list[str] = Field(default_factory=list)
     teacher_overrides: list[str] = Field(default_factory=list)
@@ -109,7 +111,7 @@ class PlannedRun:
     index: int
     pair: str
     distiller: str
-    mode: str
+    mode: SpotMode
     seed: int
     config: RunConfig
     teacher: TeacherJob
@@ -234,7 +236,7 @@ def plan_grid(
     distillers = [d for d in spec.distillers if d in known_distillers]
     for bad in sorted(set(spec.distillers) - known_distillers):
         state.add(f"unknown distiller {bad!r} (`sakd distillers` lists them)")
-    modes = [m for m in spec.modes if m in SpotMode.names()]
+    modes = [SpotMode(m) for m in spec.modes if m in SpotMode.names()]
     for bad in sorted(set(spec.modes) - set(SpotMode.names())):
         state.add(f"unknown spot mode {bad!r} (use {', '.join(SpotMode.names())})")
     _check_unique(spec, state)
@@ -533,7 +535,9 @@ def _spot_info(model_name: str, input_size: int):
     return _SPOT_CACHE[key]
 
 
-def _check_spots(label: str, base: RunConfig, distiller: str, mode: str, state: _PlanState) -> None:
+def _check_spots(
+    label: str, base: RunConfig, distiller: str, mode: SpotMode, state: _PlanState
+) -> None:
     """The builder's checks of the distiller on this pair: its parameters, spots and alignment."""
     from sakd.engine.build import distiller_params, plan_distiller
     from sakd.losses import get_distiller

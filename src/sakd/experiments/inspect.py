@@ -158,7 +158,7 @@ def _read_config(folder: Path) -> RunConfig:
             f"{str(folder)!r} trains a single network: there is no policy to inspect "
             "(inspect a run distilled with spots.mode=adaptive)"
         )
-    if cfg.spots.mode not in ("adaptive", "anti"):
+    if not cfg.spots.mode.routed:
         raise SakdError(
             f"{str(folder)!r} distils at {cfg.spots.mode} spots: there is no policy to inspect "
             "(inspect a run distilled with spots.mode=adaptive)"

@@ -18,6 +18,7 @@ import yaml
 from sakd.config import RunConfig, validate_config
 from sakd.engine.records import EpochRecord, finite, parse_record
 from sakd.errors import SakdError
+from sakd.spot_modes import SpotMode
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class RunResult:
 
     path: Path
     key: CellKey
-    mode: str | None
+    mode: SpotMode | None
     seed: int
     config: dict[str, Any]
     records: list[EpochRecord]

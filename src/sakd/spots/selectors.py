@@ -57,7 +57,7 @@ class SpotSelection:
 class SpotSelector(nn.Module):
     """Base class: ``forward(SelectorInput) -> SpotSelection`` with K = len(spot_indices) + 1."""
 
-    mode: ClassVar[str]
+    mode: ClassVar[SpotMode]
 
     def __init__(self, spot_indices: Sequence[int], seed: int = 0) -> None:
         super().__init__()
@@ -81,7 +81,7 @@ class SpotSelector(nn.Module):
 class FixedSelector(SpotSelector):
     """Every spot for every sample: the distiller as published ("Stan.")."""
 
-    mode = "fixed"
+    mode = SpotMode.FIXED
 
     def forward(self, inp: SelectorInput) -> SpotSelection:
         """All-ones weights (B, K)."""
@@ -98,7 +98,7 @@ class RandomSelector(SpotSelector):
     feature spot's column instead of its own draw (``train_random.py`` for AT, NST and VID).
     """
 
-    mode = "random"
+    mode = SpotMode.RANDOM
 
     def __init__(
         self,
@@ -130,7 +130,7 @@ class RandomSelector(SpotSelector):
 class AdaptiveSelector(SpotSelector):
     """The paper's method: policy + straight-through Gumbel + routed network (method.md §1.3–1.8)."""
 
-    mode = "adaptive"
+    mode = SpotMode.ADAPTIVE
 
     def __init__(
         self,
@@ -189,7 +189,7 @@ class AdaptiveSelector(SpotSelector):
 class AntiSelector(AdaptiveSelector):
     """Trained exactly like ``adaptive`` but distils exactly where it would not (ablation)."""
 
-    mode = "anti"
+    mode = SpotMode.ANTI
 
     def gate(self, decisions: Tensor) -> Tensor:
         """Weights 1 − a (B, K): distil on the student path."""
@@ -259,9 +259,9 @@ def build_selector(
         raise SakdError(f"tau must be > 0 (got {tau}): set a positive Gumbel temperature tau")
     spots = [int(index) for index in spot_indices]
     _check_spots(spots, student, teacher, input_size)
-    if mode == "fixed":
+    if mode == SpotMode.FIXED:
         return FixedSelector(spots, seed)
-    if mode == "random":
+    if mode == SpotMode.RANDOM:
         if random_scheme == "independent":
             return RandomSelector(spots, seed)
         return RandomSelector(spots, seed, ce_scale=gamma, tie_logit_spot=logit_follows_last_spot)
@@ -272,7 +272,7 @@ def build_selector(
                 "end the staged network with a pooling stage"
             )
     teacher.eval().requires_grad_(False)
-    selector_class = AdaptiveSelector if mode == "adaptive" else AntiSelector
+    selector_class = AdaptiveSelector if mode == SpotMode.ADAPTIVE else AntiSelector
     return selector_class(
         student,
         teacher,

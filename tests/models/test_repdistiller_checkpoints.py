@@ -16,6 +16,7 @@ import torch
 
 from sakd.cli import main
 from sakd.engine.checkpoint import extract_weights, load_checkpoint, resolve_path
+from sakd.engine.rundir import RunFolder, RunInfo
 from sakd.errors import SakdError
 from sakd.experiments.reference import published_teachers
 from sakd.models import canonical_name, create_model, model_aliases
@@ -194,6 +195,9 @@ def test_config_and_eval_routes_take_a_repdistiller_teacher(tmp_path, capsys):
     assert "RepDistiller's module names" in runs["rd"]["teacher_weights"]
     assert runs["ours"]["teacher_weights"].startswith("a sakd checkpoint")
     assert "teacher_published_top1" not in runs["rd"]  # the embedded data has no published teacher
+    info = RunFolder(tmp_path / "rd").read_info()
+    assert info.teacher_weights == runs["rd"]["teacher_weights"]
+    assert info.teacher_published_top1 is None
 
     evaluate = [str(teacher), "model.name=resnet32", "data.name=embedded", "data.test_limit=64"]
     assert main(["eval", *evaluate]) == 0
@@ -231,6 +235,7 @@ def test_run_json_gets_the_published_teacher_accuracy(recipe, teacher, published
         "device_name": "cpu",
         "precision": "fp32",
     }
+    assert RunInfo(info).teacher_published_top1 == published
     first, second = describe_run(cfg, info).splitlines()
     assert f"(top-1 79.00, published {published:.2f})" in first
     assert second.endswith(": a bare state dict in RepDistiller's module names")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,24 +43,18 @@ from sakd.engine.evaluate import accuracy
 from sakd.engine.faults import fault_point
 from sakd.engine.metrics import MetricsLog
 from sakd.engine.records import EpochRecord
-from sakd.engine.rundir import clear_divergence, refused_changes, write_divergence
+from sakd.engine.rundir import (
+    PRETRAIN_NAME,
+    RunSummary,
+    clear_divergence,
+    refused_changes,
+    write_divergence,
+)
 from sakd.engine.runtime import Runtime, rng_state, set_rng_state
 from sakd.engine.task import Phase, StepResult, Task
 from sakd.errors import SakdError
 
 NAN_CHECK_EVERY = 50
-
-
-@dataclass
-class RunSummary:
-    """What a finished run reports (``best_epoch`` 1-based, as in ``metrics.jsonl``)."""
-
-    best_top1: float
-    best_epoch: int
-    last_top1: float
-    last_top5: float
-    epochs: int
-    seconds: float
 
 
 def train_step(
@@ -147,10 +140,13 @@ class Trainer:
             on_main_rank(lambda: self._repair_best(saved))
         metrics = MetricsLog(self.run_dir) if self.is_main else None
         pre_metrics = (
-            MetricsLog(self.run_dir, "pretrain.jsonl", tensorboard=False) if self.is_main else None
+            MetricsLog(self.run_dir, PRETRAIN_NAME, tensorboard=False) if self.is_main else None
         )
         if metrics is not None and phase_index == len(phases) - 1:
             metrics.truncate_after(epoch)
+        if pre_metrics is not None:  # records of epochs after last.pt would be written again
+            names = tuple(self._phase_names)
+            pre_metrics.truncate_after(epoch, names[phase_index], earlier=names[:phase_index])
         try:
             for index in range(phase_index, len(phases)):
                 if optimizers is None:

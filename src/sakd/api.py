@@ -390,17 +390,10 @@ def _execute(where: str, values: dict, modules: dict, train_data: Any, val_data:
     student = objects.get("model")
     teacher = objects.get("teacher")
     devices = {k: _device_of(m) for k, m in objects.items()}
-    teacher_flags = (
-        {p: p.requires_grad for p in teacher.parameters()} if teacher is not None else {}
-    )
-    teacher_mode = teacher.training if teacher is not None else False
     try:
         summary = run_engine(cfg, data=data, modules=objects)
     finally:
-        for param, flag in teacher_flags.items():
-            param.requires_grad_(flag)
         if teacher is not None:
-            teacher.train(teacher_mode)
             teacher.to(devices["teacher"])
     output_dir = Path(cfg.output_dir)
     if student is None:

@@ -31,16 +31,24 @@ from sakd.engine.checkpoint import (
     sha256_file,
 )
 from sakd.engine.runtime import Runtime
-from sakd.engine.task import Task
-from sakd.engine.tasks import ClassificationTask, DistillationTask, LossTerm
+from sakd.engine.task_contract import Task
+from sakd.engine.training_tasks import ClassificationTask, DistillationTask, LossTerm
 from sakd.errors import SakdError
-from sakd.losses import Distiller, DistillerParams, get_distiller
+from sakd.losses import (
+    Distiller,
+    DistillerParams,
+    DistillerSetup,
+    get_distiller,
+    list_distillers,
+)
 from sakd.models import SpotInfo, StagedNet, create_model, resolve_spots
 from sakd.spot_modes import SpotMode
 from sakd.spots import build_selector
 
-# The logit-KD term added to every distiller when loss.kd_weight > 0 (Hinton KD at the logit spot).
+# Vanilla (Hinton) KD: the default logit term added to a distiller when loss.kd_weight > 0.
 LOGIT_KD = KD_DISTILLER
+# The spot role of distillers that read the logits only (KD, DKD).
+LOGITS_ROLE = "logits"
 
 
 def load_data(cfg: RunConfig) -> tuple[BatchSource, BatchSource]:
@@ -176,12 +184,13 @@ def module_sha256(module: nn.Module) -> str:
 def load_teacher(
     cfg: RunConfig, num_classes: int, input_size: int, module: nn.Module | None = None
 ) -> tuple[StagedNet, str, str]:
-    """The frozen teacher with its checkpoint loaded strictly; returns it, its SHA-256 and layout.
+    """The teacher with its checkpoint loaded strictly; returns it, its SHA-256 and layout.
 
     The teacher is built from ``cfg.teacher`` (a name, like the student's), or is ``module`` (an
     object with its weights). ``teacher.checkpoint`` (a sakd checkpoint or the module's own
     ``state_dict()``) is loaded into either; a teacher built by name needs one. The digest is the
     checkpoint file's, or the object's state dict's (:func:`module_sha256`) when there is none.
+    The :class:`DistillationTask` freezes it for the run.
     The layout says which file layout and module names were recognised (e.g. a RepDistiller
     checkpoint in RepDistiller's names, :func:`~sakd.engine.checkpoint.extract_weights`).
     """
@@ -193,7 +202,6 @@ def load_teacher(
                 f"teacher {cfg.teacher.name!r} has no weights: set teacher.checkpoint to its "
                 "checkpoint (a sakd checkpoint or the module's own state_dict)"
             )
-        teacher.eval().requires_grad_(False)
         return teacher, module_sha256(teacher), "the teacher module's own weights"
     path = resolve_path(cfg.teacher.checkpoint)
     if not path.is_file():
@@ -215,7 +223,6 @@ def load_teacher(
     names = teacher.load_weights(
         state, f"teacher checkpoint {str(path)!r} for {cfg.teacher.name!r}"
     )
-    teacher.eval().requires_grad_(False)
     return teacher, digest, f"{container} in {names}"
 
 
@@ -282,6 +289,27 @@ def distiller_params(cls: type[Distiller], values: dict) -> DistillerParams:
         ) from None
 
 
+def logit_term(cfg: RunConfig) -> tuple[type[Distiller], DistillerParams]:
+    """The distiller of the logit term beside a feature distiller, with its checked parameters.
+
+    ``loss.logit_distiller``: vanilla KD (temperature ``loss.kd_temperature``) or another
+    distiller of the logits (e.g. DKD, with ``loss.logit_params``).
+    """
+    cls = get_distiller(cfg.loss.logit_distiller)
+    if cls.spot_role != LOGITS_ROLE:
+        logit_names = [n for n in list_distillers() if get_distiller(n).spot_role == LOGITS_ROLE]
+        raise SakdError(
+            f"loss.logit_distiller: {cls.name!r} distils at feature spots, not at the logits: use "
+            f"one of {', '.join(logit_names)}"
+        )
+    if cls.name == LOGIT_KD:
+        return cls, cls.Params(temperature=cfg.loss.kd_temperature)
+    try:
+        return cls, distiller_params(cls, cfg.loss.logit_params)
+    except SakdError as exc:
+        raise SakdError(f"loss.logit_params ({cls.name}): {exc}") from None
+
+
 def distiller_values(cfg: RunConfig) -> dict[str, Any]:
     """``distiller.params`` as the distiller receives them: vanilla KD's temperature is the KD one."""
     assert cfg.distiller is not None
@@ -299,6 +327,10 @@ def resolved_weights(cfg: RunConfig, params: DistillerParams | None = None) -> d
     vanilla_kd = cfg.distiller is not None and cfg.distiller.name == LOGIT_KD
     if cfg.loss.kd_weight or vanilla_kd:
         values["loss.kd_temperature"] = cfg.loss.kd_temperature
+    if cfg.loss.kd_weight and cfg.loss.logit_distiller != LOGIT_KD:
+        values["loss.logit_distiller"] = cfg.loss.logit_distiller
+        _, logit_params = logit_term(cfg)
+        values.update({f"loss.logit_params.{k}": v for k, v in logit_params.model_dump().items()})
     values["spots.routing_ce_weight"] = cfg.spots.routing_ce_weight
     if cfg.distiller is not None:
         values["distiller.loss_weight"] = cfg.distiller.loss_weight
@@ -355,7 +387,7 @@ def build_task(
         student,
         teacher,
         s_idx,
-        gamma=cfg.spots.routing_ce_weight,
+        routing_ce_weight=cfg.spots.routing_ce_weight,
         tau=cfg.spots.tau,
         homogeneous=cfg.spots.homogeneous,
         input_size=input_size,
@@ -384,25 +416,32 @@ def build_task(
 def _loss_terms(
     cfg: RunConfig, plan: DistillerPlan, num_classes: int, train_set: BatchSource
 ) -> list[LossTerm]:
-    """The logit-KD term (when ``loss.kd_weight`` > 0), then the chosen distiller's term."""
+    """The logit term (when ``loss.kd_weight`` > 0), then the chosen distiller's term."""
     assert cfg.distiller is not None
-    num_train = len(train_set.labels)
     terms = []
     if cfg.loss.kd_weight > 0:
+        logit_cls, logit_params = logit_term(cfg)
         if plan.cls.name == LOGIT_KD:
             raise SakdError(
                 f"distiller {LOGIT_KD!r} is the logit-KD term itself: set loss.kd_weight=0 "
                 "(its weight is distiller.loss_weight, its temperature loss.kd_temperature)"
             )
-        kd_cls = get_distiller(LOGIT_KD)
-        kd = kd_cls(
-            [], [], kd_cls.Params(temperature=cfg.loss.kd_temperature), num_classes, num_train
-        )
-        terms.append(LossTerm(LOGIT_KD, cfg.loss.kd_weight, kd))
+        if plan.cls.spot_role == LOGITS_ROLE:
+            raise SakdError(
+                f"distiller {plan.cls.name!r} distils at the logits itself: set loss.kd_weight=0 "
+                "(the logit term, loss.logit_distiller, runs beside feature distillers)"
+            )
+        logit = logit_cls(DistillerSetup((), (), logit_params, num_classes, train_set.labels))
+        terms.append(LossTerm(logit_cls.name, cfg.loss.kd_weight, logit))
     distiller = plan.cls(
-        plan.student_spots, plan.teacher_spots, plan.params, num_classes, num_train
+        DistillerSetup(
+            tuple(plan.student_spots),
+            tuple(plan.teacher_spots),
+            plan.params,
+            num_classes,
+            train_set.labels,
+        )
     )
-    distiller.attach_train_labels(train_set.labels)
     terms.append(
         LossTerm(
             distiller.name,

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-import sakd
+from sakd._version import __version__
 from sakd.config import OBJECT_PREFIX, RunConfig, config_differences
 from sakd.data import BatchSource, ImageSet, StreamSet
 from sakd.engine.build import build_task, load_data
@@ -39,8 +39,8 @@ from sakd.engine.rundir import (
     refused_changes,
 )
 from sakd.engine.runtime import Runtime, seed_everything
-from sakd.engine.tasks import DistillationTask
 from sakd.engine.trainer import Trainer
+from sakd.engine.training_tasks import DistillationTask
 from sakd.errors import SakdError
 
 
@@ -67,7 +67,8 @@ def run(
     ``modules``: ``nn.Module`` objects to train / distil from instead of building ``cfg.model`` /
     ``cfg.teacher`` by name (``{"model": student, "teacher": teacher}``, either optional; see
     :func:`sakd.engine.build.build_model`): the student object itself is trained (its parameters
-    are the staged net's), the teacher object is frozen (eval mode, no gradients). This is what :func:`sakd.train` and :func:`sakd.distill` call.
+    are the staged net's), the teacher object is frozen (eval mode, no gradients) while the run trains and given back as it
+    came. This is what :func:`sakd.train` and :func:`sakd.distill` call.
 
     The folder is locked while the run uses it (a second run on it is refused). A folder that
     already holds the complete run (``summary.json``, same configuration) is left exactly as it
@@ -90,6 +91,14 @@ def _run(
     if runtime.device.type != "cpu":
         train_set, test_set = train_set.to(runtime.device), test_set.to(runtime.device)
     task, facts = build_task(cfg, train_set, runtime, modules)
+    try:
+        return _run_task(cfg, runtime, task, facts, train_set, test_set)
+    finally:
+        if isinstance(task, DistillationTask):
+            task.release_teacher()
+
+
+def _run_task(cfg, runtime, task, facts, train_set, test_set) -> RunSummary:
     # After building: the builders probe the student's shapes, which must not trigger compilation.
     runtime.compile_network(task.eval_model)
     run_dir = Path(cfg.output_dir)
@@ -242,8 +251,8 @@ def _device_name(device: torch.device) -> str:
 def provenance() -> dict[str, Any]:
     """Where a run comes from: sakd version, git commit (of a checkout), command line, torch / CUDA."""
     return {
-        "sakd_version": sakd.__version__,
-        **_git_state(Path(sakd.__file__).resolve().parent),
+        "sakd_version": __version__,
+        **_git_state(Path(__file__).resolve().parents[1]),
         "command": shlex.join(sys.argv),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -303,7 +312,7 @@ def describe_run(cfg: RunConfig, info: dict[str, Any]) -> str:
             f"spots {cfg.spots.mode}{start} at {spots}"
         )
     facts = [
-        f"sakd {sakd.__version__}: {what}",
+        f"sakd {__version__}: {what}",
         f"{cfg.data.name} {info['train_size']} train / {info['test_size']} test images",
         f"{cfg.epochs} epochs, batch {cfg.batch_size} x {info['world_size']} rank(s), lr {cfg.lr:g}, "
         f"seed {cfg.seed}",

@@ -41,7 +41,7 @@ from sakd.engine.build import build_task, load_data
 from sakd.engine.checkpoint import atomic_write_text, load_weights_strict
 from sakd.engine.rundir import CHECKPOINTS, RunFolder, TrainingCheckpoint
 from sakd.engine.runtime import Runtime
-from sakd.engine.tasks import DistillationTask
+from sakd.engine.training_tasks import DistillationTask
 from sakd.errors import SakdError
 from sakd.spots import AdaptiveSelector, AntiSelector, sample_gumbel, straight_through_gumbel
 

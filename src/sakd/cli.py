@@ -74,7 +74,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
-    from sakd.models import create_model, list_models
+    from sakd.models import create_model, list_models, model_aliases
 
     for name in list_models():
         if args.verbose:
@@ -84,6 +84,8 @@ def _cmd_models(args: argparse.Namespace) -> None:
             print(f"{name:20s} {params:7.2f}M  {spots}")
         else:
             print(name)
+    aliases = " ".join(f"{alias}={name}" for alias, name in model_aliases().items())
+    print(f"also accepted (RepDistiller's / mdistiller's names): {aliases}")
 
 
 def _cmd_recipes(args: argparse.Namespace) -> None:
@@ -124,7 +126,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     from sakd.experiments.runner import Shard, reproduce
 
     shard = Shard.parse(args.shard) if args.shard else None
-    reproduce(args.grid, args.overrides, shard=shard, out=args.out, dry_run=args.dry_run)
+    reproduce(
+        args.grid,
+        args.overrides,
+        shard=shard,
+        out=args.out,
+        dry_run=args.dry_run,
+        teachers=args.teachers,
+    )
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
@@ -226,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="I/N", help="run only the runs whose index %% N == I")
     p.add_argument("--out", help="root folder for the runs and teachers (default: here)")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs, run none")
+    p.add_argument(
+        "--teachers",
+        metavar="DIR",
+        help="folder of the published teachers (<name>_vanilla/ckpt_epoch_240.pth, as RepDistiller "
+        "and mdistiller ship them): use them instead of training teachers",
+    )
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("report", help="aggregate the runs under DIR into report.md and report.csv")

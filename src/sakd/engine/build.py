@@ -25,7 +25,7 @@ from sakd.config import (
 )
 from sakd.data import BatchSource, StreamSet, load_dataset, open_stream
 from sakd.engine.checkpoint import (
-    extract_state_dict,
+    extract_weights,
     load_checkpoint,
     resolve_path,
     sha256_file,
@@ -183,14 +183,16 @@ def module_sha256(module: nn.Module) -> str:
 
 def load_teacher(
     cfg: RunConfig, num_classes: int, input_size: int, module: nn.Module | None = None
-) -> tuple[StagedNet, str]:
-    """The teacher with its checkpoint loaded strictly; returns it and its SHA-256.
+) -> tuple[StagedNet, str, str]:
+    """The teacher with its checkpoint loaded strictly; returns it, its SHA-256 and layout.
 
     The teacher is built from ``cfg.teacher`` (a name, like the student's), or is ``module`` (an
     object with its weights). ``teacher.checkpoint`` (a sakd checkpoint or the module's own
     ``state_dict()``) is loaded into either; a teacher built by name needs one. The digest is the
     checkpoint file's, or the object's state dict's (:func:`module_sha256`) when there is none.
     The :class:`DistillationTask` freezes it for the run.
+    The layout says which file layout and module names were recognised (e.g. a RepDistiller
+    checkpoint in RepDistiller's names, :func:`~sakd.engine.checkpoint.extract_weights`).
     """
     assert cfg.teacher is not None
     teacher = build_model(cfg.teacher, num_classes, input_size, module)
@@ -200,7 +202,7 @@ def load_teacher(
                 f"teacher {cfg.teacher.name!r} has no weights: set teacher.checkpoint to its "
                 "checkpoint (a sakd checkpoint or the module's own state_dict)"
             )
-        return teacher, module_sha256(teacher)
+        return teacher, module_sha256(teacher), "the teacher module's own weights"
     path = resolve_path(cfg.teacher.checkpoint)
     if not path.is_file():
         raise SakdError(
@@ -217,9 +219,11 @@ def load_teacher(
             f"teacher checkpoint {str(path)!r} has SHA-256 {digest[:12]}…, expected {expected[:12]}…: "
             "the file changed or is not the teacher you meant"
         )
-    state = extract_state_dict(load_checkpoint(path))
-    teacher.load_weights(state, f"teacher checkpoint {str(path)!r} for {cfg.teacher.name!r}")
-    return teacher, digest
+    state, container = extract_weights(load_checkpoint(path))
+    names = teacher.load_weights(
+        state, f"teacher checkpoint {str(path)!r} for {cfg.teacher.name!r}"
+    )
+    return teacher, digest, f"{container} in {names}"
 
 
 @dataclass(frozen=True)
@@ -368,7 +372,7 @@ def build_task(
     dcfg = cfg.distiller or DistillerConfig()
     params = distiller_values(cfg)
     distiller_params(get_distiller(dcfg.name), params)  # before the teacher is read
-    teacher, digest = load_teacher(cfg, num_classes, input_size, modules.get("teacher"))
+    teacher, digest, layout = load_teacher(cfg, num_classes, input_size, modules.get("teacher"))
     plan = plan_distiller(
         dcfg.name,
         params,
@@ -401,7 +405,11 @@ def build_task(
         student_group=group,
         agent_group=agent_group,
     )
-    facts = {"teacher_sha256": digest, "resolved_weights": resolved_weights(cfg, plan.params)}
+    facts = {
+        "teacher_sha256": digest,
+        "teacher_weights": layout,
+        "resolved_weights": resolved_weights(cfg, plan.params),
+    }
     return runtime.prepare_module(task), facts
 
 

@@ -228,31 +228,63 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
+# The entries RepDistiller's train_teacher.py saves beside 'model' (ckpt_epoch_N.pth: epoch and
+# accuracy; <model>_best.pth: epoch and best_acc; <model>_last.pth: opt, which no safe load reads).
+REPDISTILLER_ENTRIES = frozenset({"epoch", "model", "accuracy", "best_acc", "optimizer", "opt"})
+
+
 def extract_state_dict(data: dict[str, Any], key: str = "student") -> dict[str, torch.Tensor]:
     """The model weights in a checkpoint: sakd's (``modules[key]``), RepDistiller's (``model``) or bare."""
+    return extract_weights(data, key)[0]
+
+
+def extract_weights(
+    data: dict[str, Any], key: str = "student"
+) -> tuple[dict[str, torch.Tensor], str]:
+    """The model weights in a checkpoint and a description of the layout they were found in.
+
+    Layouts: a sakd checkpoint (``modules[key]``); RepDistiller's / mdistiller's
+    ``{"epoch", "model", "accuracy" or "best_acc", "optimizer"}``; a ``"model"``, ``"state_dict"``
+    or ``"net"`` wrapper; a bare state dict.
+    """
     if data.get("format") == FORMAT:
         modules = data.get("modules")
         state = modules.get(key) if isinstance(modules, dict) else None
+        layout = f"a sakd checkpoint (modules[{key!r}], epoch {data.get('epoch', '?')})"
     else:
-        state = next(
-            (
-                data[name]
-                for name in ("model", "state_dict", "net")
-                if isinstance(data.get(name), dict)
-            ),
-            data,
+        wrapper = next(
+            (name for name in ("model", "state_dict", "net") if isinstance(data.get(name), dict)),
+            None,
         )
+        state = data if wrapper is None else data[wrapper]
+        if wrapper is None:
+            layout = "a bare state dict"
+        elif wrapper == "model" and data.keys() <= REPDISTILLER_ENTRIES:
+            layout = f"a RepDistiller/mdistiller checkpoint ({_entries(data)})"
+        else:
+            layout = f"a {{{wrapper!r}: state dict}} wrapper"
     if (
         isinstance(state, dict)
         and state
         and all(isinstance(k, str) for k in state)
         and any(isinstance(v, torch.Tensor) for v in state.values())
     ):
-        return state
+        return state, layout
     raise SakdError(
         f"checkpoint holds no {key} weights (a 'modules' entry of sakd's, or a 'model' or "
         "'state_dict' mapping of names to tensors): is it a model checkpoint?"
     )
+
+
+def _entries(data: dict[str, Any]) -> str:
+    """``epoch 240, accuracy 79.42`` and the other entries of a RepDistiller checkpoint, in one line."""
+    parts = []
+    for name in data:
+        value = data[name]
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        parts.append(f"{name} {value:g}" if isinstance(value, int | float) else name)
+    return ", ".join(parts)
 
 
 def load_weights_strict(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from sakd.config import apply_overrides, upgrade_renamed_keys, validate_config
 from sakd.engine.build import build_model, load_test_split
-from sakd.engine.checkpoint import load_weights_strict
+from sakd.engine.checkpoint import extract_weights
 from sakd.engine.evaluate import accuracy
 from sakd.engine.rundir import TrainingCheckpoint
 from sakd.engine.runtime import Runtime
@@ -17,7 +17,8 @@ def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
     """Top-1/top-5 of the student in ``path`` on the configured test split.
 
     sakd checkpoints carry their config (override e.g. ``data.root`` or ``device``); other files
-    (e.g. RepDistiller's ``{'model': state_dict}``) need ``model.name=... data.name=...``.
+    (e.g. RepDistiller's ``{'model': state_dict}``, in its module names) need ``model.name=...
+    data.name=...``. ``weights`` in the result says which layout the file was recognised as.
     """
     saved = TrainingCheckpoint.load(path)
     base = saved.config if saved.is_sakd else {}
@@ -45,15 +46,31 @@ def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
     runtime = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
     test_set = load_test_split(cfg)
     model = build_model(cfg.model, test_set.num_classes, int(test_set.image_size[-1]))
-    load_weights_strict(model, saved.state_dict(), f"checkpoint {path!r} for {cfg.model.name!r}")
+    state, container = extract_weights(saved.data)
+    names = model.load_weights(state, f"checkpoint {path!r} for {cfg.model.name!r}")
     runtime.prepare_module(model)
     top1, top5 = accuracy(model, test_set, runtime, cfg.eval_batch_size)
+    published = _published(cfg.data.name, cfg.model.name)
     return {
         "checkpoint": str(path),
+        "weights": f"{container} in {names}",
         "model": cfg.model.name,
         "dataset": cfg.data.name,
         "test_size": len(test_set.labels),
         "test_top1": top1,
         "test_top5": top5,
         "epoch": saved.epoch,
+        **(
+            {}
+            if published is None
+            else {"published_top1": published.top1, "published_source": published.source}
+        ),
     }
+
+
+def _published(dataset: str, model: str):
+    """The published test top-1 of ``model`` as a teacher on ``dataset`` (reference tables), if any."""
+    from sakd.experiments.reference import published_teachers
+    from sakd.models import canonical_name
+
+    return published_teachers().get((dataset, canonical_name(model)))

@@ -117,6 +117,7 @@ def _train(cfg, runtime, run_dir, task, facts, train_set, test_set) -> RunSummar
     if cfg.teacher is not None:
         teacher_top1, _ = accuracy(task.teacher, test_set, runtime, cfg.eval_batch_size)
         facts["teacher_top1"] = teacher_top1
+        facts.update(_published_teacher(cfg))
     info = {
         **facts,
         **provenance(),
@@ -278,6 +279,18 @@ def _git_state(folder: Path) -> dict[str, Any]:
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
 
 
+def _published_teacher(cfg: RunConfig) -> dict[str, Any]:
+    """The teacher's published test top-1 and its source (reference tables), for run.json."""
+    from sakd.experiments.reference import published_teachers
+    from sakd.models import canonical_name
+
+    assert cfg.teacher is not None
+    found = published_teachers().get((cfg.data.name, canonical_name(cfg.teacher.name)))
+    if found is None:
+        return {}
+    return {"teacher_published_top1": found.top1, "teacher_published_source": found.source}
+
+
 def describe_run(cfg: RunConfig, info: dict[str, Any]) -> str:
     """The resolved configuration's key facts, printed when a run starts."""
     if cfg.teacher is None:
@@ -288,8 +301,11 @@ def describe_run(cfg: RunConfig, info: dict[str, Any]) -> str:
         start = ""
         if cfg.spots.mode.routed:
             start = ", homogeneous start" if cfg.spots.homogeneous else ", 50/50 start"
+        published = info.get("teacher_published_top1")
+        paper = "" if published is None else f", published {published:.2f}"
         what = (
-            f"distill {cfg.teacher.name} (top-1 {info.get('teacher_top1', float('nan')):.2f}) -> "
+            f"distill {cfg.teacher.name} (top-1 {info.get('teacher_top1', float('nan')):.2f}"
+            f"{paper}) -> "
             f"{cfg.model.name} with {distiller} "
             f"(ce_weight {cfg.loss.ce_weight:g}, kd_weight {cfg.loss.kd_weight:g}, "
             f"loss_weight {cfg.distiller.loss_weight:g}), "
@@ -303,4 +319,7 @@ def describe_run(cfg: RunConfig, info: dict[str, Any]) -> str:
         f"{info['device']} ({info['device_name']}), {info['precision']}",
         f"-> {cfg.output_dir}",
     ]
-    return " | ".join(facts)
+    line = " | ".join(facts)
+    if "teacher_weights" in info:
+        line += f"\nteacher {cfg.teacher.name}: {info['teacher_weights']}"
+    return line

@@ -194,6 +194,17 @@ class RunInfo:
         return self._get("teacher_sha256", str)
 
     @property
+    def teacher_published_top1(self) -> float | None:
+        """The teacher's published test top-1 (%) from the reference tables, when they hold it."""
+        value = self._get("teacher_published_top1", (int, float))
+        return None if value is None else float(value)
+
+    @property
+    def teacher_weights(self) -> str | None:
+        """Which file layout and module names the teacher's weights were recognised in."""
+        return self._get("teacher_weights", str)
+
+    @property
     def precision(self) -> str | None:
         """The precision the run used (``fp32``, ``bf16``, ...)."""
         return self._get("precision", str)

@@ -10,9 +10,11 @@
 #   2  benchmarks/throughput.py: resnet32x4 -> resnet8x4, AT and CRD, fp32 and bf16, batch 64 and
 #      256, eager then compile=true (images/s, GFLOP/step, peak memory), nvidia-smi dmon alongside
 #   3  one measured epoch of CIFAR-100 shape (generated files, 50,000 + 10,000 images) through
-#      `sakd distill`, adaptive AT, bf16 and fp32, and the projected 240-epoch time
+#      `sakd distill`, adaptive AT, bf16 and fp32, the projected 240-epoch time, and a
+#      torch.profiler table of one adaptive bf16 step (benchmarks/profile_step.py)
 #   4  scripts/gpu_study.py: the Fashion-MNIST multi-seed study (needs --fashion-mnist)
-# Default steps: 1,2,3. --size tiny shrinks every step (a CPU dry run: --device cpu --size tiny).
+# Default steps: 1,2,3. --size tiny shrinks every step (a CPU dry run: --device cpu --size tiny;
+# step 1 then runs the tests' cpu variants, step 2 batch 16 eager only, step 3 640 + 128 images).
 # Missing Python packages are installed from --wheels (pip --no-index --no-deps into a
 # folder put on PYTHONPATH; `make gpu-carry` fills .whl/ here), sakd itself runs from src/ with
 # --no-deps (nothing of its dependencies is fetched). Exit status: 0 when every step passed.
@@ -23,7 +25,7 @@ usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 OUTDIR=$1
 shift
 DEVICE=cuda SIZE=full STEPS=1,2,3 WHEELS="" FASHION="" ARCHIVE=""
-declare -A BUDGET=([1]=100 [2]=120 [3]=110 [4]=480)
+declare -A BUDGET=([1]=150 [2]=120 [3]=110 [4]=480)
 while [ $# -gt 0 ]; do
     case $1 in
         --device) DEVICE=$2; shift 2 ;;
@@ -108,10 +110,12 @@ log "environment: $(tr '\n' ';' <"$OUTDIR/environment.txt" | cut -c1-400)"
 pack
 
 if [ "$SIZE" = tiny ]; then
-    TP_ARGS=(--samples 512 --steps 1 --rounds 1) BATCHES=(16 32)
+    TP_ARGS=(--samples 512 --steps 1 --rounds 1) BATCHES=(16) COMPILES=(eager)
+    PROFILE_ARGS=(--warmup 1 --steps 1 --samples 256)
     CIFAR_TRAIN=640 CIFAR_TEST=128 STUDY_ARGS=(--tiny)
 else
-    TP_ARGS=(--samples 50000 --steps 5 --rounds 3) BATCHES=(64 256)
+    TP_ARGS=(--samples 50000 --steps 5 --rounds 3) BATCHES=(64 256) COMPILES=(eager compile)
+    PROFILE_ARGS=()
     CIFAR_TRAIN=50000 CIFAR_TEST=10000 STUDY_ARGS=()
 fi
 
@@ -119,9 +123,11 @@ fi
 if wants 1; then
     log "step 1: CUDA-marked tests (budget ${BUDGET[1]} s)"
     start=$SECONDS
-    if [ "$DEVICE" = cuda ]; then SELECT=(-m cuda); else SELECT=(-k cpu); fi
+    if [ "$DEVICE" = cuda ]; then SELECT=(-m cuda); else SELECT=(-m "not cuda"); fi
     SAKD_NONDETERMINISTIC_OPS="$OUTDIR/step1_nondeterministic_ops.txt" \
-        timeout -k 10 "${BUDGET[1]}" "$PYTHON" -m pytest tests/cuda "${SELECT[@]}" -rA \
+        timeout -k 10 "${BUDGET[1]}" "$PYTHON" -m pytest "${SELECT[@]}" -v -rA \
+        tests/cuda/test_device_batches.py tests/cuda/test_mixed_precision.py \
+        tests/cuda/test_resume_device.py tests/cuda/test_compile_device.py \
         -p no:cacheprovider --junitxml="$OUTDIR/step1_pytest.xml" >"$OUTDIR/step1_pytest.txt" 2>&1
     record 1-pytest $? $((SECONDS - start))
 fi
@@ -137,7 +143,7 @@ if wants 2; then
         DMON=$!
     fi
     # Most informative first: eager before compiled, the paper's batch before the larger one.
-    for compiled in eager compile; do
+    for compiled in "${COMPILES[@]}"; do
         for batch in "${BATCHES[@]}"; do
             for distiller in at crd; do
                 left=$((BUDGET[2] - (SECONDS - start)))
@@ -185,6 +191,12 @@ torch.save({'model': create_model('resnet32x4', 100).state_dict()}, sys.argv[1])
         log "  $precision: exit $rc"
         pack
     done
+    left=$((BUDGET[3] - (SECONDS - start)))
+    if [ "$left" -ge 10 ]; then  # where the adaptive step's time goes (torch.profiler)
+        timeout -k 5 "$left" "$PYTHON" benchmarks/profile_step.py --device "$DEVICE" \
+            --precision bf16 --batch "${BATCHES[0]}" "${PROFILE_ARGS[@]}" \
+            >"$OUTDIR/step3/profile-adaptive-bf16.txt" 2>&1 || log "  profile: exit $?"
+    fi
     "$PYTHON" benchmarks/project_epochs.py "$OUTDIR/step3" --epochs 240 \
         >"$OUTDIR/step3/projection.md" 2>&1 || status=1
     cat "$OUTDIR/step3/projection.md" | tee -a "$OUTDIR/gpu_check.log"

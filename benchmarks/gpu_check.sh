@@ -14,7 +14,7 @@
 #      torch.profiler table of one adaptive bf16 step (benchmarks/profile_step.py)
 #   4  scripts/gpu_study.py: the Fashion-MNIST multi-seed study (needs --fashion-mnist)
 # Default steps: 1,2,3. --size tiny shrinks every step (a CPU dry run: --device cpu --size tiny;
-# step 1 then runs the tests' cpu variants, step 2 batch 16 eager only, step 3 640 + 128 images).
+# step 1 then runs the tests' cpu variants, step 2 batch 16 eager only, step 3 192 + 64 images).
 # Missing Python packages are installed from --wheels (pip --no-index --no-deps into a
 # folder put on PYTHONPATH; `make gpu-carry` fills .whl/ here), sakd itself runs from src/ with
 # --no-deps (nothing of its dependencies is fetched). Exit status: 0 when every step passed.
@@ -112,7 +112,7 @@ pack
 if [ "$SIZE" = tiny ]; then
     TP_ARGS=(--samples 512 --steps 1 --rounds 1) BATCHES=(16) COMPILES=(eager)
     PROFILE_ARGS=(--warmup 1 --steps 1 --samples 256)
-    CIFAR_TRAIN=640 CIFAR_TEST=128 STUDY_ARGS=(--tiny)
+    CIFAR_TRAIN=192 CIFAR_TEST=64 STUDY_ARGS=(--tiny)
 else
     TP_ARGS=(--samples 50000 --steps 5 --rounds 3) BATCHES=(64 256) COMPILES=(eager compile)
     PROFILE_ARGS=()

@@ -62,14 +62,14 @@ def _report(summary, output_dir: str) -> None:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from sakd.engine.evaluate_checkpoint import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, args.overrides)
+    result = evaluate_checkpoint(args.checkpoint, args.overrides, trust_code=args.trust_code)
     print(json.dumps(result, indent=2))
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
     from sakd.export import export
 
-    path = export(args.run, args.out, checkpoint=args.checkpoint)
+    path = export(args.run, args.out, checkpoint=args.checkpoint, trust_code=args.trust_code)
     print(f"exported the {args.checkpoint} student of {args.run} -> {path}")
 
 
@@ -151,7 +151,12 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
     from sakd.experiments.inspect import inspect_run
 
     result = inspect_run(
-        args.run, checkpoint=args.checkpoint, split=args.split, seed=args.seed, device=args.device
+        args.run,
+        checkpoint=args.checkpoint,
+        split=args.split,
+        seed=args.seed,
+        device=args.device,
+        trust_code=args.trust_code,
     )
     print(result.summary)
 
@@ -173,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     def with_overrides(p: argparse.ArgumentParser) -> None:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
 
+    def with_trust_code(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--trust-code",
+            action="store_true",
+            help="import the package.module:factory model the stored config names (runs its code)",
+        )
+
     p = sub.add_parser("train", help="train one network (teacher or student baseline)")
     p.add_argument("config", help="YAML path or packaged recipe name (see `sakd recipes`)")
     with_overrides(p)
@@ -186,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset")
     p.add_argument("checkpoint")
     with_overrides(p)
+    with_trust_code(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(
@@ -199,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="best",
         help="best (highest test top-1, default) or last",
     )
+    with_trust_code(p)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("models", help="list the model zoo")
@@ -249,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "test"), default="train")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled decisions (default 0)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the run's device setting)")
+    with_trust_code(p)
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("plot", help="PNG figures of the runs under DIR")

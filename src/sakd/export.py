@@ -7,6 +7,7 @@ models are written in their own (sakd) names; ``torchvision:``/``timm:`` models 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -14,16 +15,21 @@ import torch
 from sakd.config import OBJECT_PREFIX
 from sakd.engine.checkpoint import FORMAT, atomic_write_bytes, extract_state_dict, load_checkpoint
 from sakd.errors import SakdError
+from sakd.models.registry import stored_names
 
 CHECKPOINTS = ("best", "last")
 
 
-def export(run_dir: str | Path, out: str | Path, checkpoint: str = "best") -> Path:
+def export(
+    run_dir: str | Path, out: str | Path, checkpoint: str = "best", trust_code: bool = False
+) -> Path:
     """Write the student of ``run_dir/checkpoints/<checkpoint>.pt`` to ``out`` atomically.
 
     ``checkpoint`` is ``"best"`` (highest test top-1) or ``"last"``. Returns the written path.
     Raises :class:`SakdError` (nothing written) for a missing run or checkpoint, a file that is
-    not a sakd checkpoint, or weights that do not fit the recorded model.
+    not a sakd checkpoint, or weights that do not fit the recorded model. The recorded model is
+    rebuilt to name its weights; a ``package.module:factory`` is imported only with
+    ``trust_code`` (see :func:`sakd.models.registry.stored_names`).
     """
     if checkpoint not in CHECKPOINTS:
         raise SakdError(f"checkpoint must be 'best' or 'last', not {checkpoint!r}")
@@ -44,9 +50,10 @@ def export(run_dir: str | Path, out: str | Path, checkpoint: str = "best") -> Pa
     data = load_checkpoint(path)
     if data.get("format") != FORMAT or not isinstance(data.get("config"), dict):
         raise SakdError(f"{str(path)!r} is not a sakd checkpoint (no recorded config)")
-    state = export_state_dict(
-        data["config"].get("model") or {}, extract_state_dict(data), str(path)
-    )
+    with nullcontext() if trust_code else stored_names(f"checkpoint {str(path)!r}"):
+        state = export_state_dict(
+            data["config"].get("model") or {}, extract_state_dict(data), str(path)
+        )
     target = Path(out).expanduser()
     if target.is_dir():
         raise SakdError(f"--out {str(target)!r} is a folder: give a file name such as student.pt")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from sakd.config import apply_overrides, upgrade_renamed_keys, validate_config
@@ -10,13 +11,18 @@ from sakd.engine.checkpoint import FORMAT, extract_state_dict, load_checkpoint, 
 from sakd.engine.evaluate import accuracy
 from sakd.engine.runtime import Runtime
 from sakd.errors import SakdError
+from sakd.models.registry import TRUST_HINT, stored_names
 
 
-def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
+def evaluate_checkpoint(
+    path: str, overrides: list[str], trust_code: bool = False
+) -> dict[str, Any]:
     """Top-1/top-5 of the student in ``path`` on the configured test split.
 
     sakd checkpoints carry their config (override e.g. ``data.root`` or ``device``); other files
-    (e.g. RepDistiller's ``{'model': state_dict}``) need ``model.name=... data.name=...``.
+    (e.g. RepDistiller's ``{'model': state_dict}``) need ``model.name=... data.name=...``. A
+    ``package.module:factory`` name the checkpoint holds is imported only when ``overrides`` name
+    it again or ``trust_code`` is set (see :func:`sakd.models.registry.stored_names`).
     """
     data = load_checkpoint(path)
     base = data.get("config") if data.get("format") == FORMAT else {}
@@ -25,7 +31,7 @@ def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
             f"{path!r} claims to be a sakd checkpoint but holds no configuration mapping: "
             "say which network it holds with model.name=NAME (and data.name=...)"
         )
-    named = any(o.startswith("model.name=") for o in overrides)
+    named = [o.partition("=")[2] for o in overrides if o.startswith("model.name=")]
     if not base and not named:
         raise SakdError(
             f"{path!r} is not a sakd checkpoint: say which network it holds with model.name=NAME"
@@ -33,17 +39,12 @@ def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
     merged = apply_overrides(upgrade_renamed_keys(base), overrides)
     for key in ("teacher", "distiller"):
         merged.pop(key, None)
-    model = merged.get("model")
-    if isinstance(model, dict) and model.get("stages") is not None and not named:
-        # A user module is imported (its code runs) only when the user names it here.
-        raise SakdError(
-            f"{path!r} was trained on the user model {model.get('name')!r}: sakd eval imports a "
-            "user module only when you name it, so add model.name=package.module:factory"
-        )
     cfg = validate_config(merged, source=f"checkpoint {path!r}")
     runtime = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
     test_set = load_test_split(cfg)
-    model = build_model(cfg.model, test_set.num_classes, int(test_set.image_size[-1]))
+    how = TRUST_HINT + ", or give model.name={name} again"
+    with nullcontext() if trust_code else stored_names(f"checkpoint {path!r}", named, how):
+        model = build_model(cfg.model, test_set.num_classes, int(test_set.image_size[-1]))
     load_weights_strict(
         model, extract_state_dict(data), f"checkpoint {path!r} for {cfg.model.name!r}"
     )

@@ -30,6 +30,7 @@ import io
 import math
 import shutil
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from sakd.engine.checkpoint import atomic_write_text, load_checkpoint, load_weig
 from sakd.engine.runtime import Runtime
 from sakd.engine.tasks import DistillationTask
 from sakd.errors import SakdError
+from sakd.models.registry import stored_names
 from sakd.spots import AdaptiveSelector, AntiSelector, sample_gumbel, straight_through_gumbel
 
 CHECKPOINTS = ("best", "last")
@@ -113,8 +115,14 @@ def inspect_run(
     split: str = "train",
     seed: int = 0,
     device: str | None = None,
+    trust_code: bool = False,
 ) -> InspectResult:
-    """Run the trained policy of ``run`` over ``split`` and write ``run/inspect/``; see the module."""
+    """Run the trained policy of ``run`` over ``split`` and write ``run/inspect/``; see the module.
+
+    The run's teacher and student are rebuilt from its ``config.yaml``; a ``package.module:factory``
+    name there is imported only with ``trust_code`` (see
+    :func:`sakd.models.registry.stored_names`).
+    """
     folder = Path(run)
     if checkpoint not in CHECKPOINTS:
         raise SakdError(f"unknown checkpoint {checkpoint!r}: use one of {', '.join(CHECKPOINTS)}")
@@ -131,7 +139,8 @@ def inspect_run(
         )
     runtime = Runtime.create(device or cfg.device, "fp32", False)
     train_set, test_set = load_data(cfg)
-    task, _ = build_task(cfg, train_set, runtime)
+    with nullcontext() if trust_code else stored_names(f"run folder {str(folder)!r}"):
+        task, _ = build_task(cfg, train_set, runtime)
     assert isinstance(task, DistillationTask)
     saved = _restore(task, path, cfg)
     data = train_set if split == "train" else test_set

@@ -111,7 +111,8 @@ def test_eval_never_imports_a_module_named_by_the_checkpoint(tmp_path, capsys, m
     }
     path = tmp_path / "planted.pt"
     torch.save(config, path)
-    _fails_cleanly(capsys, ["eval", str(path)], "add model.name=package.module:factory")
+    err = _fails_cleanly(capsys, ["eval", str(path)], "--trust-code")
+    assert "model.name=planted_module:factory" in err
     assert not marker.exists() and "planted_module" not in sys.modules
 
 

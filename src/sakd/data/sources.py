@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from sakd.data.batching import iterate_batches
+from sakd.data.decoded import check_headers
 from sakd.data.folder import folder_files
 from sakd.data.imageset import (
     CIFAR10_MEAN,
@@ -126,6 +127,8 @@ def open_stream(
                 "and val/<class>/"
             )
         class_names, paths, labels, _ = folder_files(root, train)
+    # Every file's header now, so a file that is not an image fails before anything is written.
+    check_headers(paths)
     return _stream_set(
         FileReader(tuple(Path(p) for p in paths)),
         labels_tensor(labels),

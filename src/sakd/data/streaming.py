@@ -28,12 +28,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from sakd.data.augment import normalize
 from sakd.data.batching import _rank_positions, epoch_generator, num_batches
+from sakd.data.decoded import read_rgb
 from sakd.data.transforms import EvalTransform, TrainTransform
 from sakd.errors import SakdError
 
@@ -105,14 +106,7 @@ class FileReader:
         return len(self.paths)
 
     def __call__(self, index: int) -> Tensor:
-        path = self.paths[index]
-        try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
-        except (UnidentifiedImageError, OSError) as error:
-            raise SakdError(
-                f"cannot decode image {path} ({error}): delete or replace the file"
-            ) from error
+        rgb = read_rgb(self.paths[index])
         return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
 
     def subset(self, n: int) -> FileReader:

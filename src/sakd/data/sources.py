@@ -282,7 +282,12 @@ def from_dataset(
         names = _class_names(train, num_classes, train_labels)
         for labels, role in ((train_labels, "train"), (val_labels, "val")):
             _check_labels(labels, len(names), role)
-        mean_t, std_t = _stats(mean, std, channel_stats(train_images))
+        computed = (
+            channel_stats(train_images, what="the train dataset's images")
+            if mean is None or std is None
+            else (mean, std)
+        )
+        mean_t, std_t = _stats(mean, std, computed)
         spec = AugmentSpec(
             crop_padding=train_images.shape[-1] // 8 if augment else 0, horizontal_flip=augment
         )

@@ -19,6 +19,7 @@ from sakd.data import BatchSource, StreamSet, load_dataset, open_stream
 from sakd.engine.checkpoint import (
     extract_state_dict,
     load_checkpoint,
+    recorded_sha256,
     resolve_path,
     sha256_file,
 )
@@ -192,10 +193,7 @@ def load_teacher(
             "or set teacher.checkpoint to its path"
         )
     digest = sha256_file(path)
-    expected = cfg.teacher.sha256
-    recorded = path.with_name(path.name + ".sha256")
-    if expected is None and recorded.is_file():
-        expected = recorded.read_text().split()[0]
+    expected = cfg.teacher.sha256 or recorded_sha256(path)
     if expected is not None and expected.lower() != digest:
         raise SakdError(
             f"teacher checkpoint {str(path)!r} has SHA-256 {digest[:12]}…, expected {expected[:12]}…: "

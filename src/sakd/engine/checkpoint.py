@@ -14,6 +14,7 @@ import errno
 import hashlib
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,33 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+SHA256_SUFFIX = ".sha256"
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The SHA-256 that ``<path>.sha256`` (``sha256sum`` format) records; None without that file.
+
+    A sidecar that cannot be read, is empty or does not start with 64 hex digits is one line.
+    """
+    sidecar = path.with_name(path.name + SHA256_SUFFIX)
+    if not sidecar.is_file():
+        return None
+    try:
+        text = sidecar.read_bytes()[:4096].decode("ascii")
+    except OSError as exc:
+        raise SakdError(
+            f"cannot read checksum file {str(sidecar)!r} ({exc.strerror or exc}): check its "
+            "permissions, or delete it"
+        ) from None
+    except UnicodeDecodeError:
+        text = ""
+    words = text.split()
+    if not words or re.fullmatch(r"[0-9a-fA-F]{64}", words[0]) is None:
+        raise SakdError(
+            f"checksum file {str(sidecar)!r} holds no SHA-256 (expected a line like "
+            f"`<64 hex digits>  {path.name}`): rewrite it with `sha256sum {path.name} > "
+            f"{sidecar.name}` if {path.name} is the file you trust, or delete it"
+        )
+    return words[0].lower()

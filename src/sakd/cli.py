@@ -7,11 +7,21 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from sakd.errors import SakdError
 
 EXIT_USAGE = 2
 EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one ``sakd: error:`` line, the usage folded in."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the one line and exit with :data:`EXIT_USAGE`."""
+        usage = " ".join(self.format_usage().split())
+        self.exit(EXIT_USAGE, f"sakd: error: {message} ({usage}; `{self.prog} -h` for help)\n")
 
 
 class Terminated(BaseException):
@@ -170,13 +180,15 @@ def _cmd_plot(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``sakd``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sakd", description="Spot-adaptive knowledge distillation (Song et al., TIP 2022)."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_overrides(p: argparse.ArgumentParser) -> None:
-        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+        p.add_argument(
+            "overrides", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides"
+        )
 
     def with_trust_code(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -250,7 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", action="store_true", help="also write the figures into OUT/plots")
     p.add_argument("--out", help="folder for report.md, report.csv and plots/ (default DIR)")
     p.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="the grid's overrides (with --grid)"
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the grid's overrides (with --grid)",
     )
     p.set_defaults(func=_cmd_report)
 

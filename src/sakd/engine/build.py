@@ -20,6 +20,7 @@ from sakd.engine.checkpoint import (
     extract_state_dict,
     load_checkpoint,
     recorded_sha256,
+    refuse_folder,
     resolve_path,
     sha256_file,
 )
@@ -187,6 +188,7 @@ def load_teacher(
         teacher.eval().requires_grad_(False)
         return teacher, module_sha256(teacher)
     path = resolve_path(cfg.teacher.checkpoint)
+    refuse_folder(path, "teacher checkpoint")
     if not path.is_file():
         raise SakdError(
             f"teacher checkpoint {str(path)!r} does not exist: train one with `sakd train` "

@@ -153,6 +153,17 @@ def _load_failure(exc: Exception) -> str:
     return text[:160]
 
 
+def refuse_folder(path: Path, what: str) -> None:
+    """:class:`SakdError` when ``path``, named as a checkpoint file (``what``), is a folder."""
+    if path.is_dir():
+        best = path / "checkpoints" / "best.pt"
+        example = str(best) if best.is_file() else "RUN/checkpoints/best.pt"
+        raise SakdError(
+            f"{what} {str(path)!r} is a folder: give a checkpoint file (for a run folder: "
+            f"{example})"
+        )
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint without running pickled code; errors become one-line :class:`SakdError`.
 
@@ -160,6 +171,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     not match it.
     """
     path = Path(path)
+    refuse_folder(path, "checkpoint")
     if not path.is_file():
         raise SakdError(f"checkpoint {str(path)!r} does not exist: check the path")
     try:

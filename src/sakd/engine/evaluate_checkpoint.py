@@ -7,7 +7,13 @@ from typing import Any
 
 from sakd.config import apply_overrides, upgrade_renamed_keys, validate_config
 from sakd.engine.build import build_model, load_test_split
-from sakd.engine.checkpoint import FORMAT, extract_state_dict, load_checkpoint, load_weights_strict
+from sakd.engine.checkpoint import (
+    FORMAT,
+    extract_state_dict,
+    load_checkpoint,
+    load_weights_strict,
+    resolve_path,
+)
 from sakd.engine.evaluate import accuracy
 from sakd.engine.runtime import Runtime
 from sakd.errors import SakdError
@@ -20,10 +26,12 @@ def evaluate_checkpoint(
     """Top-1/top-5 of the student in ``path`` on the configured test split.
 
     sakd checkpoints carry their config (override e.g. ``data.root`` or ``device``); other files
-    (e.g. RepDistiller's ``{'model': state_dict}``) need ``model.name=... data.name=...``. A
+    (e.g. RepDistiller's ``{'model': state_dict}``) need ``model.name=... data.name=...``.
+    ``sakd:<path>`` names a file shipped in the package (as for ``teacher.checkpoint``). A
     ``package.module:factory`` name the checkpoint holds is imported only when ``overrides`` name
     it again or ``trust_code`` is set (see :func:`sakd.models.registry.stored_names`).
     """
+    path = str(resolve_path(path))
     data = load_checkpoint(path)
     base = data.get("config") if data.get("format") == FORMAT else {}
     if not isinstance(base, dict):

@@ -34,6 +34,10 @@ MODULES = {
         "import a_package_nobody_has\n",
         "ModuleNotFoundError: No module named 'a_package_nobody_has'",
     ),
+    "exits at import": (
+        "import sys\nsys.exit('run me as a script')\n",
+        "SystemExit: run me as a script",
+    ),
     "factory raises": (
         "def factory(num_classes):\n    raise ValueError('width must be even')\n",
         "model factory 'faultymod_{case}:factory' failed (ValueError: width must be even)",

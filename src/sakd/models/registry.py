@@ -53,7 +53,7 @@ def stored_names(
 
     Inside the block a ``package.module:factory`` name is imported only when it is in
     ``confirmed`` (names the user gave again); any other raises :class:`SakdError` saying so and
-    ``how`` to confirm it (``{name}`` is replaced by the name). Zoo and torchvision/timm names
+    ``how`` to confirm it (``{name}`` in it is replaced by the name). Zoo and torchvision/timm names
     import no user code and are built as usual. Callers that trust the source skip the block.
     """
     token = _STORED.set(_StoredSource(source, frozenset(confirmed), how))
@@ -149,7 +149,7 @@ def create_source_module(
         raise SakdError(
             f"model factory {name!r} failed ({exc}): it must accept num_classes=N"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - the user's factory: any failure is one line
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's factory: one line
         raise _user_code_error(f"model factory {name!r}", exc) from exc
     if not isinstance(module, nn.Module):
         raise SakdError(
@@ -172,7 +172,7 @@ def import_factory(name: str) -> Callable[..., nn.Module]:
         raise SakdError(
             f"{stored.source} names the model factory {name!r}: importing it would run that "
             f"module's code, which sakd does only when you confirm it; "
-            + stored.how.format(name=name)
+            + stored.how.replace("{name}", name)
         )
     try:
         found = _import_module(module_name)
@@ -209,7 +209,7 @@ def _import_module(module_name: str):
         if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
             raise
         raise _user_code_error(f"importing model module {module_name!r}", exc) from exc
-    except Exception as exc:  # noqa: BLE001 - the user's module: any failure is one line
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's module: one line
         raise _user_code_error(f"importing model module {module_name!r}", exc) from exc
 
 

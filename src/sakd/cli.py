@@ -7,9 +7,10 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import NoReturn
 
-from sakd.errors import SakdError
+from sakd.errors import SakdError, bounded
 
 EXIT_USAGE = 2
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -116,9 +117,9 @@ def _cmd_distillers(args: argparse.Namespace) -> None:
         print(f"{name:8s} spots={cls.spot_role:11s} {cls.description}{extra}")
         params = ", ".join(f"{k}={v}" for k, v in defaults.model_dump().items()) or "none"
         weights = [
-            f"{table} " + " ".join(f"{k}={v}" for k, v in rows[name].items())
-            for table, rows in tables.items()
-            if name in rows
+            f"{table} " + " ".join(f"{k}={v:g}" for k, v in row.model_dump().items())
+            for table in tables
+            if (row := cls.published_weights(table)) is not None
         ]
         print(f"{'':8s} params: {params}")
         print(f"{'':8s} published: {'; '.join(weights) or 'none (set the loss weights)'}")
@@ -140,9 +141,13 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
 def _cmd_report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from sakd._autoload import stored_names
     from sakd.experiments.report import build_report, write_report
 
-    report = build_report(args.dir, grid=args.grid, overrides=args.overrides)
+    # Each config.yaml is read as a stored config (its user code refused unless trusted here).
+    trusted = stored_names(str(args.dir), trusted=True) if args.trust_code else nullcontext()
+    with trusted:
+        report = build_report(args.dir, grid=args.grid, overrides=args.overrides)
     out = Path(args.out) if args.out else report.root
     out.mkdir(parents=True, exist_ok=True)
     plots = []
@@ -268,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="the grid's overrides (with --grid)",
     )
+    with_trust_code(p)
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(
@@ -334,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except SakdError as exc:
-        print(f"sakd: error: {exc}", file=sys.stderr)
+        print(f"sakd: error: {bounded(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("sakd: interrupted; run the same command again to resume", file=sys.stderr)

@@ -69,7 +69,7 @@ def test_a_failing_factory_module_is_one_line(case, tmp_path, capsys, monkeypatc
     finally:
         sys.modules.pop(module, None)
     if case != "factory raises":
-        assert f"importing model module {module!r} failed" in err
+        assert f"importing module {module!r} failed" in err
     assert not out.exists()
 
 

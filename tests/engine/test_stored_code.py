@@ -13,9 +13,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from sakd.cli import main
 from sakd.config import dump_config, load_config
+from sakd.engine.checkpoint import FORMAT
 
 from ..conftest import tiny_overrides
 
@@ -47,6 +49,16 @@ MODULE = textwrap.dedent(
     """
 )
 NAME = "storedcode_mod:factory"
+DISTILLER = textwrap.dedent(
+    """
+
+    from sakd.losses import Distiller
+
+
+    class Distiller(Distiller):
+        name = "stored_code_distiller"
+    """
+)
 
 
 @pytest.fixture
@@ -67,11 +79,11 @@ def _forget(work: Path) -> Path:
     return marker
 
 
-def _refused(capsys, argv: list[str]) -> str:
+def _refused(capsys, argv: list[str], name: str = NAME) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("sakd: error:") and "\n" not in err, err
-    assert NAME in err and "--trust-code" in err, err
+    assert name in err and "--trust-code" in err, err
     return err
 
 
@@ -123,19 +135,44 @@ def test_report_and_a_resume_never_import_a_stored_factory(work, trained, capsys
     assert not marker.exists()
 
 
-def test_inspect_imports_a_stored_teacher_factory_only_when_confirmed(work, capsys):
+def _crafted_run(work: Path, *overrides: str) -> Path:
+    """A run folder whose config.yaml and checkpoint name ``overrides`` (e.g. a module's factory)."""
     run = work / "crafted"
-    cfg = load_config(
-        "quickstart", [f"output_dir={run}", "spots.mode=adaptive", f"teacher.name={NAME}"]
-    )
+    cfg = load_config("quickstart", [f"output_dir={run}", "spots.mode=adaptive", *overrides])
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text(dump_config(cfg))
-    (run / "checkpoints" / "best.pt").write_bytes(b"")
+    checkpoint = {"format": FORMAT, "config": cfg.model_dump(mode="json"), "epoch": 1}
+    for name in ("best.pt", "last.pt"):
+        torch.save({**checkpoint, "modules": {}}, run / "checkpoints" / name)
+    return run
+
+
+def test_inspect_imports_a_stored_teacher_factory_only_when_confirmed(work, capsys):
+    run = _crafted_run(work, f"teacher.name={NAME}")
     marker = _forget(work)
     _refused(capsys, ["inspect", str(run)])
     assert not marker.exists() and not (run / "inspect").exists()
     # Confirmed, the module is imported (the crafted run then fails on its teacher checkpoint).
     main(["inspect", str(run), "--trust-code"])
+    assert marker.exists()
+
+
+def test_a_stored_distiller_class_is_not_imported_by_inspect_report_or_resume(work, capsys):
+    distiller = "storedcode_mod:Distiller"
+    (work / "storedcode_mod.py").write_text(MODULE + DISTILLER)
+    weights = ["loss.ce_weight=1", "loss.kd_weight=0", "distiller.loss_weight=1"]
+    run = _crafted_run(work, f"distiller.name={distiller}", *weights, "spots.routing_ce_weight=1")
+    marker = _forget(work)
+    err = _refused(capsys, ["inspect", str(run)], distiller)
+    assert "storedcode_mod" in err
+    assert main(["report", str(work)]) == 0
+    capsys.readouterr()
+    assert "| `crafted` | unfinished |" in (work / "report.md").read_text()
+    argv = ["distill", "quickstart", f"output_dir={run}", "spots.mode=adaptive", "epochs=1"]
+    assert main(argv) == 2
+    assert "different configuration" in capsys.readouterr().err
+    assert not marker.exists()
+    assert main(["report", str(work), "--trust-code"]) == 0
     assert marker.exists()
 
 

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
+from sakd._autoload import TRUST_HINT, stored_names
 from sakd.config import apply_overrides, upgrade_renamed_keys, validate_config
 from sakd.engine.build import build_model, load_test_split
-from sakd.engine.checkpoint import (
-    FORMAT,
-    extract_state_dict,
-    load_checkpoint,
-    load_weights_strict,
-    resolve_path,
-)
+from sakd.engine.checkpoint import load_weights_strict, resolve_path
 from sakd.engine.evaluate import accuracy
+from sakd.engine.rundir import TrainingCheckpoint
 from sakd.engine.runtime import Runtime
 from sakd.errors import SakdError
-from sakd.models.registry import TRUST_HINT, stored_names
 
 
 def evaluate_checkpoint(
@@ -28,13 +22,13 @@ def evaluate_checkpoint(
     sakd checkpoints carry their config (override e.g. ``data.root`` or ``device``); other files
     (e.g. RepDistiller's ``{'model': state_dict}``) need ``model.name=... data.name=...``.
     ``sakd:<path>`` names a file shipped in the package (as for ``teacher.checkpoint``). A
-    ``package.module:factory`` name the checkpoint holds is imported only when ``overrides`` name
-    it again or ``trust_code`` is set (see :func:`sakd.models.registry.stored_names`).
+    ``package.module:attr`` name the checkpoint holds is imported only when ``overrides`` name
+    it again or ``trust_code`` is set (see :func:`sakd._autoload.stored_names`).
     """
     path = str(resolve_path(path))
-    data = load_checkpoint(path)
-    base = data.get("config") if data.get("format") == FORMAT else {}
-    if not isinstance(base, dict):
+    saved = TrainingCheckpoint.load(path)
+    base = saved.config if saved.is_sakd else {}
+    if base is None:
         raise SakdError(
             f"{path!r} claims to be a sakd checkpoint but holds no configuration mapping: "
             "say which network it holds with model.name=NAME (and data.name=...)"
@@ -47,15 +41,13 @@ def evaluate_checkpoint(
     merged = apply_overrides(upgrade_renamed_keys(base), overrides)
     for key in ("teacher", "distiller"):
         merged.pop(key, None)
-    cfg = validate_config(merged, source=f"checkpoint {path!r}")
-    runtime = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
-    test_set = load_test_split(cfg)
     how = TRUST_HINT + ", or give model.name={name} again"
-    with nullcontext() if trust_code else stored_names(f"checkpoint {path!r}", named, how):
+    with stored_names(f"checkpoint {path!r}", named, how, trusted=trust_code):
+        cfg = validate_config(merged, source=f"checkpoint {path!r}")
+        runtime = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
+        test_set = load_test_split(cfg)
         model = build_model(cfg.model, test_set.num_classes, int(test_set.image_size[-1]))
-    load_weights_strict(
-        model, extract_state_dict(data), f"checkpoint {path!r} for {cfg.model.name!r}"
-    )
+    load_weights_strict(model, saved.state_dict(), f"checkpoint {path!r} for {cfg.model.name!r}")
     runtime.prepare_module(model)
     top1, top5 = accuracy(model, test_set, runtime, cfg.eval_batch_size)
     return {
@@ -65,5 +57,5 @@ def evaluate_checkpoint(
         "test_size": len(test_set.labels),
         "test_top1": top1,
         "test_top5": top5,
-        "epoch": data.get("epoch"),
+        "epoch": saved.epoch,
     }

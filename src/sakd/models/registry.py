@@ -6,61 +6,24 @@ A name is one of
 - ``torchvision:ARCH`` or ``timm:ARCH`` (the optional extra ``sakd[vision]``, see
   :mod:`sakd.models.external`);
 - ``package.module:factory``: the user's own ``factory(num_classes=...) -> nn.Module``, imported
-  from the installed packages or, failing that, from the current directory.
-
-Importing a factory runs its module's code, so a name read from a stored configuration (a
-checkpoint, a run folder) is imported only when the user confirms it: see :func:`stored_names`.
+  from the installed packages or, failing that, from the current directory. Importing it runs
+  its module's code, so a name read from a stored configuration (a checkpoint, a run folder) is
+  imported only when the user confirms it (:func:`sakd._autoload.stored_names`).
 
 Non-zoo modules are cut into a :class:`StagedNet` by :func:`~sakd.models.wrap.stage_model`.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from torch import nn
 
+from sakd._autoload import import_user_module, user_code_error
 from sakd.errors import SakdError
 from sakd.models.staged import StagedNet
 
 _MODELS: dict[str, Callable[..., StagedNet]] = {}
-TRUST_HINT = "if you trust that module, run again with --trust-code (Python: trust_code=True)"
-
-
-@dataclass(frozen=True)
-class _StoredSource:
-    """Where the names being built come from, and the factory names the user confirmed."""
-
-    source: str
-    confirmed: frozenset[str]
-    how: str
-
-
-_STORED: ContextVar[_StoredSource | None] = ContextVar("sakd_stored_names", default=None)
-
-
-@contextmanager
-def stored_names(
-    source: str, confirmed: Iterable[str] = (), how: str = TRUST_HINT
-) -> Iterator[None]:
-    """Build models named by a stored configuration (``source``, e.g. ``"checkpoint 'x.pt'"``).
-
-    Inside the block a ``package.module:factory`` name is imported only when it is in
-    ``confirmed`` (names the user gave again); any other raises :class:`SakdError` saying so and
-    ``how`` to confirm it (``{name}`` in it is replaced by the name). Zoo and torchvision/timm names
-    import no user code and are built as usual. Callers that trust the source skip the block.
-    """
-    token = _STORED.set(_StoredSource(source, frozenset(confirmed), how))
-    try:
-        yield
-    finally:
-        _STORED.reset(token)
 
 
 def register_model(name: str) -> Callable[[Callable[..., StagedNet]], Callable[..., StagedNet]]:
@@ -150,7 +113,7 @@ def create_source_module(
             f"model factory {name!r} failed ({exc}): it must accept num_classes=N"
         ) from None
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's factory: one line
-        raise _user_code_error(f"model factory {name!r}", exc) from exc
+        raise user_code_error(f"model factory {name!r}", exc) from exc
     if not isinstance(module, nn.Module):
         raise SakdError(
             f"model factory {name!r} returned {type(module).__name__}, not an nn.Module"
@@ -167,55 +130,11 @@ def import_factory(name: str) -> Callable[..., nn.Module]:
     module_name, _, attr = name.partition(":")
     if not module_name or not attr:
         raise SakdError(f"model name {name!r} must be package.module:factory")
-    stored = _STORED.get()
-    if stored is not None and name not in stored.confirmed:
-        raise SakdError(
-            f"{stored.source} names the model factory {name!r}: importing it would run that "
-            f"module's code, which sakd does only when you confirm it; "
-            + stored.how.replace("{name}", name)
-        )
     try:
-        found = _import_module(module_name)
-    except ModuleNotFoundError as first:
-        cwd = os.getcwd()
-        if cwd in sys.path or "" in sys.path:
-            raise SakdError(
-                f"cannot import model factory {name!r} ({first}): check the name"
-            ) from None
-        sys.path.append(cwd)
-        try:
-            found = _import_module(module_name)
-        except ModuleNotFoundError as exc:
-            raise SakdError(
-                f"cannot import model factory {name!r} ({exc}): check the name"
-            ) from None
+        found = import_user_module(module_name, name)
+    except ImportError as exc:
+        raise SakdError(f"cannot import model factory {name!r} ({exc}): check the name") from None
     factory = getattr(found, attr, None)
     if not callable(factory):
         raise SakdError(f"{module_name!r} has no callable {attr!r}: check model name {name!r}")
     return factory
-
-
-def _import_module(module_name: str):
-    """Import ``module_name``; ModuleNotFoundError when it (or a parent) is missing.
-
-    Any other failure while the module's own code runs (a SyntaxError, an ImportError of
-    something it imports, any exception) is one :class:`SakdError` naming the module.
-    """
-    try:
-        return importlib.import_module(module_name)
-    except SakdError:
-        raise
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
-            raise
-        raise _user_code_error(f"importing model module {module_name!r}", exc) from exc
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's module: one line
-        raise _user_code_error(f"importing model module {module_name!r}", exc) from exc
-
-
-def _user_code_error(what: str, exc: BaseException) -> SakdError:
-    """One line for an exception raised by the user's own code: what failed, type and message."""
-    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    if isinstance(exc, SyntaxError) and exc.filename:
-        text = f"{exc.msg} ({exc.filename}, line {exc.lineno})"
-    return SakdError(f"{what} failed ({type(exc).__name__}: {text}): fix that code")

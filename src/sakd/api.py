@@ -233,7 +233,7 @@ def _values(options: Mapping[str, Any], keys: Mapping[str, str], where: str) -> 
                 f"{where}: unknown option {keyword!r}; {hint}the options are the config keys "
                 "(docs/api.md lists them)"
             )
-        _set(values, key, value)
+        _set(values, key, os.fspath(value) if isinstance(value, os.PathLike) else value)
     return values
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sakd._autoload import stored_names
 from sakd.config import OBJECT_PREFIX
 from sakd.engine.checkpoint import atomic_write_bytes
 from sakd.engine.rundir import CHECKPOINTS, RunFolder
@@ -25,7 +26,11 @@ __all__ = ["CHECKPOINTS", "export", "export_state_dict", "source_state_dict"]
 
 
 def export(
-    run_dir: str | Path, out: str | Path, checkpoint: str = "best", model: nn.Module | None = None
+    run_dir: str | Path,
+    out: str | Path,
+    checkpoint: str = "best",
+    model: nn.Module | None = None,
+    trust_code: bool = False,
 ) -> Path:
     """Write the student of ``run_dir/checkpoints/<checkpoint>.pt`` to ``out`` atomically.
 
@@ -33,6 +38,8 @@ def export(
     trained (for a run trained from a Python object; by default the one its config names, built
     afresh). Returns the written path. Raises :class:`SakdError` (nothing written) for a missing
     run or checkpoint, a file that is not a sakd checkpoint, or weights that do not fit the model.
+    A ``package.module:factory`` the checkpoint names is imported only with ``trust_code`` (see
+    :func:`sakd._autoload.stored_names`).
     """
     if checkpoint not in CHECKPOINTS:
         raise SakdError(f"checkpoint must be 'best' or 'last', not {checkpoint!r}")
@@ -47,7 +54,8 @@ def export(
     what = str(saved.path)
     state = saved.state_dict()
     if model is None:
-        state = export_state_dict(model_cfg, state, what)
+        with stored_names(f"checkpoint {what!r}", trusted=trust_code):
+            state = export_state_dict(model_cfg, state, what)
     else:
         state = source_state_dict(model, state, model_cfg.get("head"), what)
     target = Path(out).expanduser()

@@ -27,6 +27,8 @@ from sakd.data import BatchSource, StreamSet, load_dataset, open_stream
 from sakd.engine.checkpoint import (
     extract_weights,
     load_checkpoint,
+    recorded_sha256,
+    refuse_folder,
     resolve_path,
     sha256_file,
 )
@@ -204,16 +206,14 @@ def load_teacher(
             )
         return teacher, module_sha256(teacher), "the teacher module's own weights"
     path = resolve_path(cfg.teacher.checkpoint)
+    refuse_folder(path, "teacher checkpoint")
     if not path.is_file():
         raise SakdError(
             f"teacher checkpoint {str(path)!r} does not exist: train one with `sakd train` "
             "or set teacher.checkpoint to its path"
         )
     digest = sha256_file(path)
-    expected = cfg.teacher.sha256
-    recorded = path.with_name(path.name + ".sha256")
-    if expected is None and recorded.is_file():
-        expected = recorded.read_text().split()[0]
+    expected = cfg.teacher.sha256 or recorded_sha256(path)
     if expected is not None and expected.lower() != digest:
         raise SakdError(
             f"teacher checkpoint {str(path)!r} has SHA-256 {digest[:12]}…, expected {expected[:12]}…: "

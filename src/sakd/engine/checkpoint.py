@@ -14,6 +14,7 @@ import errno
 import hashlib
 import io
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -200,6 +201,17 @@ def _load_failure(exc: Exception) -> str:
     return text[:160]
 
 
+def refuse_folder(path: Path, what: str) -> None:
+    """:class:`SakdError` when ``path``, named as a checkpoint file (``what``), is a folder."""
+    if path.is_dir():
+        best = path / "checkpoints" / "best.pt"
+        example = str(best) if best.is_file() else "RUN/checkpoints/best.pt"
+        raise SakdError(
+            f"{what} {str(path)!r} is a folder: give a checkpoint file (for a run folder: "
+            f"{example})"
+        )
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint without running pickled code; errors become one-line :class:`SakdError`.
 
@@ -207,6 +219,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     not match it.
     """
     path = Path(path)
+    refuse_folder(path, "checkpoint")
     if not path.is_file():
         raise SakdError(f"checkpoint {str(path)!r} does not exist: check the path")
     try:
@@ -335,3 +348,33 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+SHA256_SUFFIX = ".sha256"
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The SHA-256 that ``<path>.sha256`` (``sha256sum`` format) records; None without that file.
+
+    A sidecar that cannot be read, is empty or does not start with 64 hex digits is one line.
+    """
+    sidecar = path.with_name(path.name + SHA256_SUFFIX)
+    if not sidecar.is_file():
+        return None
+    try:
+        text = sidecar.read_bytes()[:4096].decode("ascii")
+    except OSError as exc:
+        raise SakdError(
+            f"cannot read checksum file {str(sidecar)!r} ({exc.strerror or exc}): check its "
+            "permissions, or delete it"
+        ) from None
+    except UnicodeDecodeError:
+        text = ""
+    words = text.split()
+    if not words or re.fullmatch(r"[0-9a-fA-F]{64}", words[0]) is None:
+        raise SakdError(
+            f"checksum file {str(sidecar)!r} holds no SHA-256 (expected a line like "
+            f"`<64 hex digits>  {path.name}`): rewrite it with `sha256sum {path.name} > "
+            f"{sidecar.name}` if {path.name} is the file you trust, or delete it"
+        )
+    return words[0].lower()

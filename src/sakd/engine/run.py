@@ -102,12 +102,16 @@ def _run_task(cfg, runtime, task, facts, train_set, test_set) -> RunSummary:
     # After building: the builders probe the student's shapes, which must not trigger compilation.
     runtime.compile_network(task.eval_model)
     run_dir = Path(cfg.output_dir)
+    before = on_main_rank(lambda: _entries(run_dir))
     lock = on_main_rank(lambda: _open_output_dir(run_dir, cfg, facts.get("teacher_sha256")))
     try:
         complete = broadcast_from_main(on_main_rank(lambda: _complete_summary(run_dir, cfg)))
         if complete is not None:
             return complete
         return _train(cfg, runtime, run_dir, task, facts, train_set, test_set)
+    except BaseException:
+        on_main_rank(lambda: _remove_unfinished(run_dir, before))
+        raise
     finally:
         if lock is not None:
             lock.release()
@@ -165,6 +169,31 @@ def _open_output_dir(
         lock.release()
         raise
     return lock
+
+
+def _entries(run_dir: Path) -> set[str] | None:
+    """The names in ``run_dir`` before this run touches it (None: there is no such folder)."""
+    return {entry.name for entry in run_dir.iterdir()} if run_dir.is_dir() else None
+
+
+def _remove_unfinished(run_dir: Path, before: set[str] | None) -> None:
+    """A run that failed before its first checkpoint: remove what it wrote into ``run_dir``.
+
+    Nothing is left half-made (a config.yaml and run.json describing no checkpoint); what was
+    there before stays. A run with a checkpoint or a divergence record keeps everything: the
+    next start resumes from it.
+    """
+    if (run_dir / "checkpoints" / "last.pt").exists() or (run_dir / DIVERGED_NAME).exists():
+        return
+    if before is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for entry in run_dir.iterdir():
+        if entry.name not in before:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def _complete_summary(run_dir: Path, cfg: RunConfig) -> CompleteRunSummary | None:

@@ -7,7 +7,9 @@ A name is one of
 - ``torchvision:ARCH`` or ``timm:ARCH`` (the optional extra ``sakd[vision]``, see
   :mod:`sakd.models.external`);
 - ``package.module:factory``: the user's own ``factory(num_classes=...) -> nn.Module``, imported
-  from the installed packages or, failing that, from the current directory.
+  from the installed packages or, failing that, from the current directory. Importing it runs
+  its module's code, so a name read from a stored configuration (a checkpoint, a run folder) is
+  imported only when the user confirms it (:func:`sakd._autoload.stored_names`).
 
 Non-zoo modules are cut into a :class:`StagedNet` by :func:`~sakd.models.wrap.stage_model`.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from torch import nn
 
-from sakd._autoload import import_user_module
+from sakd._autoload import import_user_module, user_code_error
 from sakd.errors import SakdError
 from sakd.models.staged import StagedNet
 
@@ -141,10 +143,14 @@ def create_source_module(
     factory = import_factory(name)
     try:
         module = factory(num_classes=num_classes)
+    except SakdError:
+        raise
     except TypeError as exc:
         raise SakdError(
             f"model factory {name!r} failed ({exc}): it must accept num_classes=N"
         ) from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's factory: one line
+        raise user_code_error(f"model factory {name!r}", exc) from exc
     if not isinstance(module, nn.Module):
         raise SakdError(
             f"model factory {name!r} returned {type(module).__name__}, not an nn.Module"
@@ -162,7 +168,7 @@ def import_factory(name: str) -> Callable[..., nn.Module]:
     if not module_name or not attr:
         raise SakdError(f"model name {name!r} must be package.module:factory")
     try:
-        found = import_user_module(module_name)
+        found = import_user_module(module_name, name)
     except ImportError as exc:
         raise SakdError(f"cannot import model factory {name!r} ({exc}): check the name") from None
     factory = getattr(found, attr, None)

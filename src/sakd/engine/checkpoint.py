@@ -181,10 +181,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def extract_state_dict(data: dict[str, Any], key: str = "student") -> dict[str, torch.Tensor]:
-    """The model weights in a checkpoint: sakd's (``modules[key]``), RepDistiller's (``model``) or bare."""
+    """The model weights in a checkpoint: sakd's (``modules[key]``), RepDistiller's (``model``) or bare.
+
+    The student of a sakd run with ``ema.decay`` > 0 is its moving average (``ema.student``): the
+    network that was evaluated, selected as best and is exported.
+    """
     if data.get("format") == FORMAT:
         modules = data.get("modules")
         state = modules.get(key) if isinstance(modules, dict) else None
+        ema = data.get("ema")
+        if key == "student" and isinstance(ema, dict):
+            state = ema.get("student")
     else:
         state = next(
             (

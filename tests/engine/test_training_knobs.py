@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -480,3 +481,45 @@ def test_progress_bar_on_a_terminal_and_the_epoch_line_alone_otherwise(
     assert cfg.progress == "auto"
     run(cfg)
     assert ("\r" in err.getvalue()) is bar
+
+
+# ---------------------------------------------------------------------- docs
+
+
+def test_the_documented_imagenet_recipe_validates_to_the_knobs_it_names(tmp_path):
+    text = (Path(__file__).parents[2] / "docs" / "training.md").read_text()
+    recipe = tmp_path / "mbv3-kd.yaml"
+    recipe.write_text(text.split("```yaml\n", 1)[1].split("```", 1)[0])
+    cfg = load_config(str(recipe))
+    assert (cfg.optimizer.name, cfg.optimizer.weight_decay, cfg.optimizer.clip_grad_norm) == (
+        "adamw",
+        0.05,
+        5.0,
+    )
+    assert (cfg.schedule.name, cfg.schedule.warmup_epochs, cfg.schedule.min_lr) == (
+        "cosine",
+        5,
+        1e-5,
+    )
+    assert (cfg.loss.label_smoothing, cfg.ema.decay, cfg.spots.agent_optimizer) == (
+        0.1,
+        0.9998,
+        "authors",
+    )
+    assert cfg.model.name == "torchvision:mobilenet_v3_large" and cfg.distiller.name == "kd"
+
+
+@pytest.mark.parametrize("recipe", ["cifar100/resnet110-resnet32", "imagenet/resnet34-resnet18"])
+def test_paper_recipes_keep_sgd_on_the_step_schedule_and_no_other_knob(recipe):
+    cfg = load_config(recipe, ["distiller.name=at", "spots.mode=adaptive"])
+    assert (cfg.optimizer.name, cfg.optimizer.betas, cfg.optimizer.clip_grad_norm) == (
+        "sgd",
+        None,
+        None,
+    )
+    assert (cfg.schedule.name, cfg.schedule.warmup_epochs, cfg.schedule.min_lr) == ("step", 0, 0)
+    assert (cfg.loss.label_smoothing, cfg.ema.decay, cfg.spots.agent_optimizer) == (
+        0,
+        0,
+        "authors",
+    )

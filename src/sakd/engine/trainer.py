@@ -156,6 +156,8 @@ class Trainer:
                     for ep in range(epoch, phase.epochs):
                         record = self._train_epoch(phase, index, ep, optimizers)
                         average_batchnorm_statistics(self.task)
+                        if self.ema is not None:  # its BN statistics too: equal on every rank
+                            average_batchnorm_statistics(self.ema)
                         self._check_parameters(phase, ep)
                         log = pre_metrics
                         if phase.evaluate:
@@ -205,14 +207,18 @@ class Trainer:
     def _optimisation(self, phase: Phase) -> Optimisation:
         """The phase's optimisers and per-iteration schedules (:mod:`sakd.engine.optim`)."""
         cfg = self.config
-        steps = num_batches(len(self.train_set), cfg.batch_size, world_size=self.runtime.world_size)
         return make_optimisation(
             phase,
             cfg.schedule,
             lr_scale=self.lr_scale,
-            steps_per_epoch=steps,
+            steps_per_epoch=self._steps_per_epoch(),
             min_lr_fraction=min_lr_fraction(cfg.schedule, cfg.lr),
         )
+
+    def _steps_per_epoch(self) -> int:
+        """Iterations of one epoch on each rank (what the schedules count)."""
+        world_size = self.runtime.world_size
+        return num_batches(len(self.train_set), self.config.batch_size, world_size=world_size)
 
     def _new_ema(self) -> torch.optim.swa_utils.AveragedModel | None:
         decay = self.config.ema.decay
@@ -461,7 +467,7 @@ class Trainer:
         optimizers = self._optimisation(phases[phase_index])
         try:
             if epoch > 0:
-                self._restore_optimisation(optimizers, data, epoch, lr_changed="lr" in changed)
+                self._restore_optimisation(optimizers, data, epoch)
             if phase_index == len(phases) - 1:
                 self.ema = self._new_ema()
                 if self.ema is not None and epoch > 0:
@@ -483,28 +489,34 @@ class Trainer:
         return phase_index, epoch, optimizers
 
     def _restore_optimisation(
-        self, optimisation: Optimisation, data: dict[str, Any], epoch: int, lr_changed: bool
+        self, optimisation: Optimisation, data: dict[str, Any], epoch: int
     ) -> None:
         """Load the optimisers' and schedules' states of ``data`` into a fresh ``optimisation``.
 
-        A checkpoint without schedule states (older sakd) or one resumed with a new lr (after a
-        divergence) gets its schedules rebuilt for this run's lr and advanced to ``epoch``.
+        The schedules are rebuilt for this start and advanced to ``epoch`` instead when the saved
+        ones do not continue it: a checkpoint of an older sakd (without them), a new lr after a
+        divergence, another number of ranks (another lr scale or number of iterations an epoch).
         """
-        schedules = data.get("schedulers")
+        done = epoch * self._steps_per_epoch()
+        saved, schedules = data["optimizers"], data.get("schedulers")
         fresh = {k: [dict(g) for g in o.param_groups] for k, o in optimisation.optimizers.items()}
+        continues = isinstance(schedules, dict) and all(
+            isinstance(schedules.get(name), dict)
+            and schedules[name].get("last_epoch") == done
+            and [g.get("initial_lr") for g in saved[name]["param_groups"]]
+            == [g["initial_lr"] for g in fresh[name]]
+            for name in fresh
+        )
         for name, opt in optimisation.optimizers.items():
-            opt.load_state_dict(data["optimizers"][name])
-        if isinstance(schedules, dict) and not lr_changed:
+            opt.load_state_dict(saved[name])
+        if continues:
             for name, scheduler in optimisation.schedulers.items():
                 scheduler.load_state_dict(schedules[name])
             return
         for name, opt in optimisation.optimizers.items():
             for group, start in zip(opt.param_groups, fresh[name], strict=True):
                 group["lr"], group["initial_lr"] = start["lr"], start["initial_lr"]
-        steps = num_batches(
-            len(self.train_set), self.config.batch_size, world_size=self.runtime.world_size
-        )
-        fast_forward(optimisation, epoch * steps)
+        fast_forward(optimisation, done)
 
 
 _CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {

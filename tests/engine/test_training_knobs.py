@@ -523,3 +523,13 @@ def test_paper_recipes_keep_sgd_on_the_step_schedule_and_no_other_knob(recipe):
         0,
         "authors",
     )
+
+
+def test_the_ema_of_a_compiled_network_runs_its_own_weights():
+    net = nn.Linear(2, 2)
+    net.forward = lambda x: torch.zeros(1)  # as Runtime.compile_network: an instance attribute
+    ema = make_ema(net, 0.5)
+    with torch.no_grad():
+        ema.module.weight.fill_(1.0)
+    x = torch.ones(1, 2)
+    assert torch.equal(ema.module(x), F.linear(x, ema.module.weight, ema.module.bias))

@@ -7,9 +7,11 @@ and TensorBoard, prints it as one line (also with ``progress=false``), and atomi
 ``checkpoints/best.pt`` (on a new best test top-1), then ``last.pt``. A run started again with the
 same configuration resumes from ``last.pt`` at the next epoch and ends with the same weights as an
 uninterrupted run (data order and augmentation are a pure function of seed and epoch; every RNG
-state is in the checkpoint), however it was killed. Training stops with one line when a loss or a
-weight is not finite, before anything is saved; a resume may then change ``lr`` (see
-:mod:`sakd.engine.rundir` and ``docs/runs.md``).
+state, and the optimisers', schedules' and EMA's states, are in the checkpoint), however it was
+killed. Optimisers, per-iteration lr schedules and the student's moving average come from
+:mod:`sakd.engine.optim`; with ``ema.decay`` > 0 the average is what is evaluated. Training stops
+with one line when a loss or a weight is not finite, before anything is saved; a resume may then
+change ``lr`` (see :mod:`sakd.engine.rundir` and ``docs/runs.md``).
 
 Under ``torchrun`` (see :mod:`sakd.engine.distributed`) each rank trains on its shard of every
 epoch through ``DistributedDataParallel``; the epoch's losses and statistics are summed over the

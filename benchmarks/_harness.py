@@ -27,7 +27,7 @@ from sakd.data import AugmentSpec, ImageSet, iterate_batches
 from sakd.engine.build import build_task
 from sakd.engine.optim import Optimisation, make_optimisation, min_lr_fraction
 from sakd.engine.runtime import Runtime
-from sakd.engine.task import Phase
+from sakd.engine.task_contract import Phase
 from sakd.engine.trainer import train_step
 from sakd.models import create_model
 from sakd.models.staged import SpotInfo

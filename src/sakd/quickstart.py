@@ -10,16 +10,15 @@ epochs, and what ``sakd inspect`` finds in that run (which classes it distils le
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from sakd.config import RunConfig, load_config
 from sakd.engine.build import LOGIT_KD
 from sakd.engine.checkpoint import atomic_write_text
-from sakd.engine.metrics import read_metrics
 from sakd.engine.records import EpochRecord
 from sakd.engine.run import run
+from sakd.engine.rundir import RunFolder
 from sakd.experiments.inspect import InspectResult, extremes, inspect_run
 from sakd.spot_modes import SpotMode
 
@@ -65,10 +64,9 @@ def quickstart(out: str, overrides: list[str]) -> list[dict]:
         )
         started = time.perf_counter()
         summary = run(cfg)
-        records = read_metrics(run_dir / "metrics.jsonl")
-        info_path = run_dir / "run.json"
-        if info_path.is_file() and teacher_top1 is None:
-            teacher_top1 = json.loads(info_path.read_text()).get("teacher_top1")
+        records = RunFolder(run_dir).read_records()
+        if teacher_top1 is None:
+            teacher_top1 = RunFolder(run_dir).read_info().teacher_top1
         if folder == INSPECTED and cfg.teacher is not None and cfg.spots.mode is SpotMode.ADAPTIVE:
             curves[label] = records
         rows.append(

@@ -32,7 +32,7 @@ from sakd.engine.optim import (
 )
 from sakd.engine.run import run
 from sakd.engine.runtime import Runtime
-from sakd.engine.task import ParamGroup, Phase
+from sakd.engine.task_contract import ParamGroup, Phase
 from sakd.errors import SakdError
 
 from ..conftest import tiny_overrides

@@ -11,15 +11,11 @@ preset and where each value came from into the config (:meth:`RunConfig.weight_s
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from sakd.config.recipes import RECIPES_PACKAGE
 from sakd.config.schema import LossConfig, RunConfig
 from sakd.errors import SakdError, quoted
 
@@ -42,14 +38,14 @@ _NO_DISTILLER_ROW = {"ce_weight": 1.0, "kd_weight": 0.0, "routing_ce_weight": 1.
 _DEFAULT_KD_TEMPERATURE = LossConfig.model_fields["kd_temperature"].default
 
 
-@functools.cache
-def _published_text() -> str:
-    return resources.files(RECIPES_PACKAGE).joinpath("_published.yaml").read_text()
-
-
 def published_weights() -> dict[str, dict[str, dict[str, float]]]:
-    """The published loss-weight tables (``recipes/_published.yaml``), a fresh copy per call."""
-    return yaml.safe_load(_published_text())
+    """The packaged published loss-weight tables (``recipes/_published.yaml``), a fresh copy per call."""
+    from sakd.losses.published import packaged_tables
+
+    return {
+        table: {name: row.model_dump() for name, row in rows.items()}
+        for table, rows in packaged_tables().items()
+    }
 
 
 def source_of(sources: dict[str, str], key: str) -> str | None:
@@ -95,6 +91,14 @@ def _check_registered(name: str) -> None:
     get_distiller(name)
 
 
+def _distiller_published(name: str, table: str) -> dict[str, float] | None:
+    """The weights distiller ``name`` declares for ``table`` (None: unknown distiller or no row)."""
+    from sakd.losses import published_weights_of
+
+    weights = published_weights_of(name, table)
+    return None if weights is None else weights.model_dump()
+
+
 def resolve_weights(
     config: RunConfig, sources: dict[str, str], label: str, stored: bool = False
 ) -> ResolvedWeights:
@@ -110,9 +114,9 @@ def resolve_weights(
     row: dict[str, float] = _NO_DISTILLER_ROW
     row_source = "default"
     if d is not None:
-        table = published_weights()[d.published]
-        if d.name in table:
-            row, row_source = table[d.name], f"published:{d.published}"
+        published = _distiller_published(d.name, d.published)
+        if published is not None:
+            row, row_source = published, f"published:{d.published}"
         elif unset:
             _check_registered(d.name)
             raise SakdError(

@@ -31,10 +31,10 @@ from sakd.engine.checkpoint import (
     sha256_file,
 )
 from sakd.engine.runtime import Runtime
-from sakd.engine.task import Task
-from sakd.engine.tasks import ClassificationTask, DistillationTask, LossTerm
+from sakd.engine.task_contract import Task
+from sakd.engine.training_tasks import ClassificationTask, DistillationTask, LossTerm
 from sakd.errors import SakdError
-from sakd.losses import Distiller, DistillerParams, get_distiller
+from sakd.losses import Distiller, DistillerParams, DistillerSetup, get_distiller
 from sakd.models import SpotInfo, StagedNet, create_model, resolve_spots
 from sakd.spot_modes import SpotMode
 from sakd.spots import build_selector
@@ -176,12 +176,13 @@ def module_sha256(module: nn.Module) -> str:
 def load_teacher(
     cfg: RunConfig, num_classes: int, input_size: int, module: nn.Module | None = None
 ) -> tuple[StagedNet, str]:
-    """The frozen teacher with its checkpoint loaded strictly; returns it and its SHA-256.
+    """The teacher with its checkpoint loaded strictly; returns it and its SHA-256.
 
     The teacher is built from ``cfg.teacher`` (a name, like the student's), or is ``module`` (an
     object with its weights). ``teacher.checkpoint`` (a sakd checkpoint or the module's own
     ``state_dict()``) is loaded into either; a teacher built by name needs one. The digest is the
     checkpoint file's, or the object's state dict's (:func:`module_sha256`) when there is none.
+    The :class:`DistillationTask` freezes it for the run.
     """
     assert cfg.teacher is not None
     teacher = build_model(cfg.teacher, num_classes, input_size, module)
@@ -191,7 +192,6 @@ def load_teacher(
                 f"teacher {cfg.teacher.name!r} has no weights: set teacher.checkpoint to its "
                 "checkpoint (a sakd checkpoint or the module's own state_dict)"
             )
-        teacher.eval().requires_grad_(False)
         return teacher, module_sha256(teacher)
     path = resolve_path(cfg.teacher.checkpoint)
     if not path.is_file():
@@ -211,7 +211,6 @@ def load_teacher(
         )
     state = extract_state_dict(load_checkpoint(path))
     teacher.load_weights(state, f"teacher checkpoint {str(path)!r} for {cfg.teacher.name!r}")
-    teacher.eval().requires_grad_(False)
     return teacher, digest
 
 
@@ -358,7 +357,7 @@ def build_task(
         student,
         teacher,
         s_idx,
-        gamma=cfg.spots.routing_ce_weight,
+        routing_ce_weight=cfg.spots.routing_ce_weight,
         tau=cfg.spots.tau,
         homogeneous=cfg.spots.homogeneous,
         input_size=input_size,
@@ -392,7 +391,6 @@ def _loss_terms(
 ) -> list[LossTerm]:
     """The logit-KD term (when ``loss.kd_weight`` > 0), then the chosen distiller's term."""
     assert cfg.distiller is not None
-    num_train = len(train_set.labels)
     terms = []
     if cfg.loss.kd_weight > 0:
         if plan.cls.name == LOGIT_KD:
@@ -401,14 +399,18 @@ def _loss_terms(
                 "(its weight is distiller.loss_weight, its temperature loss.kd_temperature)"
             )
         kd_cls = get_distiller(LOGIT_KD)
-        kd = kd_cls(
-            [], [], kd_cls.Params(temperature=cfg.loss.kd_temperature), num_classes, num_train
-        )
+        kd_params = kd_cls.Params(temperature=cfg.loss.kd_temperature)
+        kd = kd_cls(DistillerSetup((), (), kd_params, num_classes, train_set.labels))
         terms.append(LossTerm(LOGIT_KD, cfg.loss.kd_weight, kd))
     distiller = plan.cls(
-        plan.student_spots, plan.teacher_spots, plan.params, num_classes, num_train
+        DistillerSetup(
+            tuple(plan.student_spots),
+            tuple(plan.teacher_spots),
+            plan.params,
+            num_classes,
+            train_set.labels,
+        )
     )
-    distiller.attach_train_labels(train_set.labels)
     terms.append(
         LossTerm(
             distiller.name,

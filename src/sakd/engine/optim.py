@@ -1,6 +1,6 @@
 """A phase's optimisers, learning-rate schedules, gradient clipping and weight average, from torch.
 
-Each non-empty :class:`~sakd.engine.task.ParamGroup` gets one ``torch.optim`` optimiser (``sgd``,
+Each non-empty :class:`~sakd.engine.task_contract.ParamGroup` gets one ``torch.optim`` optimiser (``sgd``,
 ``adam``, ``adamw``) and one ``torch.optim.lr_scheduler`` schedule, stepped after every optimiser
 step:
 
@@ -38,7 +38,7 @@ from torch.optim.lr_scheduler import (
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from sakd.config import ScheduleConfig
-from sakd.engine.task import ParamGroup, Phase
+from sakd.engine.task_contract import ParamGroup, Phase
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
     "sgd": torch.optim.SGD,

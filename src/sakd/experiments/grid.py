@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sakd.config import Recipe, RunConfig, load_recipe, validate_config
 from sakd.config import config_differences as differences_from_saved
 from sakd.engine.checkpoint import resolve_path
+from sakd.engine.rundir import RunFolder
 from sakd.errors import SakdError
 from sakd.spot_modes import SpotMode
 
@@ -447,25 +448,23 @@ def teacher_ready(job: TeacherJob) -> bool:
     if not job.path.is_file():
         return False
     run_dir = job.run_dir
-    return run_dir is None or not (run_dir / "config.yaml").is_file() or is_finished(run_dir)
+    return run_dir is None or not RunFolder(run_dir).has_config() or is_finished(run_dir)
 
 
 def is_finished(run_dir: Path) -> bool:
     """True when the run in ``run_dir`` ran to its end (``summary.json`` written)."""
-    return (run_dir / "summary.json").is_file()
+    return RunFolder(run_dir).is_finished()
 
 
 def config_differences(run_dir: Path, cfg: RunConfig) -> list[str] | None:
     """Top-level keys in which ``run_dir/config.yaml`` differs from ``cfg`` (None: no config.yaml)."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
+    folder = RunFolder(run_dir)
+    if not folder.has_config():
         return None
     try:
-        saved = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
+        saved = folder.read_config_mapping()
+    except SakdError:
         return ["config.yaml (unreadable)"]
-    if not isinstance(saved, dict):
-        return ["config.yaml (not a mapping)"]
     return differences_from_saved(saved, cfg)
 
 

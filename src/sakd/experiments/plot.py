@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 
 from sakd.errors import SakdError
-from sakd.experiments.report import MODE_ORDER, Cell, Report, build_report
+from sakd.experiments.aggregate import MODE_ORDER, Cell, Report, build_report
 from sakd.spot_modes import SpotMode
 
 MODE_COLOURS = {

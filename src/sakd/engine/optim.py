@@ -1,8 +1,8 @@
 """A phase's optimisers, learning-rate schedules, gradient clipping and weight average, from torch.
 
-Each non-empty :class:`~sakd.engine.task_contract.ParamGroup` gets one ``torch.optim`` optimiser (``sgd``,
-``adam``, ``adamw``) and one ``torch.optim.lr_scheduler`` schedule, stepped after every optimiser
-step:
+Each non-empty :class:`~sakd.engine.task_contract.ParamGroup` gets one ``torch.optim`` optimiser
+(``sgd``, ``adam``, ``adamw``) and one ``torch.optim.lr_scheduler`` schedule, stepped after every
+optimiser step:
 
 * ``step`` (a ``LambdaLR``): lr × ``lr_decay`` ** (milestones reached by the iteration's epoch),
   the very value the per-epoch step decay of earlier sakd set, constant within an epoch;

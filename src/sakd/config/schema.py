@@ -260,12 +260,18 @@ class LossConfig(_Strict):
     vanilla KD as the distiller (filled from a ``kd`` preset's ``temperature`` when unset).
     ``label_smoothing``: of the student's cross-entropy (``torch.nn.functional.cross_entropy``);
     not of the KD terms nor of the policy's routing loss.
+    ``logit_distiller`` is the distiller of that logit term: ``kd`` (Hinton KD, the paper's
+    "distiller + vanilla KD") or another logit distiller such as ``dkd``, whose parameters
+    (``logit_params``) are filled from the recipe's presets for it (e.g. the LS recipes' DKD + LS
+    temperature, alpha and beta) and whose weight, when unset, is its row of the published table.
     """
 
     ce_weight: float | None = Field(default=None, ge=0)
     kd_weight: float | None = Field(default=None, ge=0)
     kd_temperature: float = Field(default=4.0, gt=0)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    logit_distiller: str = Field(default="kd", min_length=1)
+    logit_params: dict[str, Any] = Field(default_factory=dict)
 
 
 class SpotsConfig(_Strict):
@@ -369,10 +375,22 @@ class RunConfig(_Strict):
             )
         return self
 
+    @property
+    def method_label(self) -> str:
+        """The method's name in results and in ``{distiller}``: the distiller's label, then a logit
+        term other than vanilla KD (``at+dkd+ls``: AT beside DKD + LS); ``none`` without one."""
+        if self.distiller is None:
+            return "none"
+        loss = self.loss
+        if loss.kd_weight and loss.logit_distiller != "kd":
+            logit = DistillerConfig(name=loss.logit_distiller, params=loss.logit_params).label
+            return f"{self.distiller.label}+{logit}"
+        return self.distiller.label
+
     def format_output_dir(self) -> None:
         """Fill ``{distiller}``, ``{mode}``, ``{seed}``, ``{model}``, ``{teacher}`` in output_dir."""
         fields = {
-            "distiller": self.distiller.label if self.distiller else "none",
+            "distiller": self.method_label,
             "mode": self.spots.mode,
             "seed": self.seed,
             "model": self.model.name,

@@ -78,8 +78,12 @@ def _section(section: str, model: type, skip: tuple[str, ...] = ()) -> dict[str,
 _COMMON = {
     **{key: key for key in _TOP_KEYS},
     **_section("data", DataConfig, _DATA_FROM_ARGUMENTS),
-    **_section("optimizer", OptimizerConfig),
-    **_section("schedule", ScheduleConfig),
+    **_section("optimizer", OptimizerConfig, ("name",)),
+    **_section("schedule", ScheduleConfig, ("name",)),
+    "optimizer": "optimizer.name",
+    "schedule": "schedule.name",
+    "label_smoothing": "loss.label_smoothing",
+    "ema_decay": "ema.decay",
 }
 #: ``sakd.train`` keyword -> the config key it sets (besides the positional arguments).
 TRAIN_KEYS: dict[str, str] = {

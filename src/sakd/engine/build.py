@@ -361,14 +361,21 @@ def build_task(
     input_size = int(train_set.image_size[-1])
     num_classes = train_set.num_classes
     student = build_model(cfg.model, num_classes, input_size, modules.get("model"))
+    opt = cfg.optimizer
+    settings = dict(
+        optimizer=opt.name, betas=opt.betas, eps=opt.eps, clip_grad_norm=opt.clip_grad_norm
+    )
     group = dict(
         lr=cfg.lr,
-        weight_decay=cfg.optimizer.weight_decay,
-        momentum=cfg.optimizer.momentum,
-        nesterov=cfg.optimizer.nesterov,
+        weight_decay=opt.weight_decay,
+        momentum=opt.momentum,
+        nesterov=opt.nesterov,
+        **settings,
     )
+    smoothing = cfg.loss.label_smoothing
     if cfg.teacher is None:
-        return runtime.prepare_module(ClassificationTask(student, **group)), {}
+        task = ClassificationTask(student, label_smoothing=smoothing, **group)
+        return runtime.prepare_module(task), {}
     dcfg = cfg.distiller or DistillerConfig()
     params = distiller_values(cfg)
     distiller_params(get_distiller(dcfg.name), params)  # before the teacher is read
@@ -395,7 +402,13 @@ def build_task(
         random_scheme=cfg.spots.random_scheme,
         logit_follows_last_spot=plan.cls.random_logit_follows_last_spot,
     )
+    # The policy and adaptors: the authors' SGD on the step decay, or the student's optimiser and
+    # schedule with their own lr and weight decay (spots.agent_optimizer=main).
     agent_group = dict(lr=cfg.agent_lr, weight_decay=cfg.spots.agent_weight_decay, momentum=0.9)
+    if cfg.spots.agent_optimizer == "main":
+        agent_group.update(momentum=opt.momentum, nesterov=opt.nesterov, **settings)
+    else:
+        agent_group.update(schedule="step")
     task = DistillationTask(
         student,
         teacher,
@@ -404,6 +417,7 @@ def build_task(
         ce_weight=cfg.loss.ce_weight,
         student_group=group,
         agent_group=agent_group,
+        label_smoothing=smoothing,
     )
     facts = {
         "teacher_sha256": digest,

@@ -258,12 +258,20 @@ def extract_weights(
 
     Layouts: a sakd checkpoint (``modules[key]``); RepDistiller's / mdistiller's
     ``{"epoch", "model", "accuracy" or "best_acc", "optimizer"}``; a ``"model"``, ``"state_dict"``
-    or ``"net"`` wrapper; a bare state dict.
+    or ``"net"`` wrapper; a bare state dict. The student of a sakd run with ``ema.decay`` > 0 is
+    its moving average (``ema.student``): the network that was evaluated, selected as best and is
+    exported.
     """
     if data.get("format") == FORMAT:
         modules = data.get("modules")
         state = modules.get(key) if isinstance(modules, dict) else None
         layout = f"a sakd checkpoint (modules[{key!r}], epoch {data.get('epoch', '?')})"
+        ema = data.get("ema")
+        if key == "student" and isinstance(ema, dict):
+            state = ema.get("student")
+            layout = (
+                f"a sakd checkpoint (the student's moving average, epoch {data.get('epoch', '?')})"
+            )
     else:
         wrapper = next(
             (name for name in ("model", "state_dict", "net") if isinstance(data.get(name), dict)),

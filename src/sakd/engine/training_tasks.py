@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,14 +35,16 @@ from sakd.spots import SelectorInput, SpotSelector
 
 
 class ClassificationTask(Task):
-    """Train one network with cross-entropy (teachers, student baselines)."""
+    """Train one network with cross-entropy (teachers, student baselines).
 
-    def __init__(
-        self, model: StagedNet, lr: float, weight_decay: float, momentum: float, nesterov: bool
-    ):
+    ``group``: the :class:`ParamGroup` settings of its parameters (``lr``, ``weight_decay``, ...).
+    """
+
+    def __init__(self, model: StagedNet, *, label_smoothing: float = 0.0, **group: Any):
         super().__init__()
         self.student = model
-        self._group = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
+        self.label_smoothing = label_smoothing
+        self._group = group
 
     def phases(self, epochs: int) -> list[Phase]:
         group = ParamGroup(list(self.student.parameters()), **self._group)
@@ -49,7 +52,8 @@ class ClassificationTask(Task):
 
     def _step(self, images: Tensor, labels: Tensor, index: Tensor, epoch: int) -> StepResult:
         logits = self.student(images)
-        return StepResult({"ce": F.cross_entropy(logits, labels)}, logits)
+        ce = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        return StepResult({"ce": ce}, logits)
 
     def checkpoint_modules(self) -> dict[str, nn.Module]:
         return {"student": self.student}
@@ -102,6 +106,7 @@ class DistillationTask(Task):
         ce_weight: float,
         student_group: dict,
         agent_group: dict,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         names = [term.name for term in terms]
@@ -116,6 +121,7 @@ class DistillationTask(Task):
         self.terms = list(terms)
         self.term_modules = nn.ModuleList([term.module for term in self.terms])
         self.ce_weight = ce_weight
+        self.label_smoothing = label_smoothing
         self._student_group = student_group
         self._agent_group = agent_group
         self._preact = any(term.module.preact for term in self.terms)
@@ -225,7 +231,8 @@ class DistillationTask(Task):
         )
         ctx = DistillContext(labels=labels, index=index, epoch=epoch)
         ce_weight = self.ce_weight * selection.ce_scale
-        losses = {"ce": ce_weight * F.cross_entropy(s_logits, labels)}
+        ce = F.cross_entropy(s_logits, labels, label_smoothing=self.label_smoothing)
+        losses = {"ce": ce_weight * ce}
         for term in self.terms:
             if term.weight > 0:
                 s_spot, t_spot = self._spot_feats(term, s_feats, t_feats, s_logits, t_logits)

@@ -21,6 +21,7 @@ from torch import nn
 from sakd._version import __version__
 from sakd.config import OBJECT_PREFIX, RunConfig, config_differences
 from sakd.data import BatchSource, ImageSet, StreamSet
+from sakd.data.contract import InputContract
 from sakd.engine.build import build_task, load_data
 from sakd.engine.checkpoint import atomic_write_text, remove_orphans, sha256_file
 from sakd.engine.distributed import broadcast_from_main, join_launch, on_main_rank
@@ -136,6 +137,7 @@ def _train(cfg, runtime, run_dir, task, facts, train_set, test_set) -> RunSummar
         "train_size": len(train_set),
         "test_size": len(test_set),
         "num_classes": train_set.num_classes,
+        "input": InputContract.of_source(test_set).to_dict(),
     }
     if isinstance(task, DistillationTask):
         info["spots"] = task.spot_facts()

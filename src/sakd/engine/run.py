@@ -22,6 +22,7 @@ from sakd._version import __version__
 from sakd.config import OBJECT_PREFIX, RunConfig, config_differences
 from sakd.data import BatchSource, ImageSet, StreamSet
 from sakd.data.contract import InputContract
+from sakd.engine.auto_weights import resolve_auto_weights
 from sakd.engine.build import build_task, load_data
 from sakd.engine.checkpoint import atomic_write_text, remove_orphans, sha256_file
 from sakd.engine.distributed import broadcast_from_main, join_launch, on_main_rank
@@ -118,6 +119,7 @@ def _train(cfg, runtime, run_dir, task, facts, train_set, test_set) -> RunSummar
     if cfg.teacher is not None:
         teacher_top1, _ = accuracy(task.teacher, test_set, runtime, cfg.eval_batch_size)
         facts["teacher_top1"] = teacher_top1
+    chosen = resolve_auto_weights(cfg, task, facts, train_set, runtime, run_dir)
     info = {
         **facts,
         **provenance(),
@@ -143,6 +145,8 @@ def _train(cfg, runtime, run_dir, task, facts, train_set, test_set) -> RunSummar
         info["spots"] = task.spot_facts()
     on_main_rank(lambda: _prepare_run_dir(cfg, run_dir, info))
     on_main_rank(lambda: print(describe_run(cfg, info), flush=True))
+    if chosen is not None:
+        on_main_rank(lambda: print(chosen, flush=True))
     trainer = Trainer(cfg, task, train_set, test_set, runtime, run_dir)
     summary = trainer.fit()
     fault_point("finish")
@@ -280,6 +284,14 @@ def _git_state(folder: Path) -> dict[str, Any]:
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
 
 
+def _weight(info: dict[str, Any], configured: float | str | None) -> str:
+    """β as the run uses it: the configured number, or the measured one (``auto``)."""
+    if isinstance(configured, float):
+        return f"{configured:g}"
+    value = info.get("resolved_weights", {}).get("distiller.loss_weight", {}).get("value")
+    return f"{value:.4g} (auto)" if isinstance(value, float) else str(configured)
+
+
 def describe_run(cfg: RunConfig, info: dict[str, Any]) -> str:
     """The resolved configuration's key facts, printed when a run starts."""
     if cfg.teacher is None:
@@ -294,7 +306,7 @@ def describe_run(cfg: RunConfig, info: dict[str, Any]) -> str:
             f"distill {cfg.teacher.name} (top-1 {info.get('teacher_top1', float('nan')):.2f}) -> "
             f"{cfg.model.name} with {distiller} "
             f"(ce_weight {cfg.loss.ce_weight:g}, kd_weight {cfg.loss.kd_weight:g}, "
-            f"loss_weight {cfg.distiller.loss_weight:g}), "
+            f"loss_weight {_weight(info, cfg.distiller.loss_weight)}), "
             f"spots {cfg.spots.mode}{start} at {spots}"
         )
     facts = [

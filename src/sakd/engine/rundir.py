@@ -224,6 +224,14 @@ class RunInfo:
         return self._get("test_size", int)
 
     @property
+    def resolved_weights(self) -> dict[str, dict[str, Any]]:
+        """Every resolved loss weight by config key: ``{"value": ..., "source": ...}`` (empty if none)."""
+        weights = self.values.get("resolved_weights")
+        if not isinstance(weights, dict):
+            return {}
+        return {k: v for k, v in weights.items() if isinstance(v, dict) and "value" in v}
+
+    @property
     def input(self) -> InputContract | None:
         """The input contract the run evaluated on (normalisation, size, class names; ``input``).
 

@@ -2,6 +2,7 @@
 #   make quickstart   install into .venv, then run `sakd quickstart` on the embedded data (CPU, < 5 min)
 #   make test         install into .venv (with test tools), then run the test suite
 #   make test-vision  the torchvision/timm tests in their own venv (.venv-vision, ~6 GB: torch 2.14.1)
+#   make test-onnx    the ONNX export test in its own venv (.venv-onnx: onnx, onnxscript, onnxruntime)
 # constraints.txt pins the CPU wheel of torch (and every other dependency) for reproducible installs.
 
 PYTHON ?= python3
@@ -11,7 +12,10 @@ BIN := $(VENV)/bin
 VISION_VENV ?= .venv-vision
 VBIN := $(VISION_VENV)/bin
 
-.PHONY: quickstart test test-vision lint install
+ONNX_VENV ?= .venv-onnx
+OBIN := $(ONNX_VENV)/bin
+
+.PHONY: quickstart test test-vision test-onnx lint install
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +47,13 @@ test-vision: $(VISION_VENV)/.installed
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
+
+# The optional extra sakd[onnx] (onnx, onnxscript, onnxruntime) on the same CPU torch pin, in its
+# own venv so the main suite never needs it; pinned by constraints-onnx.txt.
+$(ONNX_VENV)/.installed: pyproject.toml constraints.txt constraints-onnx.txt
+	$(PYTHON) -m venv $(ONNX_VENV)
+	$(OBIN)/pip install --disable-pip-version-check -q -c constraints.txt -c constraints-onnx.txt -e ".[dev,onnx]"
+	touch $@
+
+test-onnx: $(ONNX_VENV)/.installed
+	$(OBIN)/pytest -m onnx tests/api/test_export_onnx.py

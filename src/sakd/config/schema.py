@@ -223,11 +223,17 @@ class LossConfig(_Strict):
     there is no teacher). The logit-KD term runs only when ``kd_weight`` > 0; vanilla KD alone is
     ``distiller.name=kd``. ``kd_temperature`` is the one KD temperature: of that term and of
     vanilla KD as the distiller (filled from a ``kd`` preset's ``temperature`` when unset).
+    ``logit_distiller`` is the distiller of that logit term: ``kd`` (Hinton KD, the paper's
+    "distiller + vanilla KD") or another logit distiller such as ``dkd``, whose parameters
+    (``logit_params``) are filled from the recipe's presets for it (e.g. the LS recipes' DKD + LS
+    temperature, alpha and beta) and whose weight, when unset, is its row of the published table.
     """
 
     ce_weight: float | None = Field(default=None, ge=0)
     kd_weight: float | None = Field(default=None, ge=0)
     kd_temperature: float = Field(default=4.0, gt=0)
+    logit_distiller: str = Field(default="kd", min_length=1)
+    logit_params: dict[str, Any] = Field(default_factory=dict)
 
 
 class SpotsConfig(_Strict):
@@ -298,10 +304,22 @@ class RunConfig(_Strict):
             self.distiller = DistillerConfig()
         return self
 
+    @property
+    def method_label(self) -> str:
+        """The method's name in results and in ``{distiller}``: the distiller's label, then a logit
+        term other than vanilla KD (``at+dkd+ls``: AT beside DKD + LS); ``none`` without one."""
+        if self.distiller is None:
+            return "none"
+        loss = self.loss
+        if loss.kd_weight and loss.logit_distiller != "kd":
+            logit = DistillerConfig(name=loss.logit_distiller, params=loss.logit_params).label
+            return f"{self.distiller.label}+{logit}"
+        return self.distiller.label
+
     def format_output_dir(self) -> None:
         """Fill ``{distiller}``, ``{mode}``, ``{seed}``, ``{model}``, ``{teacher}`` in output_dir."""
         fields = {
-            "distiller": self.distiller.label if self.distiller else "none",
+            "distiller": self.method_label,
             "mode": self.spots.mode,
             "seed": self.seed,
             "model": self.model.name,

@@ -169,6 +169,10 @@ def resolve_weights(
             resolved[key], where[key] = float(row[key.split(".")[1]]), row_source
         else:
             resolved[key], where[key] = values[key], str(source_of(sources, key))
+    if d is not None and "loss.kd_weight" in unset and resolved["loss.kd_weight"] > 0:
+        logit_weight = _logit_term_weight(config, label)
+        if logit_weight is not None:
+            resolved["loss.kd_weight"], where["loss.kd_weight"] = logit_weight
     temperature, temperature_source = _kd_temperature(config, sources, label)
     used = resolved["loss.kd_weight"] or (d is not None and d.name == KD_DISTILLER)
     unused = not used and temperature != _DEFAULT_KD_TEMPERATURE
@@ -187,6 +191,58 @@ def resolve_weights(
         loss_weight=resolved.get("distiller.loss_weight"),
         sources=where,
     )
+
+
+def _logit_term_weight(config: RunConfig, label: str) -> tuple[float, str] | None:
+    """The published weight of a logit term other than vanilla KD (None: it is vanilla KD).
+
+    The feature distiller's row says whether a logit term runs beside it (``kd_weight`` > 0);
+    the logit distiller's own row of the same table says how much (its ``loss_weight``).
+    """
+    d, logit = config.distiller, config.loss.logit_distiller
+    assert d is not None
+    if logit == KD_DISTILLER:
+        return None
+    published = _distiller_published(logit, d.published)
+    if published is None:
+        _check_registered(logit)
+        raise SakdError(
+            f"{label}: logit distiller {quoted(logit)} has no published weights in the "
+            f"{d.published!r} table: set loss.kd_weight (the weight of the logit term)"
+        )
+    return float(published["loss_weight"]), f"published:{d.published} ({logit})"
+
+
+def _apply_logit_presets(config: RunConfig, sources: dict[str, str], label: str) -> dict[str, str]:
+    """Fill ``loss.logit_params`` from the presets of the logit distiller (``<name>``, then
+    ``<name>@<mode>``); ``logit_params`` wins. Vanilla KD takes none: its temperature is
+    ``loss.kd_temperature``."""
+    d, loss = config.distiller, config.loss
+    assert d is not None
+    if loss.logit_distiller == KD_DISTILLER:
+        if loss.logit_params:
+            raise SakdError(
+                f"{label}: loss.logit_params is set but the logit term is vanilla KD, whose one "
+                f"parameter is {KD_TEMPERATURE_KEY}: remove loss.logit_params or set "
+                "loss.logit_distiller (e.g. dkd)"
+            )
+        return {}
+    if not loss.kd_weight:
+        return {}
+    found = {
+        f"loss.logit_params.{key}": source_of(sources, f"loss.logit_params.{key}") or label
+        for key in loss.logit_params
+    }
+    preset: dict[str, Any] = {}
+    name = loss.logit_distiller
+    for preset_name in (name, f"{name}@{config.spots.mode}"):
+        for key, value in d.presets.get(preset_name, {}).items():
+            preset[key] = value
+            if key not in loss.logit_params:
+                found[f"loss.logit_params.{key}"] = _preset_origin(sources, preset_name, key, label)
+    loss.logit_params = {**preset, **loss.logit_params}
+    found["loss.logit_distiller"] = source_of(sources, "loss.logit_distiller") or label
+    return found
 
 
 def _kd_temperature(
@@ -275,5 +331,6 @@ def resolve(
     if config.distiller is not None:
         config.distiller.loss_weight = weights.loss_weight
         found.update(_apply_presets(config, sources, label))
+        found.update(_apply_logit_presets(config, sources, label))
     config.record_weight_sources(found)
     return config

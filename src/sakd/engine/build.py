@@ -35,13 +35,21 @@ from sakd.engine.runtime import Runtime
 from sakd.engine.task_contract import Task
 from sakd.engine.training_tasks import ClassificationTask, DistillationTask, LossTerm
 from sakd.errors import SakdError
-from sakd.losses import Distiller, DistillerParams, DistillerSetup, get_distiller
+from sakd.losses import (
+    Distiller,
+    DistillerParams,
+    DistillerSetup,
+    get_distiller,
+    list_distillers,
+)
 from sakd.models import SpotInfo, StagedNet, create_model, resolve_spots
 from sakd.spot_modes import SpotMode
 from sakd.spots import build_selector
 
-# The logit-KD term added to every distiller when loss.kd_weight > 0 (Hinton KD at the logit spot).
+# Vanilla (Hinton) KD: the default logit term added to a distiller when loss.kd_weight > 0.
 LOGIT_KD = KD_DISTILLER
+# The spot role of distillers that read the logits only (KD, DKD).
+LOGITS_ROLE = "logits"
 
 
 def load_data(cfg: RunConfig) -> tuple[BatchSource, BatchSource]:
@@ -278,6 +286,27 @@ def distiller_params(cls: type[Distiller], values: dict) -> DistillerParams:
         ) from None
 
 
+def logit_term(cfg: RunConfig) -> tuple[type[Distiller], DistillerParams]:
+    """The distiller of the logit term beside a feature distiller, with its checked parameters.
+
+    ``loss.logit_distiller``: vanilla KD (temperature ``loss.kd_temperature``) or another
+    distiller of the logits (e.g. DKD, with ``loss.logit_params``).
+    """
+    cls = get_distiller(cfg.loss.logit_distiller)
+    if cls.spot_role != LOGITS_ROLE:
+        logit_names = [n for n in list_distillers() if get_distiller(n).spot_role == LOGITS_ROLE]
+        raise SakdError(
+            f"loss.logit_distiller: {cls.name!r} distils at feature spots, not at the logits: use "
+            f"one of {', '.join(logit_names)}"
+        )
+    if cls.name == LOGIT_KD:
+        return cls, cls.Params(temperature=cfg.loss.kd_temperature)
+    try:
+        return cls, distiller_params(cls, cfg.loss.logit_params)
+    except SakdError as exc:
+        raise SakdError(f"loss.logit_params ({cls.name}): {exc}") from None
+
+
 def distiller_values(cfg: RunConfig) -> dict[str, Any]:
     """``distiller.params`` as the distiller receives them: vanilla KD's temperature is the KD one."""
     assert cfg.distiller is not None
@@ -296,6 +325,10 @@ def resolved_weights(cfg: RunConfig, params: DistillerParams | None = None) -> d
     vanilla_kd = cfg.distiller is not None and cfg.distiller.name == LOGIT_KD
     if cfg.loss.kd_weight or vanilla_kd:
         values["loss.kd_temperature"] = cfg.loss.kd_temperature
+    if cfg.loss.kd_weight and cfg.loss.logit_distiller != LOGIT_KD:
+        values["loss.logit_distiller"] = cfg.loss.logit_distiller
+        _, logit_params = logit_term(cfg)
+        values.update({f"loss.logit_params.{k}": v for k, v in logit_params.model_dump().items()})
     values["spots.routing_ce_weight"] = cfg.spots.routing_ce_weight
     if cfg.distiller is not None:
         values["distiller.loss_weight"] = cfg.distiller.loss_weight
@@ -377,19 +410,23 @@ def build_task(
 def _loss_terms(
     cfg: RunConfig, plan: DistillerPlan, num_classes: int, train_set: BatchSource
 ) -> list[LossTerm]:
-    """The logit-KD term (when ``loss.kd_weight`` > 0), then the chosen distiller's term."""
+    """The logit term (when ``loss.kd_weight`` > 0), then the chosen distiller's term."""
     assert cfg.distiller is not None
     terms = []
     if cfg.loss.kd_weight > 0:
+        logit_cls, logit_params = logit_term(cfg)
         if plan.cls.name == LOGIT_KD:
             raise SakdError(
                 f"distiller {LOGIT_KD!r} is the logit-KD term itself: set loss.kd_weight=0 "
                 "(its weight is distiller.loss_weight, its temperature loss.kd_temperature)"
             )
-        kd_cls = get_distiller(LOGIT_KD)
-        kd_params = kd_cls.Params(temperature=cfg.loss.kd_temperature)
-        kd = kd_cls(DistillerSetup((), (), kd_params, num_classes, train_set.labels))
-        terms.append(LossTerm(LOGIT_KD, cfg.loss.kd_weight, kd))
+        if plan.cls.spot_role == LOGITS_ROLE:
+            raise SakdError(
+                f"distiller {plan.cls.name!r} distils at the logits itself: set loss.kd_weight=0 "
+                "(the logit term, loss.logit_distiller, runs beside feature distillers)"
+            )
+        logit = logit_cls(DistillerSetup((), (), logit_params, num_classes, train_set.labels))
+        terms.append(LossTerm(logit_cls.name, cfg.loss.kd_weight, logit))
     distiller = plan.cls(
         DistillerSetup(
             tuple(plan.student_spots),

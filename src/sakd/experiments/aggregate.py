@@ -185,7 +185,7 @@ def expected_runs(
         cfg = planned.config
         assert cfg.teacher is not None
         assert cfg.distiller is not None
-        key = CellKey(cfg.data.name, cfg.teacher.name, cfg.model.name, cfg.distiller.label)
+        key = CellKey(cfg.data.name, cfg.teacher.name, cfg.model.name, cfg.method_label)
         expected[(key, planned.mode)].append(planned.seed)
     return [(key, mode, seeds) for (key, mode), seeds in expected.items()]
 

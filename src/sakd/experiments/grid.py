@@ -6,7 +6,10 @@ A grid is a YAML file (or one of the packaged paper tables ``R1``, ``R2``, ``R3`
     pairs:                       # packaged recipe names / YAML paths, or mappings
       - cifar100/resnet32x4-resnet8x4
       - {recipe: quickstart, teacher_checkpoint: zoo/resnet32/checkpoints/best.pt}
-    distillers: [at, crd]
+    distillers:                  # names, or mappings with their own overrides and modes
+      - at
+      - {name: at, overrides: [loss.logit_distiller=dkd]}   # AT beside DKD instead of KD
+      - {name: dkd, modes: [fixed]}
     modes: [fixed, adaptive]
     seeds: [0, 1, 2]
     overrides: [epochs=10]       # KEY=VALUE for every run (and, for data.*/epochs/…, every teacher)
@@ -69,13 +72,21 @@ class PairSpec(_Strict):
     overrides: list[str] = Field(default_factory=list)
 
 
+class MethodSpec(_Strict):
+    """A distiller of the grid with its own KEY=VALUE overrides and, optionally, its own modes."""
+
+    name: str
+    overrides: list[str] = Field(default_factory=list)
+    modes: list[str] | None = Field(default=None, min_length=1)
+
+
 class GridSpec(_Strict):
     """The grid file: which pairs, distillers, spot modes and seeds, and the shared overrides."""
 
     name: str | None = None
     dataset: str | None = None
     pairs: list[str | PairSpec] = Field(min_length=1)
-    distillers: list[str] = Field(min_length=1)
+    distillers: list[str | MethodSpec] = Field(min_length=1)
     modes: list[str] = Field(
         default_factory=lambda: [SpotMode.FIXED.value, SpotMode.ADAPTIVE.value], min_length=1
     )
@@ -230,12 +241,11 @@ def plan_grid(
     shared = _valid_overrides([*spec.overrides, *(overrides or [])], state)
     teacher_overrides = _valid_overrides(spec.teacher_overrides, state)
     known_distillers = set(list_distillers())
-    distillers = [d for d in spec.distillers if d in known_distillers]
-    for bad in sorted(set(spec.distillers) - known_distillers):
+    methods = [_method(entry, state) for entry in spec.distillers]
+    for bad in sorted({m.name for m in methods} - known_distillers):
         state.add(f"unknown distiller {bad!r} (`sakd distillers` lists them)")
-    modes = [SpotMode(m) for m in spec.modes if m in SpotMode.names()]
-    for bad in sorted(set(spec.modes) - set(SpotMode.names())):
-        state.add(f"unknown spot mode {bad!r} (use {', '.join(SpotMode.names())})")
+    methods = [m for m in methods if m.name in known_distillers]
+    modes = _modes(spec.modes, state)
     _check_unique(spec, state)
     models = set(list_models())
     datasets = set(list_datasets())
@@ -271,29 +281,54 @@ def plan_grid(
             continue
         teachers.setdefault(job.checkpoint, job)
         pairs.append((pair, pair_shared, job))
-        for distiller in distillers:
-            for mode in modes:
-                _check_spots(pair.label, base, distiller, mode, state)
+        for method in methods:
+            chosen = [
+                *pair.overrides,
+                *pair_shared,
+                *method.overrides,
+                f"distiller.name={method.name}",
+            ]
+            method_base = _load_run_config(pair.recipe, chosen, root, pair.label, state)
+            if method_base is None:
+                continue
+            for mode in _modes(method.modes, None) if method.modes else modes:
+                _check_spots(pair.label, method_base, method.name, mode, state)
 
     runs: list[PlannedRun] = []
     for seed in spec.seeds:
         for pair, pair_shared, job in pairs:
-            for distiller in distillers:
-                for mode in modes:
-                    axes = [f"distiller.name={distiller}", f"spots.mode={mode}", f"seed={seed}"]
-                    label = f"{pair.label} {distiller}-{mode} seed {seed}"
-                    cfg = _load_run_config(
-                        pair.recipe, [*pair.overrides, *pair_shared, *axes], root, label, state
-                    )
+            for method in methods:
+                for mode in _modes(method.modes, None) if method.modes else modes:
+                    axes = [f"distiller.name={method.name}", f"spots.mode={mode}", f"seed={seed}"]
+                    label = f"{pair.label} {method.name}-{mode} seed {seed}"
+                    overrides = [*pair.overrides, *pair_shared, *method.overrides, *axes]
+                    cfg = _load_run_config(pair.recipe, overrides, root, label, state)
                     if cfg is not None:
                         runs.append(
-                            PlannedRun(len(runs), pair.label, distiller, mode, seed, cfg, job)
+                            PlannedRun(len(runs), pair.label, method.name, mode, seed, cfg, job)
                         )
     if check_disk:
         _check_output_dirs(runs, state)
     state.raise_if_any(name)
     needed = {r.teacher.checkpoint for r in runs}
     return GridPlan(name, runs, [t for k, t in teachers.items() if k in needed])
+
+
+def _method(entry: str | MethodSpec, state: _PlanState) -> MethodSpec:
+    """A ``distillers`` entry as a :class:`MethodSpec`, its overrides checked."""
+    if isinstance(entry, str):
+        return MethodSpec(name=entry)
+    modes = None if entry.modes is None else [m.value for m in _modes(entry.modes, state)]
+    overrides = _valid_overrides(entry.overrides, state)
+    return entry.model_copy(update={"overrides": overrides, "modes": modes or None})
+
+
+def _modes(names: list[str], state: _PlanState | None) -> list[SpotMode]:
+    """The known spot modes of ``names``; each unknown one is reported (once, with ``state``)."""
+    if state is not None:
+        for bad in sorted(set(names) - set(SpotMode.names())):
+            state.add(f"unknown spot mode {bad!r} (use {', '.join(SpotMode.names())})")
+    return [SpotMode(m) for m in names if m in SpotMode.names()]
 
 
 def _unknown(model_name: str, models: set[str]) -> bool:
@@ -327,6 +362,8 @@ _OVERRIDE_PROBE = {
 def _check_unique(spec: GridSpec, state: _PlanState) -> None:
     for axis in ("distillers", "modes", "seeds"):
         values = getattr(spec, axis)
+        if axis == "distillers":
+            values = [v if isinstance(v, str) else v.model_dump_json() for v in values]
         repeated = sorted({str(v) for v in values if values.count(v) > 1})
         if repeated:
             state.add(f"{axis} lists {', '.join(repeated)} more than once")

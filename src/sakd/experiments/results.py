@@ -173,5 +173,5 @@ def _cell_key(cfg: RunConfig) -> CellKey:
         dataset=cfg.data.name,
         teacher=cfg.teacher.name if cfg.teacher is not None else None,
         student=cfg.model.name,
-        distiller=cfg.distiller.label if cfg.distiller is not None else None,
+        distiller=cfg.method_label if cfg.distiller is not None else None,
     )

@@ -66,6 +66,7 @@ _TOP_KEYS = (
     "lr_scaling",
     "progress",
     "resume",
+    "baseline",
 )
 # data.name / data.root / data.download come from train_data / val_data.
 _DATA_FROM_ARGUMENTS = ("name", "root", "download")

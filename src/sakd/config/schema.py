@@ -277,6 +277,8 @@ class RunConfig(_Strict):
     compile: bool = False
     lr_scaling: Literal["linear", "none"] = "linear"
     progress: bool = True
+    # Distillation runs: also train the student alone, same budget and seed, in output_dir/baseline.
+    baseline: bool = False
     resume: bool = True
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig

@@ -6,6 +6,7 @@ Started by ``torchrun``, every process runs this same function on its own rank (
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import platform
 import shlex
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from sakd._version import __version__
-from sakd.config import OBJECT_PREFIX, RunConfig, config_differences
+from sakd.config import OBJECT_PREFIX, RunConfig, config_differences, validate_config
 from sakd.data import BatchSource, ImageSet, StreamSet
 from sakd.data.contract import InputContract
 from sakd.engine.auto_weights import resolve_auto_weights
@@ -78,7 +79,36 @@ def run(
     """
     if cfg.teacher is None and cfg.distiller is not None:
         raise SakdError("a distiller needs a teacher")
-    return _run(cfg, join_launch(cfg.device), data, modules)
+    device = join_launch(cfg.device)
+    if not (cfg.baseline and cfg.teacher is not None):
+        return _run(cfg, device, data, modules)
+    student = (modules or {}).get("model")
+    fresh = None if student is None else copy.deepcopy(student)  # its weights before distilling
+    summary = _run(cfg, device, data, modules)
+    alone = _run(baseline_config(cfg), device, data, None if fresh is None else {"model": fresh})
+    on_main_rank(lambda: print(describe_gain(summary, alone), flush=True))
+    return summary
+
+
+BASELINE_DIR = "baseline"
+
+
+def baseline_config(cfg: RunConfig) -> RunConfig:
+    """The student alone with the distillation run's budget and seed, in ``output_dir/baseline``."""
+    values = cfg.model_dump(mode="json", exclude={"teacher", "distiller", "loss", "spots"})
+    values.update(baseline=False, output_dir=str(Path(cfg.output_dir) / BASELINE_DIR))
+    values["name"] = f"{cfg.name}-baseline"
+    return validate_config(values, source=f"baseline of {cfg.output_dir}", stored=True)
+
+
+def describe_gain(distilled: RunSummary, alone: RunSummary) -> str:
+    """One line: the student alone against the distilled one, and the gain of distilling."""
+    return (
+        f"baseline (student alone, same budget and seed): best top-1 {alone.best_top1:.2f}, last "
+        f"{alone.last_top1:.2f} | distilled: best {distilled.best_top1:.2f}, last "
+        f"{distilled.last_top1:.2f} | gain from distilling: {distilled.best_top1 - alone.best_top1:+.2f} "
+        f"points (best), {distilled.last_top1 - alone.last_top1:+.2f} (last)"
+    )
 
 
 def _run(

@@ -23,8 +23,14 @@ pytestmark = pytest.mark.onnx
 def test_onnx_export_matches_pytorch_on_raw_images(tmp_path):
     torch.manual_seed(0)
     run = sakd.train(
-        MyNet(), RawImages(True, 128), RawImages(False, 64), epochs=1, batch_size=32,
-        progress=False, device="cpu", output_dir=str(tmp_path / "run"),
+        MyNet(),
+        RawImages(True, 128),
+        RawImages(False, 64),
+        epochs=1,
+        batch_size=32,
+        progress=False,
+        device="cpu",
+        output_dir=str(tmp_path / "run"),
     )
     run.export(tmp_path / "pt" / "student.pt")
     out = run.export(tmp_path / "onnx" / "student.onnx", format="onnx")

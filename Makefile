@@ -4,6 +4,7 @@
 #   make test-vision  the torchvision/timm tests in their own venv (.venv-vision, ~6 GB: torch 2.14.1)
 #   make gpu-carry    what benchmarks/gpu_check.sh needs on the offline GPU machine: .whl/ (wheels of
 #                     sakd's dependencies that its python lacks) and .gpu-data/fashion-mnist/
+#   make test-onnx    the ONNX export test in its own venv (.venv-onnx: onnx, onnxscript, onnxruntime)
 # constraints.txt pins the CPU wheel of torch (and every other dependency) for reproducible installs.
 
 PYTHON ?= python3
@@ -13,7 +14,10 @@ BIN := $(VENV)/bin
 VISION_VENV ?= .venv-vision
 VBIN := $(VISION_VENV)/bin
 
-.PHONY: quickstart test test-vision lint install gpu-carry
+ONNX_VENV ?= .venv-onnx
+OBIN := $(ONNX_VENV)/bin
+
+.PHONY: quickstart test test-vision test-onnx lint install gpu-carry
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -64,3 +68,13 @@ gpu-carry:
 	mkdir -p $(GPU_DATA)/fashion-mnist
 	cp $(FASHION_MNIST)/*-ubyte.gz $(GPU_DATA)/fashion-mnist/
 	@du -sh $(GPU_WHEELS) $(GPU_DATA)
+
+# The optional extra sakd[onnx] (onnx, onnxscript, onnxruntime) on the same CPU torch pin, in its
+# own venv so the main suite never needs it; pinned by constraints-onnx.txt.
+$(ONNX_VENV)/.installed: pyproject.toml constraints.txt constraints-onnx.txt
+	$(PYTHON) -m venv $(ONNX_VENV)
+	$(OBIN)/pip install --disable-pip-version-check -q -c constraints.txt -c constraints-onnx.txt -e ".[dev,onnx]"
+	touch $@
+
+test-onnx: $(ONNX_VENV)/.installed
+	$(OBIN)/pytest -m onnx tests/api/test_export_onnx.py

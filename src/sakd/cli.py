@@ -78,10 +78,19 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from sakd.export import export
+    from sakd.export import card_path, export
 
-    path = export(args.run, args.out, checkpoint=args.checkpoint, trust_code=args.trust_code)
-    print(f"exported the {args.checkpoint} student of {args.run} -> {path}")
+    path = export(
+        args.run,
+        args.out,
+        checkpoint=args.checkpoint,
+        format=args.format,
+        trust_code=args.trust_code,
+    )
+    print(
+        f"exported the {args.checkpoint} student of {args.run} -> {path} "
+        f"(input contract: {card_path(path)})"
+    )
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
@@ -239,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="best (highest test top-1, default) or last",
     )
     with_trust_code(p)
+    p.add_argument(
+        "--format",
+        choices=["pt", "onnx"],
+        default="pt",
+        help="pt (a state dict, default) or onnx (raw [0, 1] images in; needs sakd[onnx])",
+    )
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("models", help="list the model zoo")

@@ -15,6 +15,7 @@ from sakd.config.recipes import (
     load_recipe,
 )
 from sakd.config.schema import (
+    AUTO,
     OBJECT_PREFIX,
     SPOT_MODES,
     DataConfig,
@@ -48,6 +49,7 @@ from sakd.config.weights import (
 )
 
 __all__ = [
+    "AUTO",
     "MAX_VALUES",
     "KD_DISTILLER",
     "KD_TEMPERATURE_KEY",

@@ -26,6 +26,9 @@ from sakd.spot_modes import SpotMode
 # model.name / teacher.name of a module object passed in from Python (sakd.train, sakd.distill):
 # "object:<module>.<class>", recorded so config.yaml says what ran; it cannot be built by name.
 OBJECT_PREFIX = "object:"
+# distiller.loss_weight measured at the start of the run (docs/distillers.md, "Default weights on
+# your own models").
+AUTO = "auto"
 
 
 class _Strict(BaseModel):
@@ -215,7 +218,9 @@ PRESET_RUN_KEYS = ("batch_size",)
 class DistillerConfig(_Strict):
     """The distiller at its spots: name, the weight of its loss term (β) and its own hyperparameters.
 
-    ``loss_weight`` left unset takes the value of the ``published`` table (``_published.yaml``):
+    ``loss_weight`` left unset takes the value of the ``published`` table (``_published.yaml``)
+    on zoo pairs, and ``auto`` (measured at the start of the run) for a feature distiller on a
+    pair with a non-zoo net unless ``published`` is set; the table's values are:
     ``sakd`` (the SAKD authors' β, with CE + vanilla KD: the paper's "Stan." baseline) or
     ``repdistiller`` (the distiller alone, RepDistiller's β) or ``ls`` (KD / DKD with logit
     standardisation, the LS authors' weights). ``params`` are the distiller's own
@@ -228,10 +233,17 @@ class DistillerConfig(_Strict):
     """
 
     name: str = "kd"
-    loss_weight: float | None = Field(default=None, ge=0)
+    loss_weight: float | Literal["auto"] | None = None
     published: Literal["sakd", "repdistiller", "ls"] = "sakd"
     params: dict[str, Any] = Field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("loss_weight")
+    @classmethod
+    def _non_negative(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, float) and value < 0:
+            raise ValueError("must be >= 0, or 'auto' (measured at the start of the run)")
+        return value
 
     @field_validator("presets")
     @classmethod
@@ -333,6 +345,8 @@ class RunConfig(_Strict):
     compile: bool = False
     lr_scaling: Literal["linear", "none"] = "linear"
     progress: bool | Literal["auto"] = "auto"
+    # Distillation runs: also train the student alone, same budget and seed, in output_dir/baseline.
+    baseline: bool = False
     resume: bool = True
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig

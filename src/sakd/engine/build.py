@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from sakd.config import (
+    AUTO,
     KD_DISTILLER,
     OBJECT_PREFIX,
     DistillerConfig,
@@ -321,7 +322,8 @@ def distiller_values(cfg: RunConfig) -> dict[str, Any]:
 def resolved_weights(cfg: RunConfig, params: DistillerParams | None = None) -> dict[str, dict]:
     """Every resolved loss weight (and distiller parameter) with its value and source, for run.json.
 
-    Distiller parameters no recipe, preset or override set are the ``Params`` defaults.
+    Distiller parameters no recipe, preset or override set are the ``Params`` defaults. An
+    ``auto`` β is recorded as ``"auto"`` here; the run replaces it with the measured value.
     """
     values = {"loss.ce_weight": cfg.loss.ce_weight, "loss.kd_weight": cfg.loss.kd_weight}
     vanilla_kd = cfg.distiller is not None and cfg.distiller.name == LOGIT_KD
@@ -456,10 +458,11 @@ def _loss_terms(
             train_set.labels,
         )
     )
+    beta = cfg.distiller.loss_weight
     terms.append(
         LossTerm(
             distiller.name,
-            cfg.distiller.loss_weight,
+            None if beta == AUTO else beta,
             distiller,
             [s.index for s in plan.student_spots],
             [t.index for t in plan.teacher_spots],

@@ -70,12 +70,14 @@ class LossTerm:
     ``student_spots`` / ``teacher_spots`` are the stage indices it reads (paired in order); empty
     for a logit loss, which reads ``[logits]`` and is gated by the selector's logit column (the
     last one); a feature loss is gated by the feature-spot columns. Its loss is logged under
-    ``name``; a term with weight 0 is not computed. ``checkpoint_name``: the name its state is
-    saved under (None: not saved, for stateless terms such as the logit-KD term).
+    ``name``; a term with weight 0 is not computed; weight None: measured before training
+    (:mod:`sakd.engine.auto_weights`, then :meth:`DistillationTask.set_term_weight`).
+    ``checkpoint_name``: the name its state is saved under (None: not saved, for stateless terms
+    such as the logit-KD term).
     """
 
     name: str
-    weight: float
+    weight: float | None
     module: Distiller
     student_spots: list[int] = field(default_factory=list)
     teacher_spots: list[int] = field(default_factory=list)
@@ -143,8 +145,45 @@ class DistillationTask(Task):
         self.teacher._apply(fn, recurse)
         return super()._apply(fn, recurse)
 
+    def set_term_weight(self, name: str, weight: float) -> None:
+        """Set the weight of the loss term ``name`` (one measured before training)."""
+        term = next((t for t in self.terms if t.name == name), None)
+        if term is None:
+            raise ValueError(f"no loss term {name!r} (terms: {[t.name for t in self.terms]})")
+        term.weight = float(weight)
+
+    @torch.no_grad()
+    def initial_losses(self, images: Tensor, labels: Tensor, index: Tensor) -> dict[str, Tensor]:
+        """Each loss of one batch before training, unweighted and at every spot: ``ce`` and each term.
+
+        Run as a training step would (train mode), but without a trace: the buffers it moves
+        (BatchNorm statistics, CRD's memory) are restored afterwards.
+        """
+        saved = {name: buffer.clone() for name, buffer in self.named_buffers()}
+        try:
+            self.train()
+            s_feats, s_logits, t_feats, t_logits = self._forward_pair(images)
+            ones = torch.ones(labels.shape[0], self.selector_columns, device=s_logits.device)
+            ctx = DistillContext(labels=labels, index=index, epoch=0)
+            losses = {"ce": F.cross_entropy(s_logits, labels)}
+            for term in self.terms:
+                s_spot, t_spot = self._spot_feats(term, s_feats, t_feats, s_logits, t_logits)
+                losses[term.name] = term.module(s_spot, t_spot, ones[:, term.columns], ctx)
+            return {name: value.float() for name, value in losses.items()}
+        finally:
+            for name, buffer in self.named_buffers():
+                buffer.copy_(saved[name])
+
+    @property
+    def selector_columns(self) -> int:
+        """K: the selector's weight columns (the feature spots, then the logits)."""
+        return len(self._feature_spots()[0]) + 1
+
     # ------------------------------------------------------------------ phases
     def phases(self, epochs: int) -> list[Phase]:
+        unset = [t.name for t in self.terms if t.weight is None]
+        if unset:
+            raise RuntimeError(f"loss terms {unset} have no weight: measure them first")
         pretraining = [t for t in self.terms if t.module.pretrain_epochs > 0]
         phases = [self._pretrain_phase(t, k) for k, t in enumerate(pretraining)]
         student_params = [*self.student.parameters(), *self.term_modules.parameters()]

@@ -20,6 +20,7 @@ from sakd.engine.records import EpochRecord
 from sakd.engine.run import run
 from sakd.engine.rundir import RunFolder
 from sakd.experiments.inspect import InspectResult, extremes, inspect_run
+from sakd.experiments.stats import binomial_se
 from sakd.spot_modes import SpotMode
 
 # (label, run folder, recipe, overrides)
@@ -43,8 +44,8 @@ NOTE = (
     "spots.mode=adaptive`, policy bias +10 towards the teacher path) every rate stays at 1.00 over "
     "a short run and the adaptive run equals the fixed one. From 50/50 the policy chooses: the "
     "routing loss rewards the teacher path wherever it lowers the routed network's cross-entropy, "
-    "so the logit spot goes to 1 within an epoch; where the feature spots end depends on the seed. "
-    "docs/results/README.md has a study over two students, both starts and two seeds."
+    "so the logit spot goes to 1 within an epoch; the feature spots ended at different rates in "
+    "different runs of docs/results/README.md's spot study (two students, both starts, two seeds)."
 )
 
 
@@ -53,6 +54,7 @@ def quickstart(out: str, overrides: list[str]) -> list[dict]:
     root = Path(out)
     rows = []
     teacher_top1 = None
+    test_size = None
     curves: dict[str, list[EpochRecord]] = {}
     for label, folder, recipe, extra in PLAN:
         run_dir = root / folder
@@ -65,8 +67,9 @@ def quickstart(out: str, overrides: list[str]) -> list[dict]:
         started = time.perf_counter()
         summary = run(cfg)
         records = RunFolder(run_dir).read_records()
-        if teacher_top1 is None:
-            teacher_top1 = RunFolder(run_dir).read_info().teacher_top1
+        info = RunFolder(run_dir).read_info()
+        teacher_top1 = teacher_top1 or info.teacher_top1
+        test_size = test_size or info.test_size
         if folder == INSPECTED and cfg.teacher is not None and cfg.spots.mode is SpotMode.ADAPTIVE:
             curves[label] = records
         rows.append(
@@ -75,10 +78,11 @@ def quickstart(out: str, overrides: list[str]) -> list[dict]:
                 "best_top1": summary.best_top1,
                 "last_top1": summary.last_top1,
                 "seconds": time.perf_counter() - started,
+                "seed": cfg.seed,
                 "spot_rates": records[-1].spot_rates if cfg.distiller is not None else None,
             }
         )
-    parts = [_table(rows, teacher_top1), NOTE]
+    parts = [_table(rows, teacher_top1), _noise(rows, test_size), NOTE]
     if curves:  # unless the overrides changed the adaptive run's spot mode
         print(f"[quickstart] sakd inspect {root / INSPECTED}", flush=True)
         found = inspect_run(root / INSPECTED, split="train")
@@ -111,6 +115,26 @@ def _table(rows: list[dict], teacher_top1: float | None) -> str:
             f"{row['seconds']:.0f} | {rates_text} |"
         )
     return "\n".join(lines)
+
+
+def _noise(rows: list[dict], test_size: int | None) -> str:
+    """How much the table can tell: one seed per row, and the test set's binomial noise."""
+    seeds = sorted({row["seed"] for row in rows})
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+    text = (
+        f"One run per row ({seed_text}): no interval, and a difference between two rows mixes "
+        "the method with the seed's own variation."
+    )
+    if test_size:
+        top1 = sum(row["best_top1"] for row in rows) / len(rows)
+        se = binomial_se(top1, test_size)
+        text += (
+            f" The test set has {test_size:,} images: at {top1:.0f} % top-1 one accuracy's binomial "
+            f"standard error is {se:.2f} points, so differences of that size between rows are "
+            "within the test set's own noise. docs/results/spot_evidence/ measures the gains "
+            "over five seeds, with confidence intervals."
+        )
+    return text
 
 
 def _curves(curves: dict[str, list[EpochRecord]]) -> str:

@@ -29,5 +29,8 @@ def test_quickstart_prints_one_table(tmp_path, capsys):
     assert "| spot | share distilled | least distilled class | most distilled class |" in printed
     assert (out / "adaptive" / "inspect" / "decisions.csv").is_file()
     assert (out / "summary.md").read_text().startswith("| run |")
+    # the seed count and the test set's binomial noise beside the table
+    assert "One run per row (seed 0): no interval" in printed
+    assert "The test set has 64 images" in printed
     for run in ("student", "fixed", "adaptive"):
         assert (out / run / "checkpoints" / "best.pt").is_file()

@@ -156,3 +156,46 @@ def test_a_pair_entry_can_change_networks_and_carry_its_own_overrides(tmp_path):
     assert (second.config.model.name, second.config.lr) == ("resnet14", 0.02)
     assert first.output_dir == tmp_path / "runs/resnet8-kd-fixed-0"
     assert second.output_dir == tmp_path / "other/resnet14-kd-fixed-0"
+
+
+def test_student_alone_adds_one_run_per_student_and_seed(tmp_path):
+    spec = GridSpec(
+        pairs=["quickstart", {"recipe": "quickstart", "student": "wrn_16_1"}],
+        distillers=["at"],
+        modes=["fixed", "adaptive"],
+        seeds=[0, 1],
+        overrides=["output_dir=runs/{teacher}-{student}/{distiller}-{mode}/seed{seed}", "lr=0.02"],
+        student_alone="runs/{student}-alone/seed{seed}",
+    )
+    plan = plan_grid(spec, "g", root=tmp_path)
+    arms = [(r.arm, r.config.model.name, r.seed) for r in plan.runs]
+    assert arms[:6] == [
+        ("student alone", "resnet8", 0),
+        ("at-fixed", "resnet8", 0),
+        ("at-adaptive", "resnet8", 0),
+        ("student alone", "wrn_16_1", 0),
+        ("at-fixed", "wrn_16_1", 0),
+        ("at-adaptive", "wrn_16_1", 0),
+    ]
+    assert len(plan.runs) == 12
+    alone = plan.runs[3]
+    assert (alone.teacher, alone.distiller, alone.mode) == (None, "alone", "alone")
+    assert alone.config.teacher is None and alone.config.distiller is None
+    assert (alone.config.lr, alone.config.seed, alone.config.epochs) == (0.02, 0, 6)
+    assert alone.output_dir == tmp_path / "runs/wrn_16_1-alone/seed0"
+    assert [t.name for t in plan.shard(0, 4).teachers] == ["resnet32"]
+    assert [r.arm for r in plan.shard(3, 12).runs] == ["student alone"]
+    assert plan.shard(3, 12).teachers == []
+
+
+def test_pairs_sharing_a_student_share_its_alone_runs(tmp_path):
+    spec = GridSpec(
+        pairs=["quickstart", "quickstart/ls"],
+        distillers=["kd"],
+        modes=["fixed"],
+        overrides=["output_dir=runs/{distiller}-{mode}-{student}/seed{seed}"],
+        student_alone="runs/{student}-alone/seed{seed}",
+    )
+    plan = plan_grid(spec, "g", root=tmp_path)
+    assert [r.arm for r in plan.runs] == ["student alone", "kd-fixed", "kd-fixed"]
+    assert plan.runs[2].output_dir == tmp_path / "runs/kd+ls-fixed-resnet8/seed0"

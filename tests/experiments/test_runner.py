@@ -21,6 +21,7 @@ from sakd.engine.checkpoint import sha256_file
 from sakd.errors import SakdError
 from sakd.experiments import runner as runner_module
 from sakd.experiments.grid import TeacherJob, load_grid, plan_grid
+from sakd.experiments.report import build_report
 from sakd.experiments.runner import LOCK_NAME, Shard, ensure_teacher, reproduce
 
 from .conftest import quiet, write_grid
@@ -215,3 +216,22 @@ def test_reproduce_refuses_torchrun_and_points_to_shards(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SakdError, match="--shard i/n"):
         reproduce(str(write_grid(tmp_path / "g.yaml")), out=tmp_path, log=quiet)
+
+
+def test_student_alone_runs_are_trained_and_paired_by_the_report(tmp_path):
+    grid = write_grid(
+        tmp_path / "g.yaml",
+        distillers=["at"],
+        modes=["fixed"],
+        student_alone="runs/{student}-alone/seed{seed}",
+    )
+    result = reproduce(str(grid), out=tmp_path, log=quiet)
+    alone = tmp_path / "runs/resnet8-alone/seed0"
+    assert result.ran == [alone, tmp_path / "runs/resnet32-resnet8/at-fixed/seed0"]
+    saved = json.loads((alone / "run.json").read_text())
+    assert "teacher_top1" not in saved  # trained without a teacher
+    report = build_report(tmp_path / "runs", str(grid))
+    (cell,) = report.cells
+    (comparison,) = cell.comparisons()
+    assert (comparison.label, comparison.best.n) == ("fixed − student alone", 1)
+    assert [r.seed for r in report.singles[0].get("single").runs] == [0]

@@ -2,8 +2,10 @@
 
 Per cell and mode: top-1 at the best and at the last epoch as mean ± sample standard deviation over
 seeds, the gain of each mode over ``fixed`` paired by seed, the seeds expected by a grid and those
-missing, and the problems of a cell (runs that mix protocols, repeated seeds). Rendering is
-:mod:`sakd.experiments.render`'s.
+missing, and the problems of a cell (runs that mix protocols, repeated seeds).
+:meth:`Cell.comparisons` gives the paired gains with 95 % Student-t intervals
+(:mod:`sakd.experiments.stats`) of every two arms that differ only in the spot mode, and of fixed
+spots over the student trained alone. Rendering is :mod:`sakd.experiments.render`'s.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from sakd.errors import SakdError
 from sakd.experiments.reference import Published, lookup
 from sakd.experiments.results import CellKey, Problem, RunResult, collect_runs
+from sakd.experiments.stats import PairedGain, paired_gain
 
 MODE_ORDER = ("fixed", "adaptive", "random", "anti")
 # The paper's column order, then the logit distillers; other distillers follow alphabetically.
@@ -27,6 +30,11 @@ DISTILLER_ORDER = (
 )
 # Config keys that may differ between the runs of one cell (they do not change what is measured).
 VOLATILE_KEYS = ("seed", "output_dir", "name", "progress", "resume", "device", "spots.mode")
+# The arms a report compares, paired by seed: (mode, base); ALONE is the student trained alone.
+ALONE = "student alone"
+COMPARISONS = (("adaptive", "fixed"), ("random", "fixed"), ("anti", "fixed"), ("fixed", ALONE))
+# Config keys in which a distillation run and its student-alone baseline differ by nature.
+DISTILL_ONLY_KEYS = ("teacher", "distiller", "spots", "loss", "agent_lr", "agent_momentum")
 
 
 @dataclass(frozen=True)
@@ -100,12 +108,32 @@ class ModeResult:
         return {name: statistics.fmean(row[name] for row in rows) for name in rows[0]}
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """``mode`` − ``base`` paired by seed, at the best and at the last epoch."""
+
+    mode: str
+    base: str
+    best: PairedGain
+    last: PairedGain
+
+    @property
+    def label(self) -> str:
+        """``adaptive − fixed``."""
+        return f"{self.mode} − {self.base}"
+
+
 @dataclass
 class Cell:
-    """One pair × distiller (or one single network): its runs by spot mode."""
+    """One pair × distiller (or one single network): its runs by spot mode.
+
+    ``alone`` holds the runs of the pair's student trained alone under the same protocol, when
+    the folder has them (the baseline of fixed − student alone).
+    """
 
     key: CellKey
     modes: dict[str, ModeResult] = field(default_factory=dict)
+    alone: ModeResult | None = None
 
     def mode(self, name: str) -> ModeResult:
         """The results of mode ``name``, added to the cell when absent."""
@@ -128,6 +156,21 @@ class Cell:
         return Stat.of(
             pick(r) - pick(fixed[r.seed]) for r in self.modes[mode].runs if r.seed in fixed
         )
+
+    def arm(self, name: str) -> ModeResult | None:
+        """The results of spot mode ``name``, or of the student alone (:data:`ALONE`)."""
+        return self.alone if name == ALONE else self.modes.get(name)
+
+    def comparisons(self) -> list[Comparison]:
+        """The paired gains of :data:`COMPARISONS` whose two arms the cell has (run or expected)."""
+        found = []
+        for mode, base in COMPARISONS:
+            a, b = self.arm(mode), self.arm(base)
+            if a is None or b is None or not (a.runs or a.expected) or not (b.runs or b.expected):
+                continue
+            gains = [paired_gain(_by_seed(a, e), _by_seed(b, e)) for e in ("best", "last")]
+            found.append(Comparison(mode, base, *gains))
+        return found
 
     def published(self) -> Published | None:
         """The paper's numbers for this cell."""
@@ -169,7 +212,53 @@ def build_report(
     distill = [c for c in ordered if c.key.teacher is not None]
     singles = [c for c in ordered if c.key.teacher is None]
     problems = [*problems, *_mixed_protocols(ordered), *_duplicate_seeds(ordered)]
+    problems += _attach_alone(distill, singles)
     return Report(root, distill, singles, problems, results, grid)
+
+
+def _by_seed(result: ModeResult, epoch: str) -> dict[int, float]:
+    """Top-1 at the best or last epoch by seed."""
+    return {r.seed: r.best_top1 if epoch == "best" else r.last_top1 for r in result.runs}
+
+
+def _attach_alone(cells: list[Cell], singles: list[Cell]) -> list[Problem]:
+    """Give each distillation cell the runs of its student alone when they share its protocol."""
+    problems = []
+    by_student = {(c.key.dataset, c.key.student): c for c in singles}
+    for cell in cells:
+        single = by_student.get((cell.key.dataset, cell.key.student))
+        fixed = cell.modes.get("fixed")
+        if single is None or fixed is None or "single" not in single.modes:
+            continue
+        alone = single.modes["single"]
+        differing = _protocol_differences(fixed.runs, alone.runs)
+        if differing:
+            problems.append(
+                Problem(
+                    alone.runs[0].path.parent,
+                    "mixed",
+                    f"{cell_label(cell.key)}: the {cell.key.student} runs without a teacher differ "
+                    f"from the fixed runs in {', '.join(differing[:6])}; fixed − {ALONE} is not "
+                    "computed",
+                )
+            )
+            continue
+        cell.alone = alone
+    return problems
+
+
+def _protocol_differences(runs: list[RunResult], baseline: list[RunResult]) -> list[str]:
+    """Config keys (distillation-only ones aside) whose values differ between the two run sets."""
+    if not runs or not baseline:
+        return []
+    left = [_flatten(r.config) for r in runs]
+    right = [_flatten(r.config) for r in baseline]
+    ignored = (*VOLATILE_KEYS, *DISTILL_ONLY_KEYS)
+    keys = {k for f in [*left, *right] for k in f if k.split(".")[0] not in ignored}
+    keys -= set(ignored)
+    return sorted(
+        k for k in keys if {repr(f.get(k)) for f in left} != {repr(f.get(k)) for f in right}
+    )
 
 
 def expected_runs(
@@ -183,8 +272,11 @@ def expected_runs(
     expected: dict[tuple[CellKey, str], list[int]] = defaultdict(list)
     for planned in plan.runs:
         cfg = planned.config
-        assert cfg.teacher is not None
-        assert cfg.distiller is not None
+        if cfg.teacher is None or cfg.distiller is None:  # the student alone (grid student_alone)
+            expected[(CellKey(cfg.data.name, None, cfg.model.name, None), "single")].append(
+                planned.seed
+            )
+            continue
         key = CellKey(cfg.data.name, cfg.teacher.name, cfg.model.name, cfg.method_label)
         expected[(key, planned.mode)].append(planned.seed)
     return [(key, mode, seeds) for (key, mode), seeds in expected.items()]

@@ -13,6 +13,11 @@ A grid is a YAML file (or one of the packaged paper tables ``R1``, ``R2``, ``R3`
     modes: [fixed, adaptive]
     seeds: [0, 1, 2]
     overrides: [epochs=10]       # KEY=VALUE for every run (and, for data.*/epochs/…, every teacher)
+    student_alone: runs/my_grid/{student}-alone/seed{seed}   # optional: each pair's student alone
+
+``student_alone`` (an ``output_dir`` template) adds, per pair and seed, the pair's student trained
+without teacher or distiller under the same recipe and overrides (the "student alone" baseline);
+pairs sharing a student and protocol share those runs.
 
 :func:`plan_grid` turns it into an ordered list of :class:`PlannedRun` (seed-major, so an
 interrupted grid holds every cell at its first seeds) and the :class:`TeacherJob` each pair needs,
@@ -41,6 +46,8 @@ from sakd.spot_modes import SpotMode
 GRIDS_PACKAGE = "sakd.experiments"
 PACKAGED_GRIDS = ("R1", "R2", "R3")
 AXIS_KEYS = {"distiller.name": "distillers", "spots.mode": "modes", "seed": "seeds"}
+# The distiller and mode of a planned student-alone run (no teacher, no distiller).
+ALONE = "alone"
 # Top-level config keys of the global overrides that also apply to the teachers a grid trains:
 # the data, the schedule length, and how (not what) the network is computed.
 TEACHER_OVERRIDE_KEYS = (
@@ -93,6 +100,7 @@ class GridSpec(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     overrides: list[str] = Field(default_factory=list)
     teacher_overrides: list[str] = Field(default_factory=list)
+    student_alone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,10 @@ class TeacherJob:
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One distillation run of the grid, at position ``index`` of the deterministic order."""
+    """One run of the grid, at position ``index`` of the deterministic order.
+
+    A student-alone run has ``distiller`` and ``mode`` :data:`ALONE` and no ``teacher``.
+    """
 
     index: int
     pair: str
@@ -126,12 +137,17 @@ class PlannedRun:
     mode: SpotMode
     seed: int
     config: RunConfig
-    teacher: TeacherJob
+    teacher: TeacherJob | None
 
     @property
     def output_dir(self) -> Path:
         """The run folder."""
         return Path(self.config.output_dir)
+
+    @property
+    def arm(self) -> str:
+        """``<distiller>-<mode>``, or ``student alone``."""
+        return "student alone" if self.mode == ALONE else f"{self.distiller}-{self.mode}"
 
 
 @dataclass
@@ -145,7 +161,7 @@ class GridPlan:
     def shard(self, index: int, count: int) -> GridPlan:
         """The runs whose position modulo ``count`` is ``index``, and only the teachers they need."""
         runs = [r for r in self.runs if r.index % count == index]
-        needed = {r.teacher.checkpoint for r in runs}
+        needed = {r.teacher.checkpoint for r in runs if r.teacher is not None}
         teachers = [t for t in self.teachers if t.checkpoint in needed]
         return GridPlan(self.name, runs, teachers)
 
@@ -184,7 +200,8 @@ def load_grid(ref: str) -> tuple[GridSpec, str]:
         ]
         raise SakdError(
             f"grid {ref!r} is malformed ({'; '.join(problems)}): the keys are name, "
-            "dataset, pairs, distillers, modes, seeds, overrides, teacher_overrides"
+            "dataset, pairs, distillers, modes, seeds, overrides, teacher_overrides, "
+            "student_alone"
         ) from None
     return spec, spec.name or source
 
@@ -311,6 +328,10 @@ def plan_grid(
     runs: list[PlannedRun] = []
     for seed in spec.seeds:
         for pair, pair_shared, job in pairs:
+            if spec.student_alone is not None:
+                alone = _plan_alone(pair, pair_shared, spec.student_alone, seed, root, state)
+                if alone is not None and not _planned_already(alone, runs):
+                    runs.append(PlannedRun(len(runs), pair.label, ALONE, ALONE, seed, alone, None))
             for method in methods:
                 for mode in _modes(method.modes, None) if method.modes else modes:
                     axes = [f"distiller.name={method.name}", f"spots.mode={mode}", f"seed={seed}"]
@@ -324,7 +345,7 @@ def plan_grid(
     if check_disk:
         _check_output_dirs(runs, state)
     state.raise_if_any(name)
-    needed = {r.teacher.checkpoint for r in runs}
+    needed = {r.teacher.checkpoint for r in runs if r.teacher is not None}
     return GridPlan(name, runs, [t for k, t in teachers.items() if k in needed])
 
 
@@ -345,6 +366,29 @@ def _published_teacher(
         )
         return None
     return path
+
+
+def _plan_alone(
+    pair: _Pair,
+    shared: list[str],
+    template: str,
+    seed: int,
+    root: str | Path | None,
+    state: _PlanState,
+) -> RunConfig | None:
+    """The config of ``pair``'s student trained alone: its recipe without teacher and distiller."""
+    label = f"{pair.label} student alone seed {seed}"
+    alone = ["teacher=null", "distiller=null", f"seed={seed}", f"output_dir={template}"]
+    return _load_run_config(pair.recipe, [*pair.overrides, *shared, *alone], root, label, state)
+
+
+def _planned_already(cfg: RunConfig, runs: list[PlannedRun]) -> bool:
+    """True when a run with the same folder and configuration is planned (pairs share a student)."""
+    dumped = cfg.model_dump(mode="json")
+    return any(
+        r.output_dir == Path(cfg.output_dir) and not differences_from_saved(dumped, r.config)
+        for r in runs
+    )
 
 
 def _method(entry: str | MethodSpec, state: _PlanState) -> MethodSpec:
@@ -545,8 +589,8 @@ def _check_output_dirs(runs: list[PlannedRun], state: _PlanState) -> None:
         other = seen.setdefault(planned.output_dir, planned)
         if other is not planned:
             state.add(
-                f"runs {other.pair} {other.distiller}-{other.mode} seed {other.seed} and "
-                f"{planned.pair} {planned.distiller}-{planned.mode} seed {planned.seed} share "
+                f"runs {other.pair} {other.arm} seed {other.seed} and "
+                f"{planned.pair} {planned.arm} seed {planned.seed} share "
                 f"output_dir {str(planned.output_dir)!r}: use {{distiller}}, {{mode}} and {{seed}} "
                 "in output_dir"
             )

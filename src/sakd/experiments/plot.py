@@ -5,8 +5,10 @@
   epoch (the paper's analysis figure), mean over seeds with the min–max band;
 - ``accuracy-<dataset>-<teacher>-<student>.png``: per distiller, test top-1 against the epoch for
   each spot mode, mean over seeds with a ±1 std band;
-- ``gains.png``: per pair, each mode's gain over ``fixed`` per distiller (best epoch, paired by
-  seed), mean with ±1 std error bars, and the paper's adaptive gain as a black diamond.
+- ``gains.png``: per pair and distiller, the paired gains of the report (adaptive / random / anti
+  − fixed, fixed − student alone; best epoch, paired by seed): mean with its 95 % confidence
+  interval as error bars (none for a single pair), and the paper's adaptive gain as a black
+  diamond.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import statistics
 from pathlib import Path
 
 from sakd.errors import SakdError
-from sakd.experiments.aggregate import MODE_ORDER, Cell, Report, build_report
+from sakd.experiments.aggregate import ALONE, COMPARISONS, MODE_ORDER, Cell, Report, build_report
+from sakd.experiments.stats import PairedGain
 from sakd.spot_modes import SpotMode
 
 MODE_COLOURS = {
@@ -24,6 +27,7 @@ MODE_COLOURS = {
     SpotMode.ADAPTIVE: "tab:red",
     SpotMode.RANDOM: "tab:gray",
     SpotMode.ANTI: "tab:green",
+    ALONE: "tab:olive",
 }
 PANEL_COLUMNS = 5
 DPI = 110
@@ -47,7 +51,7 @@ def make_plots(report: Report, out: str | Path | None = None) -> list[Path]:
         if adaptive:
             written.append(_spot_rates_figure(adaptive, title, folder / f"spot_rates-{slug}.png"))
         written.append(_accuracy_figure(cells, title, folder / f"accuracy-{slug}.png"))
-    if any(c.gain(m).n for c in report.cells for m in MODE_ORDER[1:]):
+    if any(g.best.n for c in report.cells for g in c.comparisons()):
         written.append(_gains_figure(pairs, folder / "gains.png"))
     return written
 
@@ -156,28 +160,36 @@ def _epoch_axis(ax, epochs: int) -> None:
     ax.set_xlabel("epoch")
 
 
+def _best_gains(cell: Cell) -> dict[tuple[str, str], PairedGain]:
+    """The cell's paired gains at the best epoch by (mode, base), those with at least one pair."""
+    return {(c.mode, c.base): c.best for c in cell.comparisons() if c.best.n}
+
+
 def _gains_figure(pairs: dict[tuple[str, str, str], list[Cell]], path: Path) -> Path:
     from matplotlib.figure import Figure
 
-    shown = {k: v for k, v in pairs.items() if any(c.gain(m).n for c in v for m in MODE_ORDER[1:])}
+    shown = {k: v for k, v in pairs.items() if any(_best_gains(c) for c in v)}
     widest = max(len(v) for v in shown.values())
     fig = Figure(figsize=(max(6.5, 0.9 * widest + 2), 3.0 * len(shown) + 0.8), layout="constrained")
     axes = fig.subplots(len(shown), 1, squeeze=False)[:, 0]
-    fig.suptitle("Top-1 gain over fixed spots at the best epoch\n(mean ± std over seeds, paired)")
+    fig.suptitle(
+        "Paired top-1 gains at the best epoch\n(mean over seeds, 95 % confidence interval)"
+    )
     for ax, ((dataset, teacher, student), cells) in zip(axes, shown.items(), strict=True):
-        modes = [m for m in MODE_ORDER[1:] if any(c.gain(m).n for c in cells)]
-        width = min(0.8 / len(modes), 0.35)
-        for i, mode in enumerate(modes):
-            gains = [c.gain(mode) for c in cells]
-            x = [j + (i - (len(modes) - 1) / 2) * width for j in range(len(cells))]
+        per_cell = [_best_gains(c) for c in cells]
+        arms = [arm for arm in COMPARISONS if any(arm in g for g in per_cell)]
+        width = min(0.8 / len(arms), 0.35)
+        for i, (mode, base) in enumerate(arms):
+            found = [g.get((mode, base)) for g in per_cell]
+            x = [j + (i - (len(arms) - 1) / 2) * width for j in range(len(cells))]
             bars = ax.bar(
                 x,
-                [math.nan if g.mean is None else g.mean for g in gains],
+                [math.nan if g is None else g.mean for g in found],
                 width,
-                yerr=[g.std or 0.0 for g in gains],
+                yerr=[0.0 if g is None or g.half_width is None else g.half_width for g in found],
                 capsize=3,
-                color=MODE_COLOURS.get(mode),
-                label=f"{mode} − fixed",
+                color=MODE_COLOURS[ALONE if base == ALONE else mode],
+                label=f"{mode} − {base}",
             )
             ax.bar_label(bars, fmt="%+.2f", fontsize=7, padding=2)
         paper = [(j, c.published()) for j, c in enumerate(cells)]

@@ -1,8 +1,10 @@
 """Rendering for ``sakd report``: the aggregated cells as ``report.md`` (Markdown) and ``report.csv``.
 
 Markdown: the protocol facts, per pair a table of fixed / adaptive (and other modes) best and last
-top-1 with the gain and the paper's numbers, the published logit distillers, the adaptive runs'
-spot rates, single networks, missing runs and problems. CSV: one row per cell × spot mode.
+top-1 with the gain and the paper's numbers, then the paired gains with their 95 % intervals and
+the test set's binomial noise, the published logit distillers, the adaptive runs' spot rates (last
+epoch, and per epoch as mean ± sd over seeds), single networks, missing runs and problems. CSV: one
+row per cell × spot mode.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import csv
 import io
 import math
 import os
+import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 from sakd.experiments.aggregate import (
     MODE_ORDER,
     Cell,
+    Comparison,
     ModeResult,
     Report,
     Stat,
@@ -28,7 +32,22 @@ from sakd.experiments.aggregate import (
 )
 from sakd.experiments.reference import logit_references, published_baselines
 from sakd.experiments.results import CellKey, Problem, RunResult
+from sakd.experiments.stats import PairedGain, binomial_note, binomial_se
 
+# The paired gain of a row's mode over its base (fixed; for fixed, the student alone), by statistic.
+GAIN_FIELDS = [
+    "gain_base",
+    "gain_best_mean",
+    "gain_best_sd",
+    "gain_best_ci95_low",
+    "gain_best_ci95_high",
+    "gain_last_mean",
+    "gain_last_sd",
+    "gain_last_ci95_low",
+    "gain_last_ci95_high",
+    "gain_pairs",
+    "gain_unpaired_seeds",
+]
 CSV_FIELDS = [
     "kind",
     "dataset",
@@ -63,6 +82,9 @@ CSV_FIELDS = [
     "precision",
     "device",
     "spot_rates_last_epoch",
+    *GAIN_FIELDS,
+    "test_images",
+    "test_binomial_se",
 ]
 
 
@@ -107,7 +129,12 @@ def render_markdown(report: Report, plots: list[Path], folder: Path | None = Non
         "- **best**: the highest test top-1 over the epochs — chosen on the test split, as "
         "RepDistiller and the SAKD authors do; **last**: after the final epoch.",
         "- **gain**: mode − fixed for each seed run in both modes (paired by seed), mean ± std of "
-        "those differences.",
+        "those differences. **Paired gains** add the 95 % confidence interval (Student t over the "
+        "paired differences, n − 1 degrees of freedom) and the number of pairs; a gain from one "
+        "pair has no interval. An interval that contains 0 cannot tell the gain's sign.",
+        "- **test-set noise**: the binomial standard error of one accuracy for the test set's "
+        "size, stated under each pair's tables; a difference below it is not resolved by the "
+        "test set.",
         "- **paper**: the SAKD paper's tables R1–R3 (fixed = its “Stan.”, distiller + vanilla KD; "
         "presumably best-epoch numbers); **ours − paper** uses our best-epoch mean.",
         "- **seeds**: finished runs behind each number (k/n of those the grid expects, or n=k).",
@@ -118,6 +145,7 @@ def render_markdown(report: Report, plots: list[Path], folder: Path | None = Non
         out += _pair_section(dataset, teacher, student, group)
     out += _logit_reference_section(cells)
     out += _spot_section(cells)
+    out += _spot_epochs_section(cells)
     out += _single_section(report.singles)
     out += _missing_section(cells + report.singles)
     out += _problem_section(report.problems, report.root)
@@ -200,17 +228,17 @@ def _pair_section(dataset: str, teacher: str, student: str, cells: list[Cell]) -
             cell.key.distiller or "?",
             _mode_text(fixed, "best"),
             _mode_text(adaptive, "best"),
-            cell.gain("adaptive").text(signed=True),
+            _gain_text(cell.gain("adaptive")),
             _mode_text(fixed, "last"),
             _mode_text(adaptive, "last"),
-            cell.gain("adaptive", "last").text(signed=True),
+            _gain_text(cell.gain("adaptive", "last")),
         ]
         for mode in extra:
             result = cell.get(mode)
             row += [
                 _mode_text(result, "best"),
                 _mode_text(result, "last"),
-                cell.gain(mode).text(signed=True),
+                _gain_text(cell.gain(mode)),
             ]
         paper = cell.published()
         if has_paper and paper is None:
@@ -228,7 +256,66 @@ def _pair_section(dataset: str, teacher: str, student: str, cells: list[Cell]) -
         out.append("| " + " | ".join(row) + " |")
     if not has_paper:
         notes.append("No published numbers for this pair.")
-    return [*out, "", *notes, *([""] if notes else [])]
+    out = [*out, "", *notes, *([""] if notes else [])]
+    return [*out, *_gains_table(cells), *_noise_line(cells)]
+
+
+def _gain_text(gain: Stat) -> str:
+    """A paired gain's ``mean ± sd``; from one pair ``+1.60 (n = 1)``, never a bare number."""
+    if gain.n == 1 and gain.mean is not None:
+        return f"{gain.mean:+.2f} (n = 1)"
+    return gain.text(signed=True)
+
+
+def _gain_cells(gain: PairedGain) -> list[str]:
+    """``mean ± sd`` and the 95 % interval of a paired gain (``n = 1, no interval``; ``–``)."""
+    if gain.mean is None:
+        return ["–", "–"]
+    if gain.sd is None or gain.low is None or gain.high is None:
+        return [f"{gain.mean:+.2f}", "n = 1, no interval"]
+    return [f"{gain.mean:+.2f} ± {gain.sd:.2f}", f"[{gain.low:+.2f}, {gain.high:+.2f}]"]
+
+
+def _pairs_text(comparison: Comparison) -> str:
+    gain = comparison.best
+    dropped = f" ({gain.unpaired} unpaired seed(s) dropped)" if gain.unpaired else ""
+    return f"{gain.n}{dropped}"
+
+
+def _gains_table(cells: list[Cell]) -> list[str]:
+    rows = []
+    for cell in cells:
+        for comparison in cell.comparisons():
+            rows.append(
+                f"| {cell.key.distiller} | {comparison.label} | "
+                + " | ".join(_gain_cells(comparison.best) + _gain_cells(comparison.last))
+                + f" | {_pairs_text(comparison)} |"
+            )
+    if not rows:
+        return []
+    return [
+        "Paired gains by seed (points of top-1; 95 % CI: Student t over the paired differences):",
+        "",
+        "| distiller | gain | best: mean ± sd | best: 95 % CI | last: mean ± sd | last: 95 % CI "
+        "| pairs |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def _test_size(runs: list[RunResult]) -> int | None:
+    sizes = Counter(r.info.test_size for r in runs if r.info.test_size)
+    return sizes.most_common(1)[0][0] if sizes else None
+
+
+def _noise_line(cells: list[Cell]) -> list[str]:
+    """The binomial standard error of one accuracy, at the pair's mean best top-1."""
+    runs = [r for c in cells for r in c.runs()]
+    size = _test_size(runs)
+    if size is None or not runs:
+        return []
+    return [binomial_note(statistics.fmean(r.best_top1 for r in runs), size), ""]
 
 
 def _mode_text(result: ModeResult, epoch: str) -> str:
@@ -312,6 +399,44 @@ def _spot_section(cells: list[Cell]) -> list[str]:
         *rows,
         "",
     ]
+
+
+def _spot_epochs_section(cells: list[Cell]) -> list[str]:
+    """Per adaptive cell, spot and epoch: the share distilled, mean ± sd over seeds."""
+    out = []
+    for cell in cells:
+        runs = [r for r in cell.get("adaptive").runs if r.spot_rates]
+        if not runs:
+            continue
+        curves = [r.spot_rates for r in runs]
+        names = list(curves[0][0])
+        curves = [c for c in curves if list(c[0]) == names]
+        epochs = min(len(c) for c in curves)
+        out += [
+            f"### {cell.key.dataset} {cell.key.pair} {cell.key.distiller} (n = {len(curves)})",
+            "",
+            "| epoch | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        for epoch in range(epochs):
+            values = [[c[epoch][name] for c in curves] for name in names]
+            out.append(f"| {epoch + 1} | " + " | ".join(_rate_stat(v) for v in values) + " |")
+        out.append("")
+    if not out:
+        return []
+    return [
+        "## Spot rates of the adaptive runs per epoch",
+        "",
+        "Share of training samples distilled at each spot in each epoch (the sampled decisions), "
+        "mean ± sample sd over seeds.",
+        "",
+        *out,
+    ]
+
+
+def _rate_stat(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    return f"{mean:.2f}" if len(values) < 2 else f"{mean:.2f} ± {statistics.stdev(values):.2f}"
 
 
 def _single_section(singles: list[Cell]) -> list[str]:
@@ -412,6 +537,7 @@ def _csv_row(cell: Cell, mode: str, result: ModeResult) -> dict[str, Any]:
     gain_last = cell.gain(mode, "last") if mode != "fixed" else Stat(0, None, None)
     base = published_baselines().get((key.dataset, key.teacher or "", key.student))
     best = result.best
+    size = _test_size(runs)
     return {
         "kind": "single" if key.teacher is None else "distill",
         "dataset": key.dataset,
@@ -451,4 +577,25 @@ def _csv_row(cell: Cell, mode: str, result: ModeResult) -> dict[str, Any]:
         "spot_rates_last_epoch": " ".join(
             f"{name}={v:.4f}" for name, v in (result.spot_rates() or {}).items()
         ),
+        **_gain_fields(cell, mode),
+        "test_images": size or "",
+        "test_binomial_se": ""
+        if size is None or best.mean is None
+        else _num(binomial_se(best.mean, size)),
     }
+
+
+def _gain_fields(cell: Cell, mode: str) -> dict[str, Any]:
+    """The paired gain of the row's mode: over fixed, or (fixed) over the student alone."""
+    found = next((c for c in cell.comparisons() if c.mode == mode), None)
+    if found is None:
+        return dict.fromkeys(GAIN_FIELDS, "")
+    fields: dict[str, Any] = {"gain_base": found.base}
+    for epoch, gain in (("best", found.best), ("last", found.last)):
+        fields |= {
+            f"gain_{epoch}_mean": _num(gain.mean),
+            f"gain_{epoch}_sd": _num(gain.sd),
+            f"gain_{epoch}_ci95_low": _num(gain.low),
+            f"gain_{epoch}_ci95_high": _num(gain.high),
+        }
+    return fields | {"gain_pairs": found.best.n, "gain_unpaired_seeds": found.best.unpaired}

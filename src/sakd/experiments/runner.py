@@ -128,8 +128,8 @@ def reproduce(
             skipped.append(planned.output_dir)
             continue
         log(
-            f"[reproduce] {position}/{len(mine.runs)} {planned.pair} {planned.distiller}-"
-            f"{planned.mode} seed {planned.seed}{' (resuming)' if status == 'resume' else ''} "
+            f"[reproduce] {position}/{len(mine.runs)} {planned.pair} {planned.arm} "
+            f"seed {planned.seed}{' (resuming)' if status == 'resume' else ''} "
             f"-> {planned.output_dir}"
         )
         summary = run(planned.config)
@@ -164,8 +164,8 @@ def _log_plan(plan: GridPlan, statuses: list[str], log: Log) -> None:
         log(f"  teacher {job.name}: {job.checkpoint} [{state}]")
     for planned, status in zip(plan.runs, statuses, strict=True):
         log(
-            f"  #{planned.index} {planned.pair} {planned.distiller}-{planned.mode} seed "
-            f"{planned.seed} [{status}] -> {planned.output_dir}"
+            f"  #{planned.index} {planned.pair} {planned.arm} seed {planned.seed} "
+            f"[{status}] -> {planned.output_dir}"
         )
 
 

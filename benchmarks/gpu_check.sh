@@ -213,7 +213,7 @@ if wants 4; then
         done
     fi
     # The study sizes itself to its budget; timeout is the safety net above it.
-    timeout -k 10 $((BUDGET[4] + 60)) "$PYTHON" scripts/gpu_study.py "$OUTDIR/study" \
+    timeout -k 10 $((BUDGET[4] + 120)) "$PYTHON" scripts/gpu_study.py "$OUTDIR/study" \
         --data-root "${FASHION:-missing}" --device "$DEVICE" --budget-seconds "${BUDGET[4]}" \
         --work "$WORK/study" "${STUDY_ARGS[@]}" >"$OUTDIR/step4_study.txt" 2>&1
     record 4-study $? $((SECONDS - start))

@@ -448,7 +448,7 @@ def main() -> None:
     )
     jobs = study_jobs(args, plan, teacher_dir)
     runs_started = time.time()
-    run_pool(jobs, args.procs, deadline - args.reserve_seconds / 2, args.out / "logs", args.threads)
+    run_pool(jobs, args.procs, deadline - args.reserve_seconds, args.out / "logs", args.threads)
     runs_seconds = time.time() - runs_started
 
     report = subprocess.run(

@@ -10,8 +10,9 @@ import torch
 from sakd.config import load_config
 from sakd.data import iterate_batches, load_dataset
 from sakd.engine.build import build_task
+from sakd.engine.optim import make_optimisation, min_lr_fraction
 from sakd.engine.runtime import Runtime
-from sakd.engine.trainer import make_optimizers, train_step
+from sakd.engine.trainer import train_step
 
 
 def _three_steps(device: str, mode: str, distiller: str, precision: str, memory: bool) -> list:
@@ -26,12 +27,18 @@ def _three_steps(device: str, mode: str, distiller: str, precision: str, memory:
     task, _ = build_task(cfg, data, runtime)
     phase = task.phases(cfg.epochs)[-1]
     task.train()
-    optimizers = make_optimizers(phase)
+    optimisation = make_optimisation(
+        phase,
+        cfg.schedule,
+        lr_scale=1,
+        steps_per_epoch=3,
+        min_lr_fraction=min_lr_fraction(cfg.schedule, cfg.lr),
+    )
     results = []
     for images, labels, index in iterate_batches(
         data.to(device), 16, train=True, seed=0, epoch=1, device=device
     ):
-        result = train_step(runtime, phase, optimizers, images, labels, index, 1)
+        result = train_step(runtime, phase, optimisation, images, labels, index, 1)
         results.append(result)
     return [task.spot_names, results]
 

@@ -25,9 +25,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from sakd.config import RunConfig, validate_config
 from sakd.data import AugmentSpec, ImageSet, iterate_batches
 from sakd.engine.build import build_task
+from sakd.engine.optim import Optimisation, make_optimisation, min_lr_fraction
 from sakd.engine.runtime import Runtime
 from sakd.engine.task_contract import Phase
-from sakd.engine.trainer import make_optimizers, train_step
+from sakd.engine.trainer import train_step
 from sakd.models import create_model
 from sakd.models.staged import SpotInfo
 
@@ -100,7 +101,7 @@ class Step:
 
     task: torch.nn.Module
     phase: Phase
-    optimizers: list
+    optimizers: Optimisation
     runtime: Runtime
 
     def run(self, batch: tuple) -> None:
@@ -115,7 +116,14 @@ def build_step(cfg: RunConfig, data: ImageSet) -> Step:
     runtime.compile_network(task.eval_model)
     phase = task.phases(cfg.epochs)[-1]
     task.train()
-    return Step(task, phase, make_optimizers(phase), runtime)
+    optimisation = make_optimisation(
+        phase,
+        cfg.schedule,
+        lr_scale=1,
+        steps_per_epoch=1,
+        min_lr_fraction=min_lr_fraction(cfg.schedule, cfg.lr),
+    )
+    return Step(task, phase, optimisation, runtime)
 
 
 def full_batches(data: ImageSet, batch_size: int, count: int, device: str = "cpu") -> list:

@@ -61,7 +61,8 @@ CC_FROZEN_TEACHER_EMBED_MODES = ("adaptive", "anti")
 
 # Logit standardisation (Sun et al., CVPR 2024), from the LS authors' code
 # (sunshangquan/logit-standardization-KD): `--logit-stand --base-temp T --kd-weight w` runs KD with
-# temperature T and KD weight w (CE 1), and DKD with T, alpha x w and beta x w. The per-pair values
+# temperature T and KD weight w (CE weight 0.1: mdistiller/engine/cfg.py KD.LOSS.CE_WEIGHT, which
+# tools/train.py does not change), and DKD with T, alpha x w and beta x w. The per-pair values
 # are those in the names of their training logs (logs/<method>/<kind>,<teacher>,<student>,<T>,<w>
 # [,<beta>].txt); the third number of the DKD logs is read as DKD's beta (docs/distillers.md).
 LS_KD = {  # (teacher, student): (base temperature, KD weight)
@@ -75,11 +76,14 @@ LS_DKD = {  # (teacher, student): (base temperature, weight w, beta before the x
     ("resnet32x4", "resnet8x4"): (2, 9, 8),
     ("vgg13", "vgg8"): (2, 15, 2),
     ("wrn_40_2", "wrn_16_2"): (2, 12, 2),
-    ("resnet56", "resnet20"): (3, 12, 2),  # their two logs: w 12 (best 72.27) and 18 (72.24)
+    # logs/DKD/dkd,resnet56,resnet20,3,18,2.0.txt; a w 12 log existed in one commit (543c3e1) and
+    # was replaced by it the same day (37a90e7); the authors recommend 18 (their issue #12).
+    ("resnet56", "resnet20"): (3, 18, 2),
     ("resnet110", "resnet32"): (2, 15, 2),
 }
-# The `ls` table of _published.yaml holds KD's weight (9 on every pair above) once.
+# The `ls` table of _published.yaml holds KD's weights (9 on every pair above; CE 0.1) once.
 LS_KD_WEIGHT = 9
+LS_KD_CE_WEIGHT = 0.1
 
 
 def presets(dataset: str, teacher: str, student: str) -> dict:
@@ -220,10 +224,10 @@ def ls_pair(dataset: str, teacher: str, student: str) -> None:
         f"KD + LS:  sakd distill {dataset}/ls/{teacher}-{student} distiller.name=kd\n"
         f"DKD + LS: sakd distill {dataset}/ls/{teacher}-{student} distiller.name=dkd "
         "spots.mode=adaptive\n"
-        "Weights: the 'ls' table of _published.yaml (CE 1; KD 9; DKD 1 with its weight in alpha\n"
-        "and beta, as the authors' code does); presets: the pair's base temperature, alpha, beta\n"
-        "(scripts/make_recipes.py LS_KD / LS_DKD, docs/distillers.md). Runs are labelled kd+ls /\n"
-        "dkd+ls, in results and in output_dir's {distiller}.",
+        "Weights: the 'ls' table of _published.yaml (KD: CE 0.1, KD 9; DKD: CE 1, DKD 1 with its\n"
+        "weight in alpha and beta, as the authors' code does); presets: the pair's base\n"
+        "temperature, alpha, beta (scripts/make_recipes.py LS_KD / LS_DKD, docs/distillers.md).\n"
+        "Runs are labelled kd+ls / dkd+ls, in results and in output_dir's {distiller}.",
         {
             "base": f"../{teacher}-{student}.yaml",
             "name": f"{dataset}-{teacher}-{student}-ls",
@@ -232,7 +236,14 @@ def ls_pair(dataset: str, teacher: str, student: str) -> None:
     )
 
 
+def check_published_ls() -> None:
+    """The `ls` table of _published.yaml must hold the KD weights the LS recipes are made for."""
+    table = yaml.safe_load((ROOT / "_published.yaml").read_text())["ls"]["kd"]
+    assert (table["ce_weight"], table["loss_weight"]) == (LS_KD_CE_WEIGHT, LS_KD_WEIGHT), table
+
+
 def main() -> None:
+    check_published_ls()
     for dataset, pairs in (("cifar100", CIFAR_PAIRS), ("tiny-imagenet", TINY_PAIRS)):
         protocol(dataset)
         for arch in sorted({a for t, s, _, _ in pairs for a in (t, s)}):

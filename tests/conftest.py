@@ -6,6 +6,16 @@ import pytest
 import torch
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip on a machine without CUDA (``pytest -m cuda`` runs them on one)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (benchmarks/gpu_check.sh runs pytest -m cuda)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     """Tests run two at a time on two cores: one intra-op thread each."""

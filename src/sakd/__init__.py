@@ -8,14 +8,15 @@ The Python API (``docs/api.md``)::
                        distiller="at", mode="adaptive", epochs=30, output_dir="runs/s")
     run.model, run.best_top1, run.last_top1, run.output_dir
 
-``train``, ``distill`` and ``Run`` are imported on first use (:mod:`sakd.api`), so ``import sakd``
+``sakd.load_export(path, model)`` reads an export back with its input transform.
+``train``, ``distill``, ``Run`` and ``load_export`` are imported on first use (:mod:`sakd.api`), so ``import sakd``
 and the CLI stay fast.
 """
 
 from sakd._version import __version__
 
 _API = ("Run", "distill", "train")
-__all__ = ["Run", "__version__", "distill", "train"]
+__all__ = ["Run", "__version__", "distill", "load_export", "train"]
 
 
 def __getattr__(name: str):
@@ -23,8 +24,12 @@ def __getattr__(name: str):
         from sakd import api
 
         return getattr(api, name)
+    if name == "load_export":
+        from sakd.exported import load_export
+
+        return load_export
     raise AttributeError(f"module 'sakd' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_API})
+    return sorted({*globals(), *_API, "load_export"})

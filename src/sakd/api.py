@@ -66,6 +66,7 @@ _TOP_KEYS = (
     "lr_scaling",
     "progress",
     "resume",
+    "baseline",
 )
 # data.name / data.root / data.download come from train_data / val_data.
 _DATA_FROM_ARGUMENTS = ("name", "root", "download")
@@ -78,8 +79,12 @@ def _section(section: str, model: type, skip: tuple[str, ...] = ()) -> dict[str,
 _COMMON = {
     **{key: key for key in _TOP_KEYS},
     **_section("data", DataConfig, _DATA_FROM_ARGUMENTS),
-    **_section("optimizer", OptimizerConfig),
-    **_section("schedule", ScheduleConfig),
+    **_section("optimizer", OptimizerConfig, ("name",)),
+    **_section("schedule", ScheduleConfig, ("name",)),
+    "optimizer": "optimizer.name",
+    "schedule": "schedule.name",
+    "label_smoothing": "loss.label_smoothing",
+    "ema_decay": "ema.decay",
 }
 #: ``sakd.train`` keyword -> the config key it sets (besides the positional arguments).
 TRAIN_KEYS: dict[str, str] = {
@@ -138,14 +143,15 @@ class Run:
         _load_checkpoint_into(self.model, self.config.model.head, self.output_dir, "best")
         return self.model
 
-    def export(self, out: str | Path, checkpoint: str = "best") -> Path:
+    def export(self, out: str | Path, checkpoint: str = "best", format: str = "pt") -> Path:
         """Write the ``best`` or ``last`` student weights to ``out`` in the model's own names.
 
         A plain state dict (tensors only), written atomically by :func:`sakd.export.export`:
-        ``MyNet().load_state_dict(torch.load(out))`` loads it strictly. :attr:`model` is left as
-        it is.
+        ``MyNet().load_state_dict(torch.load(out))`` loads it strictly; beside it ``<stem>.json``
+        holds the input contract (:func:`sakd.load_export` reads both). ``format="onnx"``: an
+        ONNX model over raw [0, 1] images instead. :attr:`model` is left as it is.
         """
-        return export(self.output_dir, out, checkpoint, model=self.model)
+        return export(self.output_dir, out, checkpoint, model=self.model, format=format)
 
     def load_last(self) -> nn.Module:
         """Load the last epoch's weights (``checkpoints/last.pt``) into :attr:`model`; returns it."""
@@ -233,7 +239,7 @@ def _values(options: Mapping[str, Any], keys: Mapping[str, str], where: str) -> 
                 f"{where}: unknown option {keyword!r}; {hint}the options are the config keys "
                 "(docs/api.md lists them)"
             )
-        _set(values, key, value)
+        _set(values, key, os.fspath(value) if isinstance(value, os.PathLike) else value)
     return values
 
 

@@ -7,11 +7,22 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import NoReturn
 
 from sakd.errors import SakdError, bounded
 
 EXIT_USAGE = 2
 EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one ``sakd: error:`` line, the usage folded in."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the one line and exit with :data:`EXIT_USAGE`."""
+        usage = " ".join(self.format_usage().split())
+        self.exit(EXIT_USAGE, f"sakd: error: {message} ({usage}; `{self.prog} -h` for help)\n")
 
 
 class Terminated(BaseException):
@@ -62,19 +73,28 @@ def _report(summary, output_dir: str) -> None:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from sakd.engine.evaluate_checkpoint import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, args.overrides)
+    result = evaluate_checkpoint(args.checkpoint, args.overrides, trust_code=args.trust_code)
     print(json.dumps(result, indent=2))
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from sakd.export import export
+    from sakd.export import card_path, export
 
-    path = export(args.run, args.out, checkpoint=args.checkpoint)
-    print(f"exported the {args.checkpoint} student of {args.run} -> {path}")
+    path = export(
+        args.run,
+        args.out,
+        checkpoint=args.checkpoint,
+        format=args.format,
+        trust_code=args.trust_code,
+    )
+    print(
+        f"exported the {args.checkpoint} student of {args.run} -> {path} "
+        f"(input contract: {card_path(path)})"
+    )
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
-    from sakd.models import create_model, list_models
+    from sakd.models import create_model, list_models, model_aliases
 
     for name in list_models():
         if args.verbose:
@@ -84,6 +104,8 @@ def _cmd_models(args: argparse.Namespace) -> None:
             print(f"{name:20s} {params:7.2f}M  {spots}")
         else:
             print(name)
+    aliases = " ".join(f"{alias}={name}" for alias, name in model_aliases().items())
+    print(f"also accepted (RepDistiller's / mdistiller's names): {aliases}")
 
 
 def _cmd_recipes(args: argparse.Namespace) -> None:
@@ -124,15 +146,26 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     from sakd.experiments.runner import Shard, reproduce
 
     shard = Shard.parse(args.shard) if args.shard else None
-    reproduce(args.grid, args.overrides, shard=shard, out=args.out, dry_run=args.dry_run)
+    reproduce(
+        args.grid,
+        args.overrides,
+        shard=shard,
+        out=args.out,
+        dry_run=args.dry_run,
+        teachers=args.teachers,
+    )
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from sakd._autoload import stored_names
     from sakd.experiments.report import build_report, write_report
 
-    report = build_report(args.dir, grid=args.grid, overrides=args.overrides)
+    # Each config.yaml is read as a stored config (its user code refused unless trusted here).
+    trusted = stored_names(str(args.dir), trusted=True) if args.trust_code else nullcontext()
+    with trusted:
+        report = build_report(args.dir, grid=args.grid, overrides=args.overrides)
     out = Path(args.out) if args.out else report.root
     out.mkdir(parents=True, exist_ok=True)
     plots = []
@@ -151,7 +184,12 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
     from sakd.experiments.inspect import inspect_run
 
     result = inspect_run(
-        args.run, checkpoint=args.checkpoint, split=args.split, seed=args.seed, device=args.device
+        args.run,
+        checkpoint=args.checkpoint,
+        split=args.split,
+        seed=args.seed,
+        device=args.device,
+        trust_code=args.trust_code,
     )
     print(result.summary)
 
@@ -165,13 +203,22 @@ def _cmd_plot(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``sakd``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sakd", description="Spot-adaptive knowledge distillation (Song et al., TIP 2022)."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_overrides(p: argparse.ArgumentParser) -> None:
-        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+        p.add_argument(
+            "overrides", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides"
+        )
+
+    def with_trust_code(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--trust-code",
+            action="store_true",
+            help="import the package.module:factory model the stored config names (runs its code)",
+        )
 
     p = sub.add_parser("train", help="train one network (teacher or student baseline)")
     p.add_argument("config", help="YAML path or packaged recipe name (see `sakd recipes`)")
@@ -186,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset")
     p.add_argument("checkpoint")
     with_overrides(p)
+    with_trust_code(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(
@@ -198,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["best", "last"],
         default="best",
         help="best (highest test top-1, default) or last",
+    )
+    with_trust_code(p)
+    p.add_argument(
+        "--format",
+        choices=["pt", "onnx"],
+        default="pt",
+        help="pt (a state dict, default) or onnx (raw [0, 1] images in; needs sakd[onnx])",
     )
     p.set_defaults(func=_cmd_export)
 
@@ -226,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="I/N", help="run only the runs whose index %% N == I")
     p.add_argument("--out", help="root folder for the runs and teachers (default: here)")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs, run none")
+    p.add_argument(
+        "--teachers",
+        metavar="DIR",
+        help="folder of the published teachers (<name>_vanilla/ckpt_epoch_240.pth, as RepDistiller "
+        "and mdistiller ship them): use them instead of training teachers",
+    )
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("report", help="aggregate the runs under DIR into report.md and report.csv")
@@ -236,8 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", action="store_true", help="also write the figures into OUT/plots")
     p.add_argument("--out", help="folder for report.md, report.csv and plots/ (default DIR)")
     p.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="the grid's overrides (with --grid)"
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the grid's overrides (with --grid)",
     )
+    with_trust_code(p)
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(
@@ -249,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "test"), default="train")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled decisions (default 0)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the run's device setting)")
+    with_trust_code(p)
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("plot", help="PNG figures of the runs under DIR")

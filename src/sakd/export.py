@@ -4,61 +4,129 @@ The file holds only tensors (``torch.load(out, weights_only=True)`` reads it) an
 into a fresh instance of the user's class: ``MyNet().load_state_dict(torch.load(out))``. Zoo
 models are written in their own (sakd) names; ``torchvision:``/``timm:`` models in the library's;
 a run trained from a Python object in that object's names (given as ``model``, by the API's
-``Run``).
+``Run``). Beside it, ``<stem>.json`` (the export's *card*) holds the input contract
+(:class:`~sakd.data.contract.InputContract`: mean, std, input size, evaluation resize/crop, class
+names), the architecture name and the checkpoint's test top-1; :func:`sakd.exported.load_export`
+reads both back with a matching transform. ``format="onnx"`` writes the model with its
+normalisation folded in (:mod:`sakd.export_onnx`).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from sakd._autoload import stored_names
 from sakd.config import OBJECT_PREFIX
-from sakd.engine.checkpoint import atomic_write_bytes
+from sakd.engine.checkpoint import atomic_write_bytes, atomic_write_text
 from sakd.engine.rundir import CHECKPOINTS, RunFolder
 from sakd.errors import SakdError
 from sakd.models import StagedNet
 
-__all__ = ["CHECKPOINTS", "export", "export_state_dict", "source_state_dict"]
+__all__ = [
+    "CHECKPOINTS",
+    "FORMATS",
+    "card_path",
+    "export",
+    "source_module",
+    "source_state_dict",
+]
+
+
+FORMATS = ("pt", "onnx")
+CARD_FORMAT = "sakd-export-v1"
+
+
+def card_path(out: str | Path) -> Path:
+    """Where the export's input contract lies: ``student.pt`` -> ``student.json``."""
+    return Path(out).expanduser().with_suffix(".json")
 
 
 def export(
-    run_dir: str | Path, out: str | Path, checkpoint: str = "best", model: nn.Module | None = None
+    run_dir: str | Path,
+    out: str | Path,
+    checkpoint: str = "best",
+    model: nn.Module | None = None,
+    trust_code: bool = False,
+    format: str = "pt",
 ) -> Path:
-    """Write the student of ``run_dir/checkpoints/<checkpoint>.pt`` to ``out`` atomically.
+    """Write the student of ``run_dir/checkpoints/<checkpoint>.pt`` to ``out``, its card beside it.
 
     ``checkpoint`` is ``"best"`` (highest test top-1) or ``"last"``; ``model``: the module the run
     trained (for a run trained from a Python object; by default the one its config names, built
-    afresh). Returns the written path. Raises :class:`SakdError` (nothing written) for a missing
-    run or checkpoint, a file that is not a sakd checkpoint, or weights that do not fit the model.
+    afresh). ``format``: ``pt`` (a state dict in the model's own names) or ``onnx`` (the model
+    with the normalisation folded in, taking raw [0, 1] images; needs ``sakd[onnx]``). Beside
+    ``out``, ``<stem>.json`` holds the input contract (mean, std, input size, class names), the
+    architecture and the checkpoint's top-1 (:func:`sakd.load_export` reads both). The weights
+    are the ones the checkpoint marks as evaluated. Both files are written atomically. Returns
+    ``out``. Raises :class:`SakdError` (nothing written) for a missing run or checkpoint, a file
+    that is not a sakd checkpoint, or weights that do not fit the model. A
+    ``package.module:factory`` the checkpoint names is imported only with ``trust_code`` (see
+    :func:`sakd._autoload.stored_names`).
     """
     if checkpoint not in CHECKPOINTS:
         raise SakdError(f"checkpoint must be 'best' or 'last', not {checkpoint!r}")
+    if format not in FORMATS:
+        raise SakdError(f"format must be 'pt' or 'onnx', not {format!r}")
     folder = RunFolder(run_dir)
     if not folder.path.is_dir():
         raise SakdError(
             f"run folder {str(folder.path)!r} does not exist: give the output_dir of a run"
         )
+    target = Path(out).expanduser()
+    if target.is_dir():
+        raise SakdError(f"{str(target)!r} is a folder: give a file name such as student.pt")
+    if target.suffix == ".json":
+        raise SakdError(
+            f"{str(target)!r} ends in .json, the name of the export's card: give e.g. student.pt"
+        )
     saved = folder.read_checkpoint(checkpoint)
     saved.require_config()
     model_cfg = saved.model_config
     what = str(saved.path)
-    state = saved.state_dict()
+    staged = saved.evaluated_state_dict()
     if model is None:
-        state = export_state_dict(model_cfg, state, what)
+        with stored_names(f"checkpoint {what!r}", trusted=trust_code):
+            module = source_module(model_cfg, staged, what)
     else:
-        state = source_state_dict(model, state, model_cfg.get("head"), what)
-    target = Path(out).expanduser()
-    if target.is_dir():
-        raise SakdError(f"{str(target)!r} is a folder: give a file name such as student.pt")
-    atomic_write_bytes(target, lambda handle: torch.save(state, handle))
+        module = model
+    state = source_state_dict(module, staged, model_cfg.get("head"), what)
+    head = staged.get("head.weight")
+    contract = folder.read_info().input
+    card = {
+        "format": CARD_FORMAT,
+        "weights": target.name,
+        "weights_format": format,
+        "architecture": model_cfg.get("name"),
+        "num_classes": int(head.shape[0]) if isinstance(head, torch.Tensor) else None,
+        "checkpoint": checkpoint,
+        "epoch": saved.epoch,
+        "top1": saved.test_top1,
+        "run": str(folder.path),
+        **(contract.to_dict() if contract is not None else {}),
+    }
+    if format == "onnx":
+        if contract is None:
+            raise SakdError(
+                f"{str(folder.path)!r} records no input normalisation (run.json from an older "
+                "sakd): export --format pt and normalise yourself, or rerun with this sakd"
+            )
+        from sakd.export_onnx import onnx_bytes
+
+        payload = onnx_bytes(module, state, contract)
+        atomic_write_bytes(target, lambda handle: handle.write(payload))
+    else:
+        atomic_write_bytes(target, lambda handle: torch.save(state, handle))
+    atomic_write_text(card_path(target), json.dumps(card, indent=2) + "\n")
     return target
 
 
-def export_state_dict(model_cfg: dict, state: dict, what: str) -> dict[str, torch.Tensor]:
-    """``state`` (a staged student's weights) in the names of the module ``model_cfg`` names."""
+def source_module(model_cfg: dict, state: dict, what: str) -> nn.Module:
+    """A fresh module of the architecture ``model_cfg`` names, sized by ``state``'s head."""
     from sakd.models import create_source_module
 
     name = model_cfg.get("name")
@@ -72,8 +140,7 @@ def export_state_dict(model_cfg: dict, state: dict, what: str) -> dict[str, torc
     head_weight = state.get("head.weight")
     if head_weight is None or head_weight.dim() != 2:
         raise SakdError(f"{what} holds no staged head (head.weight): not a sakd student")
-    module = create_source_module(name, int(head_weight.shape[0]))
-    return source_state_dict(module, state, model_cfg.get("head"), f"{what} for {name!r}")
+    return create_source_module(name, int(head_weight.shape[0]))
 
 
 def source_state_dict(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 import sakd
 from sakd.errors import SakdError
@@ -24,6 +25,56 @@ class Labels(torch.utils.data.Dataset):
 class Strings(Labels):
     def __getitem__(self, index):
         return "image.png", index % 3
+
+
+class Lying(TensorPairs):
+    """Claims more items than it can give."""
+
+    def __len__(self):
+        return len(self.items) + 5
+
+
+class BadLabels(TensorPairs):
+    """Names three classes but labels some items 7."""
+
+    classes = ("blue", "green", "red")
+
+    def __getitem__(self, index):
+        image, label = super().__getitem__(index)
+        return image, 7 if index == 2 else label
+
+
+class GrayNet(OwnNet):
+    """A net whose first convolution takes one channel."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__(num_classes)
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+
+
+class HeadlessNet(nn.Module):
+    """Its output comes from a pooled convolution: no nn.Linear head to find."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3)
+
+    def forward(self, x):
+        return self.conv(x).mean(dim=(2, 3))
+
+
+class Blank(TensorPairs):
+    """Every image black."""
+
+    def __getitem__(self, index):
+        image, label = super().__getitem__(index)
+        return torch.zeros_like(image), label
+
+
+def _bad_checkpoint(tree, state) -> str:
+    path = tree.parent / "teacher.pt"
+    torch.save(state, path)
+    return str(path)
 
 
 CASES = {
@@ -95,14 +146,157 @@ CASES = {
         lambda tree: (lambda net: sakd.distill(net, net, tree))(OwnNet()),
         r"the teacher and the student are the same object",
     ),
+    "teacher and student with other class counts": (
+        lambda tree: sakd.distill(OwnNet(num_classes=5), OwnNet(), tree),
+        r"the teacher OwnNet has 5 outputs but the data has 3 classes: build it with 3 classes",
+    ),
+    "labels out of range": (
+        lambda tree: sakd.train(OwnNet(), BadLabels(tree / "train"), TensorPairs(tree / "val")),
+        r"the train dataset has labels in \[0, 7\], outside \[0, 3\)",
+    ),
+    "len lies (memory)": (
+        lambda tree: sakd.train(OwnNet(), Lying(tree / "train"), TensorPairs(tree / "val")),
+        r"the train dataset's len\(\) is 29 but item 24 raised IndexError.*__len__",
+    ),
+    "len lies (stream)": (
+        lambda tree: sakd.train(
+            OwnNet(), Lying(tree / "train"), TensorPairs(tree / "val"), loader="stream"
+        ),
+        r"the train dataset's len\(\) is 29 but item 24 raised IndexError",
+    ),
+    "no findable head": (
+        lambda tree: sakd.train(HeadlessNet(), tree),
+        r"cannot find the head of HeadlessNet.*head='path'",
+    ),
+    "spots not a list": (
+        lambda tree: sakd.distill(OwnNet(), OwnNet(), tree, spots="block1"),
+        r"student_spots= \(config key 'model.stages'\).*valid list",
+    ),
+    "cuda without CUDA": (
+        lambda tree: sakd.train(OwnNet(), tree, device="cuda:0"),
+        r"device 'cuda:0' requested but CUDA is not available: use device=cpu",
+    ),
+    "teacher checkpoint with wrong keys": (
+        lambda tree: sakd.distill(
+            "tests.api.conftest:OwnNet",
+            OwnNet(),
+            tree,
+            teacher_checkpoint=_bad_checkpoint(tree, {"fc.weight": torch.zeros(3, 16)}),
+        ),
+        r"teacher checkpoint .* does not fit the architecture of OwnNet: \d+ missing",
+    ),
+    "teacher checkpoint with wrong shapes": (
+        lambda tree: sakd.distill(
+            "tests.api.conftest:OwnNet",
+            OwnNet(),
+            tree,
+            teacher_checkpoint=_bad_checkpoint(tree, OwnNet(width=4).state_dict()),
+        ),
+        r"does not fit the architecture of OwnNet: 18 wrong shape \(conv1.weight",
+    ),
+    "a first layer for one channel": (
+        lambda tree: sakd.train(GrayNet(), tree),
+        r"GrayNet.*conv1 takes 1 input channel.*sakd feeds 3-channel",
+    ),
+    "blank images": (
+        lambda tree: sakd.train(OwnNet(), Blank(tree / "train"), Blank(tree / "val")),
+        r"the train dataset's images have no spread to normalise by \(channel 0 is 0 everywhere",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_one_line_and_writes_nothing(case, tree, tmp_path, monkeypatch):
+    if case == "cuda without CUDA" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
     monkeypatch.chdir(tmp_path)  # the default output_dir (runs/run) would land here
     call, pattern = CASES[case]
     with pytest.raises(SakdError, match=pattern) as info:
         call(tree)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "runs").exists()
+
+
+class IntClasses(TensorPairs):
+    """``classes`` holds the number of classes, not their names."""
+
+    classes = 3
+
+
+@pytest.mark.parametrize("loader", ["memory", "stream"])
+def test_an_integer_classes_attribute_is_the_class_count(tree, tmp_path, loader):
+    run = sakd.train(
+        OwnNet(),
+        IntClasses(tree / "train"),
+        IntClasses(tree / "val"),
+        epochs=1,
+        loader=loader,
+        output_dir=tmp_path / "run",
+    )
+    assert run.best_epoch == 1
+    info = (tmp_path / "run" / "run.json").read_text()
+    assert '"num_classes": 3' in info
+
+
+def test_classes_that_are_no_names_are_one_line(tree, tmp_path):
+    data = TensorPairs(tree / "train")
+    data.classes = 2.5
+    with pytest.raises(
+        SakdError, match=r"the train dataset's classes attribute is a float"
+    ) as info:
+        sakd.train(OwnNet(), data, TensorPairs(tree / "val"), output_dir=tmp_path / "run")
+    assert "\n" not in str(info.value) and not (tmp_path / "run").exists()
+
+
+class Broken(TensorPairs):
+    """The user's own bug: item 5 raises."""
+
+    def __getitem__(self, index):
+        if index == 5:
+            raise KeyError("no annotation for image 5")
+        return super().__getitem__(index)
+
+
+@pytest.mark.parametrize("loader", ["memory", "stream"])
+def test_a_datasets_own_exception_keeps_its_type_with_the_sample_index(tree, tmp_path, loader):
+    with pytest.raises(KeyError, match="no annotation for image 5") as info:
+        sakd.train(
+            OwnNet(),
+            Broken(tree / "train"),
+            TensorPairs(tree / "val"),
+            loader=loader,
+            output_dir=tmp_path / "run",
+        )
+    notes = getattr(info.value, "__notes__", [])
+    assert notes == ["sakd: raised by the train dataset's __getitem__(5)"], notes
+    # The user's traceback is kept: its last frame is their __getitem__.
+    assert info.traceback[-1].name == "__getitem__"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_streamed_datasets_exception_during_training_names_the_index(tree, tmp_path):
+    class Late(TensorPairs):
+        """Raises only when an image is read for a batch (labels come from ``targets``)."""
+
+        def __init__(self, split):
+            super().__init__(split)
+            self.targets = [label for _, label in self.items]
+
+        def __getitem__(self, index):
+            if index == 3:
+                raise OSError("disk gone")
+            return super().__getitem__(index)
+
+    with pytest.raises(OSError, match="disk gone") as info:
+        sakd.train(
+            OwnNet(),
+            Late(tree / "train"),
+            TensorPairs(tree / "val"),
+            loader="stream",
+            epochs=1,
+            output_dir=tmp_path / "run",
+        )
+    assert getattr(info.value, "__notes__", []) == [
+        "sakd: raised by the train dataset's __getitem__(3)"
+    ]
+    assert not (tmp_path / "run").exists()

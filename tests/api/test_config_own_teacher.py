@@ -1,4 +1,4 @@
-"""Config side of issue 10: the teacher takes the student's model keys; user files use packaged bases."""
+"""Own teachers in configs: the teacher takes the student's model keys; user files use packaged bases."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import pickle
 import sys
 
@@ -111,7 +112,8 @@ def test_eval_never_imports_a_module_named_by_the_checkpoint(tmp_path, capsys, m
     }
     path = tmp_path / "planted.pt"
     torch.save(config, path)
-    _fails_cleanly(capsys, ["eval", str(path)], "add model.name=package.module:factory")
+    err = _fails_cleanly(capsys, ["eval", str(path)], "--trust-code")
+    assert "model.name=planted_module:factory" in err
     assert not marker.exists() and "planted_module" not in sys.modules
 
 
@@ -192,3 +194,41 @@ def test_inspect_of_a_garbage_or_deeply_nested_config_yaml_is_one_line(
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
     assert main(["report", str(tmp_path)]) == 0
     assert "config.yaml cannot be read" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["eval"], "required: checkpoint (usage: sakd eval"),
+        (["export"], "required: run, --out (usage: sakd export"),
+        (["export", "runs/x"], "required: --out (usage: sakd export"),
+        (["export", "runs/x", "--out", "s.pt", "--checkpoint", "first"], "invalid choice: 'first'"),
+    ],
+)
+def test_usage_errors_are_one_line(capsys, argv, needle):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sakd: error:") and "\n" not in err and needle in err, err
+
+
+def test_eval_of_a_folder_names_the_checkpoint_file_to_give(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.pt").write_bytes(b"")
+    err = _fails_cleanly(capsys, ["eval", str(run)], "is a folder: give a checkpoint file")
+    assert f"for a run folder: {run / 'checkpoints' / 'best.pt'}" in err
+    err = _fails_cleanly(capsys, ["eval", str(tmp_path)], "is a folder")
+    assert "RUN/checkpoints/best.pt" in err
+
+
+def test_eval_resolves_the_sakd_prefix_like_teacher_paths(capsys):
+    argv = ["eval", "sakd:assets/quickstart_teacher.pt", "data.test_limit=64"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "resnet32" and result["test_size"] == 64
+    assert (
+        result["checkpoint"].endswith("quickstart_teacher.pt")
+        and "sakd:" not in result["checkpoint"]
+    )

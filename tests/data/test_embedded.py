@@ -60,11 +60,13 @@ def test_registry_names_and_errors():
         "embedded",
         "cifar10",
         "cifar100",
+        "fashion-mnist",
+        "mnist",
         "tiny-imagenet",
         "folder",
         "imagenet",
     ]
-    with pytest.raises(SakdError, match="unknown dataset 'mnist'.*embedded, cifar10"):
-        load_dataset("mnist", None, train=True)
+    with pytest.raises(SakdError, match="unknown dataset 'svhn'.*embedded, cifar10"):
+        load_dataset("svhn", None, train=True)
     with pytest.raises(SakdError, match="32x32"):
         load_dataset("embedded", None, train=True, image_size=64)

@@ -145,7 +145,9 @@ def test_mixed_sizes_need_the_streaming_loader():
 
 
 def test_numpy_labels_and_augment_off():
-    data = [(np.zeros((3, 8, 8), dtype=np.uint8), np.int64(1)) for _ in range(4)]
+    # Not blank: images with no spread are refused where their statistics are computed.
+    image = np.arange(192, dtype=np.uint8).reshape(3, 8, 8)
+    data = [(image, np.int64(1)) for _ in range(4)]
     train, _ = from_dataset(data, data, augment=False)
     assert train.labels.tolist() == [1] * 4 and train.augment.crop_padding == 0
     assert not train.augment.horizontal_flip

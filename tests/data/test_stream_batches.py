@@ -144,10 +144,10 @@ def test_mean_and_std_are_configurable(tree):
 
 
 def test_undecodable_file_is_one_line_even_from_a_worker(tree):
+    streams = [open_stream("folder", str(tree), True, image_size=8, workers=w) for w in (0, 1)]
     bad = tree / "train" / "class1" / "0.jpg"
-    bad.write_bytes(b"not an image")
-    for workers in (0, 1):
-        stream = open_stream("folder", str(tree), True, image_size=8, workers=workers)
+    bad.write_bytes(b"not an image")  # damaged after the header check at open
+    for stream in streams:
         with pytest.raises(SakdError, match=r"cannot decode image .*0\.jpg") as info:
             collect(stream, 15, train=True)
         assert "\n" not in str(info.value) and "Traceback" not in str(info.value)

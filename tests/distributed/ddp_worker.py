@@ -43,14 +43,17 @@ def register_test_models() -> None:
 
 
 def module_states(trainer: trainer_module.Trainer) -> dict[str, dict[str, torch.Tensor]]:
-    """Copies of the tensors of every checkpointed module of the trainer's task."""
+    """Copies of the tensors of every checkpointed module of the trainer's task (and its EMA)."""
+    modules = dict(trainer.task.checkpoint_modules())
+    if trainer.ema is not None:
+        modules["ema"] = trainer.ema
     return {
         name: {
             key: value.detach().cpu().clone()
             for key, value in module.state_dict().items()
             if isinstance(value, torch.Tensor)
         }
-        for name, module in trainer.task.checkpoint_modules().items()
+        for name, module in modules.items()
     }
 
 

@@ -104,6 +104,21 @@ def launch(tmp_path_factory):
     jobs = {
         "crd": ("distill", _distill(root / "crd", teacher), None),
         "train": ("train", _base(root / "train", epochs=1), None),
+        # Issue 21's knobs on two ranks, with BN: the EMA's statistics must agree across ranks.
+        "knobs": (
+            "train",
+            _base(
+                root / "knobs",
+                epochs=1,
+                lr=0.002,
+                model={"name": "resnet8"},
+                optimizer={"name": "adamw", "clip_grad_norm": 1.0},
+                schedule={"name": "cosine", "warmup_epochs": 0.5},
+                loss={"label_smoothing": 0.1},
+                ema={"decay": 0.5},
+            ),
+            None,
+        ),
         "adaptive": (
             "distill",
             _distill(
@@ -170,11 +185,12 @@ def _records(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("job", ["crd", "train", "adaptive", "ab"])
+@pytest.mark.parametrize("job", ["crd", "train", "adaptive", "ab", "knobs"])
 def test_ranks_end_with_identical_weights(launch, job):
     root, _ = launch
     first, second = _rank_states(root / job)
     assert first.keys() == second.keys()
+    assert ("ema" in first) is (job == "knobs")
     for module in first:
         for key, value in first[module].items():
             assert torch.equal(value, second[module][key]), (module, key)

@@ -1,4 +1,4 @@
-"""Issue 9: renamed keys, one home per loss weight, and where each resolved value came from."""
+"""Renamed keys, one home per loss weight, and where each resolved value came from."""
 
 from __future__ import annotations
 

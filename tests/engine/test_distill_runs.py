@@ -61,8 +61,38 @@ def test_modes_run_through_the_same_path(tmp_path, mode):
         assert record["lrs"]["agent"] == pytest.approx(record["lrs"]["student"] / 2)
 
 
-def test_resumed_adaptive_run_equals_uninterrupted(tmp_path, monkeypatch):
-    extra = ["distiller.name=at", "spots.mode=adaptive", "spots.homogeneous=false", "epochs=2"]
+KNOBS = {
+    "paper": [],
+    "adamw-cosine-warmup-smoothing-clip-ema": [
+        "optimizer.name=adamw",
+        "lr=0.002",
+        "optimizer.clip_grad_norm=1.0",
+        "schedule.name=cosine",
+        "schedule.warmup_epochs=0.5",
+        "schedule.min_lr=1e-5",
+        "loss.label_smoothing=0.1",
+        "ema.decay=0.9",
+    ],
+    "agent-on-the-main-optimiser": [
+        "optimizer.name=adam",
+        "lr=0.001",
+        "schedule.name=linear",
+        "schedule.warmup_epochs=1",
+        "spots.agent_optimizer=main",
+        "optimizer.clip_grad_norm=0.5",
+    ],
+}
+
+
+@pytest.mark.parametrize("knobs", list(KNOBS))
+def test_resumed_adaptive_run_equals_uninterrupted(tmp_path, monkeypatch, knobs):
+    extra = [
+        "distiller.name=at",
+        "spots.mode=adaptive",
+        "spots.homogeneous=false",
+        "epochs=2",
+        *KNOBS[knobs],
+    ]
     run(load_config("quickstart", tiny_overrides(tmp_path / "straight", *extra)))
     calls = {"n": 0}
     original = trainer_module.Trainer._save
@@ -84,6 +114,18 @@ def test_resumed_adaptive_run_equals_uninterrupted(tmp_path, monkeypatch):
         for key, value in a["modules"][module].items():
             if isinstance(value, torch.Tensor):
                 assert torch.equal(value, b["modules"][module][key]), (module, key)
+    assert a["schedulers"] == b["schedulers"]
+    if knobs == "adamw-cosine-warmup-smoothing-clip-ema":
+        for key, value in a["ema"]["student"].items():
+            assert torch.equal(value, b["ema"]["student"][key]), key
+        assert a["ema"]["updates"] == b["ema"]["updates"]
+    for name, state in a["optimizers"].items():
+        for index, slots in state["state"].items():
+            for slot, value in slots.items():
+                assert torch.equal(
+                    torch.as_tensor(value),
+                    torch.as_tensor(b["optimizers"][name]["state"][index][slot]),
+                ), (name, index, slot)
     assert _records(tmp_path / "straight") == [
         {**r, "images_per_sec": a_r["images_per_sec"], "epoch_seconds": a_r["epoch_seconds"]}
         for r, a_r in zip(

@@ -1,4 +1,4 @@
-"""Issue 11: the paper recipes reproduce the authors' code where our defaults differ.
+"""The paper recipes reproduce the authors' code where our defaults differ.
 
 Precision fp32, NST at batch 32 on two pairs, CC's frozen teacher embedding in the adaptive modes,
 the random-spot ablation as ``train_random.py`` ran it, and FT's pre-training with the student in

@@ -1,6 +1,6 @@
 """The distillation task's loss terms: the same numbers as before vanilla KD became an ordinary term.
 
-Golden values were computed with the code before the refactor (issue 9: vanilla KD special-cased in
+Golden values were computed with the code before the refactor (when vanilla KD was special-cased in
 the builder and the task) on fixed inputs: the quick-start pair, seed 0, the first 8 training
 images, fp32 on the CPU. They must not move: a change here changes every published run.
 """

@@ -17,6 +17,7 @@ import sys
 import traceback
 from pathlib import Path
 
+import pytest
 import torch
 
 from sakd.config import load_config
@@ -35,6 +36,20 @@ OVERRIDES = [
     "channels_last=false",
     "progress=false",
 ]
+# Issue 21's knobs at once: their schedule and EMA states must resume as exactly as the weights.
+KNOBS = {
+    "paper": [],
+    "adamw-cosine-warmup-smoothing-clip-ema": [
+        "optimizer.name=adamw",
+        "lr=0.002",
+        "optimizer.clip_grad_norm=1.0",
+        "schedule.name=cosine",
+        "schedule.warmup_epochs=1",
+        "loss.label_smoothing=0.1",
+        "ema.decay=0.9",
+        "spots.agent_optimizer=main",
+    ],
+}
 
 
 def _in_child(action, fault: str | None = None, stderr: Path | None = None) -> int:
@@ -60,11 +75,11 @@ def _in_child(action, fault: str | None = None, stderr: Path | None = None) -> i
     return os.waitstatus_to_exitcode(status)
 
 
-def _distill(out: Path):
+def _distill(out: Path, knobs: tuple[str, ...] = ()):
     from sakd.engine.run import run
 
     def action() -> int:
-        run(load_config("quickstart", [f"output_dir={out}", *OVERRIDES]))
+        run(load_config("quickstart", [f"output_dir={out}", *OVERRIDES, *knobs]))
         return 0
 
     return action
@@ -89,6 +104,10 @@ def _same_checkpoint(a: Path, b: Path) -> None:
     x, y = load_checkpoint(a), load_checkpoint(b)
     for key in ("modules", "optimizers", "rng", "epoch", "phase_index", "best_epoch", "best_top1"):
         _tensors_equal(x[key], y[key], f"{a.name}:{key}")
+    for key in ("schedulers", "ema"):
+        assert (key in x) == (key in y), key
+        if key in x:
+            _tensors_equal(x[key], y[key], f"{a.name}:{key}")
 
 
 def _records(path: Path) -> list[dict]:
@@ -107,9 +126,11 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     }
 
 
-def test_killed_again_and_again_ends_equal_to_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("knobs", list(KNOBS))
+def test_killed_again_and_again_ends_equal_to_an_uninterrupted_run(tmp_path, knobs):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert _in_child(_distill(straight)) == 0
+    settings = tuple(KNOBS[knobs])
+    assert _in_child(_distill(straight, settings)) == 0
     kills = [
         "write:best.pt@1",  # inside epoch 1's best.pt write: a temporary file is left
         "between_best_and_last@1",  # best.pt of epoch 1 written, last.pt not
@@ -120,8 +141,8 @@ def test_killed_again_and_again_ends_equal_to_an_uninterrupted_run(tmp_path):
         "write:summary.json@1",  # every epoch saved, killed writing the summary
     ]
     for fault in kills:
-        assert _in_child(_distill(resumed), fault) == -signal.SIGKILL, fault
-    assert _in_child(_distill(resumed)) == 0
+        assert _in_child(_distill(resumed, settings), fault) == -signal.SIGKILL, fault
+    assert _in_child(_distill(resumed, settings)) == 0
 
     for name in ("last.pt", "best.pt"):
         _same_checkpoint(straight / "checkpoints" / name, resumed / "checkpoints" / name)
@@ -137,7 +158,7 @@ def test_killed_again_and_again_ends_equal_to_an_uninterrupted_run(tmp_path):
 
     # Started once more, the complete run is left exactly as it is.
     before = _snapshot(resumed)
-    assert _in_child(_distill(resumed)) == 0
+    assert _in_child(_distill(resumed, settings)) == 0
     assert _snapshot(resumed) == before
 
 

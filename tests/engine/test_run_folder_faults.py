@@ -243,11 +243,18 @@ def _diverge_at(monkeypatch, epoch: int) -> None:
     monkeypatch.setattr(trainer_module.Trainer, "_train_epoch", train_epoch)
 
 
-def test_non_finite_parameters_stop_the_run_and_a_lower_lr_resumes_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("schedule", "lrs"),
+    # step: the milestone 150 of 240 falls on epoch 2 of 2; cosine: half-way down at epoch 2
+    [("step", [0.05, 0.005 * 0.1]), ("cosine", [0.05, pytest.approx(0.0025)])],
+)
+def test_non_finite_parameters_stop_the_run_and_a_lower_lr_resumes_it(
+    tmp_path, monkeypatch, schedule, lrs
+):
     out = tmp_path / "run"
     _diverge_at(monkeypatch, epoch=1)  # finite losses, an infinite weight after epoch 2
     with pytest.raises(SakdError) as caught:
-        run(_config(out))
+        run(_config(out, f"schedule.name={schedule}"))
     message = str(caught.value)
     assert "not finite" in message and "checkpoints/last.pt (after train epoch 1)" in message
     assert "lr=0.005" in message and "\n" not in message
@@ -258,16 +265,20 @@ def test_non_finite_parameters_stop_the_run_and_a_lower_lr_resumes_it(tmp_path, 
     monkeypatch.undo()
 
     with pytest.raises(SakdError, match="batch_size differ"):  # only lr/precision may change
-        run(_config(out, "lr=0.005", "batch_size=16"))
-    summary = run(_config(out, "lr=0.005"))  # the suggested fix is accepted
+        run(_config(out, "lr=0.005", "batch_size=16", f"schedule.name={schedule}"))
+    summary = run(_config(out, "lr=0.005", f"schedule.name={schedule}"))  # the fix is accepted
     final = load_checkpoint(out / "checkpoints" / "last.pt")
     assert final["epoch"] == 2 and final["config"]["lr"] == 0.005
     assert final["config_changes"] == [{"at_epoch": 1, "phase_index": 0, "lr": [0.05, 0.005]}]
     assert not (out / DIVERGED_NAME).exists()
     assert "lr: 0.005" in (out / "config.yaml").read_text()
     assert summary.epochs == 2
+    # The schedule continues from the new lr (rebuilt for it and advanced to the saved epoch).
+    records = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["lr"] for r in records] == lrs
+    assert final["schedulers"]["student"]["base_lrs"] == [0.005]
     with pytest.raises(SakdError, match="lr differ"):  # and exact resume is back in force
-        run(_config(out, "lr=0.05"))
+        run(_config(out, "lr=0.05", f"schedule.name={schedule}"))
 
 
 @pytest.mark.parametrize("lr", ["lr=.inf", "lr=1e999", "lr=nan"])

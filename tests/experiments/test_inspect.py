@@ -157,7 +157,9 @@ def test_inspect_a_user_model_run(tmp_path, monkeypatch):
     ]
     extra = ["distiller.name=at", "spots.mode=adaptive", "epochs=1", *model]
     run(load_config("quickstart", tiny_overrides(folder, *extra)))
-    result = inspect_run(folder, split="test")
+    with pytest.raises(SakdError, match="trust_code=True"):  # a module the folder names
+        inspect_run(folder, split="test")
+    result = inspect_run(folder, split="test", trust_code=True)
     assert result.rates.spot_names == ["layer1", "layer2", "logits"]
     header = (folder / "inspect" / "decisions.csv").read_text().splitlines()[0]
     assert "p_teacher_layer1,p_teacher_layer2,p_teacher_logits" in header

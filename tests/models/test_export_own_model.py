@@ -60,7 +60,8 @@ def test_export_round_trip_of_a_trained_user_model(user_package, capsys):
     overrides = tiny_overrides(run, "epochs=1", "model.name=ownnets_export:my_net")
     assert main(["train", "quickstart/student", *overrides]) == 0
     out = user_package / "student.pt"
-    assert main(["export", str(run), "--out", str(out), "--checkpoint", "last"]) == 0
+    argv = ["export", str(run), "--out", str(out), "--checkpoint", "last", "--trust-code"]
+    assert main(argv) == 0
     assert "exported the last student" in capsys.readouterr().out
 
     state = torch.load(out, weights_only=True)
@@ -130,7 +131,7 @@ def test_distill_with_an_own_teacher_checkpoint_in_its_own_names(user_package, c
     )
     assert main(["distill", "quickstart", *overrides]) == 0
     out = user_package / "student.pt"
-    assert main(["export", str(run), "--out", str(out)]) == 0
+    assert main(["export", str(run), "--out", str(out), "--trust-code"]) == 0
     my_net(num_classes=10).load_state_dict(torch.load(out, weights_only=True), strict=True)
     # A teacher file that is not the teacher's state dict is one line, naming the first keys.
     torch.save({"conv1.weight": torch.zeros(1)}, teacher)

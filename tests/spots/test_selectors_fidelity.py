@@ -1,4 +1,4 @@
-"""The selectors where they must match the authors' code line by line (issue 11, points 1 and 5)."""
+"""The selectors where they must match the authors' code line by line: the hinge and the random mode."""
 
 from __future__ import annotations
 

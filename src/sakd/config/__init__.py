@@ -15,10 +15,12 @@ from sakd.config.recipes import (
     load_recipe,
 )
 from sakd.config.schema import (
+    AUTO,
     OBJECT_PREFIX,
     SPOT_MODES,
     DataConfig,
     DistillerConfig,
+    EmaConfig,
     LossConfig,
     ModelConfig,
     OptimizerConfig,
@@ -47,6 +49,7 @@ from sakd.config.weights import (
 )
 
 __all__ = [
+    "AUTO",
     "MAX_VALUES",
     "KD_DISTILLER",
     "KD_TEMPERATURE_KEY",
@@ -60,6 +63,7 @@ __all__ = [
     "SPOT_MODES",
     "DataConfig",
     "DistillerConfig",
+    "EmaConfig",
     "LossConfig",
     "ModelConfig",
     "OptimizerConfig",

@@ -26,6 +26,9 @@ from sakd.spot_modes import SpotMode
 # model.name / teacher.name of a module object passed in from Python (sakd.train, sakd.distill):
 # "object:<module>.<class>", recorded so config.yaml says what ran; it cannot be built by name.
 OBJECT_PREFIX = "object:"
+# distiller.loss_weight measured at the start of the run (docs/distillers.md, "Default weights on
+# your own models").
+AUTO = "auto"
 
 
 class _Strict(BaseModel):
@@ -113,23 +116,70 @@ class ModelConfig(_Strict):
 
 
 class OptimizerConfig(_Strict):
-    """SGD settings shared by the student (and distiller parts)."""
+    """The student's optimiser (a ``torch.optim`` class), shared by its distiller parts.
 
+    ``name``: ``sgd`` (the default and the papers': ``momentum``, ``nesterov``), ``adam`` or
+    ``adamw`` (``betas``, ``eps``; unset: torch's defaults). ``weight_decay`` is SGD's / Adam's L2
+    term and AdamW's decoupled decay. ``clip_grad_norm``: clip the gradients' total L2 norm of each
+    optimiser's parameters to this value before every step (unset: no clipping).
+    """
+
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=5e-4, ge=0)
     nesterov: bool = False
+    betas: tuple[float, float] | None = None
+    eps: float | None = Field(default=None, gt=0)
+    clip_grad_norm: float | None = Field(default=None, gt=0)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, value):
+        if value is not None and not all(0 <= b < 1 for b in value):
+            raise ValueError("must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+        return value
+
+    @model_validator(mode="after")
+    def _settings_of_the_chosen_optimiser(self) -> OptimizerConfig:
+        if self.name == "sgd" and (self.betas is not None or self.eps is not None):
+            raise ValueError(
+                "betas and eps are settings of adam/adamw: set optimizer.name=adamw (or adam), "
+                "or remove them"
+            )
+        if self.name != "sgd" and self.nesterov:
+            raise ValueError(
+                f"nesterov is a setting of sgd, not {self.name}: set nesterov=false or name=sgd"
+            )
+        return self
 
 
 class ScheduleConfig(_Strict):
-    """Step decay: lr × ``lr_decay`` at each milestone.
+    """The learning-rate schedule (``torch.optim.lr_scheduler``), stepped every iteration.
 
-    Milestones are given for ``reference_epochs`` and scaled to the run's ``epochs`` (so a 24-epoch
-    smoke run of the 240-epoch protocol decays at 15/18/21).
+    ``name``: ``step`` (the default and the papers': lr × ``lr_decay`` at each milestone, constant
+    within an epoch), ``cosine`` or ``linear`` (from lr down to ``min_lr`` at the last iteration)
+    or ``constant``. Milestones are given for ``reference_epochs`` and scaled to the run's
+    ``epochs`` (so a 24-epoch smoke run of the 240-epoch protocol decays at 15/18/21).
+    ``warmup_epochs`` (may be fractional): a linear warm-up from 1 % of lr to lr over that many
+    epochs' iterations, before the schedule (whose iterations are counted after it for cosine and
+    linear, and from the start for step's milestones).
     """
 
+    name: Literal["step", "cosine", "linear", "constant"] = "step"
     milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])
     lr_decay: float = Field(default=0.1, gt=0, le=1)
     reference_epochs: int = Field(default=240, ge=1)
+    warmup_epochs: float = Field(default=0.0, ge=0)
+    min_lr: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _min_lr_needs_a_decay_to_it(self) -> ScheduleConfig:
+        if self.min_lr > 0 and self.name not in ("cosine", "linear"):
+            raise ValueError(
+                f"min_lr is where cosine and linear schedules end, not used by {self.name!r}: "
+                "set schedule.name=cosine (or linear), or remove min_lr"
+            )
+        return self
 
     @model_validator(mode="after")
     def _milestones_in_range(self) -> ScheduleConfig:
@@ -168,7 +218,9 @@ PRESET_RUN_KEYS = ("batch_size",)
 class DistillerConfig(_Strict):
     """The distiller at its spots: name, the weight of its loss term (β) and its own hyperparameters.
 
-    ``loss_weight`` left unset takes the value of the ``published`` table (``_published.yaml``):
+    ``loss_weight`` left unset takes the value of the ``published`` table (``_published.yaml``)
+    on zoo pairs, and ``auto`` (measured at the start of the run) for a feature distiller on a
+    pair with a non-zoo net unless ``published`` is set; the table's values are:
     ``sakd`` (the SAKD authors' β, with CE + vanilla KD: the paper's "Stan." baseline) or
     ``repdistiller`` (the distiller alone, RepDistiller's β) or ``ls`` (KD / DKD with logit
     standardisation, the LS authors' weights). ``params`` are the distiller's own
@@ -181,10 +233,17 @@ class DistillerConfig(_Strict):
     """
 
     name: str = "kd"
-    loss_weight: float | None = Field(default=None, ge=0)
+    loss_weight: float | Literal["auto"] | None = None
     published: Literal["sakd", "repdistiller", "ls"] = "sakd"
     params: dict[str, Any] = Field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("loss_weight")
+    @classmethod
+    def _non_negative(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, float) and value < 0:
+            raise ValueError("must be >= 0, or 'auto' (measured at the start of the run)")
+        return value
 
     @field_validator("presets")
     @classmethod
@@ -211,6 +270,8 @@ class LossConfig(_Strict):
     there is no teacher). The logit-KD term runs only when ``kd_weight`` > 0; vanilla KD alone is
     ``distiller.name=kd``. ``kd_temperature`` is the one KD temperature: of that term and of
     vanilla KD as the distiller (filled from a ``kd`` preset's ``temperature`` when unset).
+    ``label_smoothing``: of the student's cross-entropy (``torch.nn.functional.cross_entropy``);
+    not of the KD terms nor of the policy's routing loss.
     ``logit_distiller`` is the distiller of that logit term: ``kd`` (Hinton KD, the paper's
     "distiller + vanilla KD") or another logit distiller such as ``dkd``, whose parameters
     (``logit_params``) are filled from the recipe's presets for it (e.g. the LS recipes' DKD + LS
@@ -220,6 +281,7 @@ class LossConfig(_Strict):
     ce_weight: float | None = Field(default=None, ge=0)
     kd_weight: float | None = Field(default=None, ge=0)
     kd_temperature: float = Field(default=4.0, gt=0)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     logit_distiller: str = Field(default="kd", min_length=1)
     logit_params: dict[str, Any] = Field(default_factory=dict)
 
@@ -232,6 +294,10 @@ class SpotsConfig(_Strict):
     ``random_scheme`` (``mode: random`` only): ``authors`` runs the authors' ``train_random.py``
     (student CE × γ; for AT, NST and VID the logit spot reuses the last feature spot's draw),
     ``independent`` draws every spot on its own and leaves the CE weight alone.
+    ``agent_optimizer`` (policy and adaptors, adaptive/anti): ``authors`` is the authors' SGD
+    (momentum 0.9, ``agent_weight_decay``, lr ``agent_lr``) on the step schedule's milestones,
+    whatever ``optimizer`` and ``schedule`` say; ``main`` gives them the student's optimizer
+    (``optimizer.*``) and schedule (``schedule.*``) with their own lr and weight decay.
     """
 
     mode: SpotMode = SpotMode.FIXED
@@ -241,6 +307,18 @@ class SpotsConfig(_Strict):
     homogeneous: bool = False
     agent_lr: float | None = Field(default=None, gt=0)
     agent_weight_decay: float = Field(default=1e-3, ge=0)
+    agent_optimizer: Literal["authors", "main"] = "authors"
+
+
+class EmaConfig(_Strict):
+    """An exponential moving average of the student's weights and buffers.
+
+    ``decay`` 0 is off. Otherwise after every step of the main phase the average moves to
+    ``decay`` × average + (1 − ``decay``) × student (``torch.optim.swa_utils.AveragedModel`` with
+    ``get_ema_multi_avg_fn``); the average is what is evaluated, selected as best and exported.
+    """
+
+    decay: float = Field(default=0.0, ge=0, lt=1)
 
 
 class RunConfig(_Strict):
@@ -250,6 +328,8 @@ class RunConfig(_Strict):
     contiguous tensors on the CPU. ``compile``: ``torch.compile`` the student's forward passes.
     ``batch_size`` is per process; under ``torchrun`` with W processes ``lr_scaling=linear``
     multiplies every learning rate by W (the global batch is W × ``batch_size``), ``none`` keeps it.
+    ``progress`` ``auto``: a progress bar when stderr is a terminal, the per-epoch line alone
+    otherwise (no carriage-return bars in log files); ``true`` / ``false`` force it on / off.
     """
 
     name: str = "run"
@@ -264,7 +344,9 @@ class RunConfig(_Strict):
     channels_last: bool | Literal["auto"] = "auto"
     compile: bool = False
     lr_scaling: Literal["linear", "none"] = "linear"
-    progress: bool = True
+    progress: bool | Literal["auto"] = "auto"
+    # Distillation runs: also train the student alone, same budget and seed, in output_dir/baseline.
+    baseline: bool = False
     resume: bool = True
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig
@@ -274,6 +356,7 @@ class RunConfig(_Strict):
     distiller: DistillerConfig | None = None
     loss: LossConfig = Field(default_factory=LossConfig)
     spots: SpotsConfig = Field(default_factory=SpotsConfig)
+    ema: EmaConfig = Field(default_factory=EmaConfig)
 
     @field_validator("device")
     @classmethod
@@ -290,6 +373,20 @@ class RunConfig(_Strict):
             raise ValueError("a distiller needs a teacher: set teacher.name and teacher.checkpoint")
         if self.teacher is not None and self.distiller is None:
             self.distiller = DistillerConfig()
+        return self
+
+    @model_validator(mode="after")
+    def _schedule_fits_the_run(self) -> RunConfig:
+        if self.schedule.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"schedule.warmup_epochs ({self.schedule.warmup_epochs:g}) must be fewer than "
+                f"epochs ({self.epochs}): shorten the warm-up or train longer"
+            )
+        if self.schedule.min_lr >= self.lr:
+            raise ValueError(
+                f"schedule.min_lr ({self.schedule.min_lr:g}) must be below lr ({self.lr:g}): "
+                "it is where the schedule ends"
+            )
         return self
 
     @property

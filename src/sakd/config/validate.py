@@ -11,13 +11,14 @@ import contextlib
 
 from pydantic import ValidationError
 
+from sakd._autoload import stored_names
 from sakd.config.recipes import Recipe, check_size, leaf_keys, load_recipe, lookup
 from sakd.config.schema import RunConfig
 from sakd.config.stored import RENAMED_KEYS, renamed_key_error, upgrade_renamed_keys
 from sakd.config.weights import resolve
 from sakd.errors import SakdError, quoted
 
-RESUME_IGNORED_KEYS = ("progress", "resume", "device", "output_dir", "name")
+RESUME_IGNORED_KEYS = ("progress", "resume", "device", "output_dir", "name", "baseline")
 
 
 def validate_config(data: dict | Recipe, source: str = "config", stored: bool = False) -> RunConfig:
@@ -26,6 +27,8 @@ def validate_config(data: dict | Recipe, source: str = "config", stored: bool = 
     A plain dict counts as set by ``source``; a :class:`Recipe` says who set each key. Renamed keys
     are an error naming the new key, except in configs sakd itself stored (``stored=True``:
     ``config.yaml`` of a run folder, a checkpoint's config), which are read under the new names.
+    The ``package.module:Class`` distillers a stored config names are imported only as
+    :func:`sakd._autoload.stored_names` allows.
     """
     if isinstance(data, Recipe):
         recipe = data
@@ -42,7 +45,8 @@ def validate_config(data: dict | Recipe, source: str = "config", stored: bool = 
         renamed = renamed_key_error(config, source)
         if renamed is not None:
             raise SakdError(renamed)
-        resolve(config, recipe.sources, source, stored)
+        with stored_names(source) if stored else contextlib.nullcontext():
+            resolve(config, recipe.sources, source, stored)
         config.format_output_dir()
     except ValidationError as exc:
         raise SakdError(_one_line(exc, source)) from None
@@ -77,9 +81,12 @@ def config_differences(saved: dict, config: RunConfig) -> list[str]:
     """Top-level keys in which a stored config differs from ``config`` (resume-irrelevant ones aside).
 
     The stored dict is compared through the schema, so fields added since it was written take
-    their defaults; one that no longer validates is compared as written.
+    their defaults; one that no longer validates is compared as written. Of the user code it
+    names, only what ``config`` names too is imported (:func:`sakd._autoload.stored_names`).
     """
-    with contextlib.suppress(SakdError):
+    named = [config.model.name, config.loss.logit_distiller]
+    named += [part.name for part in (config.teacher, config.distiller) if part is not None]
+    with contextlib.suppress(SakdError), stored_names("a stored configuration", named):
         saved = validate_config(saved, stored=True).model_dump(mode="json")
     current = config.model_dump(mode="json")
     keys = (set(saved) | set(current)) - set(RESUME_IGNORED_KEYS)

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sakd.config.schema import LossConfig, RunConfig
+from sakd.config.schema import AUTO, LossConfig, RunConfig
 from sakd.errors import SakdError, quoted
 
 # The loss weights filled from the published table when no recipe or override sets them.
@@ -36,6 +36,11 @@ KD_TEMPERATURE_KEY = "loss.kd_temperature"
 # The row used without a distiller (a training run): CE alone.
 _NO_DISTILLER_ROW = {"ce_weight": 1.0, "kd_weight": 0.0, "routing_ce_weight": 1.0}
 _DEFAULT_KD_TEMPERATURE = LossConfig.model_fields["kd_temperature"].default
+# The rule that sets a feature distiller's beta on a non-zoo pair when nothing else does: the
+# config holds "auto" and the run measures the value (sakd.engine.auto_weights).
+AUTO_RULE = "initial-share"
+AUTO_SOURCE = f"auto:{AUTO_RULE}"
+AUTO_KEY = "distiller.loss_weight"
 
 
 def published_weights() -> dict[str, dict[str, dict[str, float]]]:
@@ -62,14 +67,15 @@ def source_of(sources: dict[str, str], key: str) -> str | None:
 class ResolvedWeights:
     """Every loss weight of a run, none left unset, and where each came from.
 
-    ``loss_weight`` is the distiller's β (None only for a training run, which has no distiller).
+    ``loss_weight`` is the distiller's β (None only for a training run, which has no distiller;
+    ``"auto"`` when the run measures it, :data:`AUTO_RULE`).
     """
 
     ce_weight: float
     kd_weight: float
     kd_temperature: float
     routing_ce_weight: float
-    loss_weight: float | None
+    loss_weight: float | str | None
     sources: dict[str, str]
 
 
@@ -99,6 +105,33 @@ def _distiller_published(name: str, table: str) -> dict[str, float] | None:
     return None if weights is None else weights.model_dump()
 
 
+def is_zoo_pair(config: RunConfig) -> bool:
+    """True when the student and the teacher are both zoo models (the nets the tables were tuned on)."""
+    from sakd.models import list_models
+
+    zoo = set(list_models())
+    teacher = config.teacher
+    return config.model.name in zoo and teacher is not None and teacher.name in zoo
+
+
+def auto_weighted(config: RunConfig, sources: dict[str, str]) -> bool:
+    """Whether β is measured at the start (:data:`AUTO_RULE`) instead of read from the table.
+
+    For a packaged feature distiller (not a logit one, no pre-training stage) on a pair that is
+    not all-zoo, when neither the recipe nor an override sets ``distiller.loss_weight`` or
+    ``distiller.published`` (``docs/distillers.md``, "Default weights on your own models").
+    """
+    d = config.distiller
+    if d is None or is_zoo_pair(config) or source_of(sources, "distiller.published") is not None:
+        return False
+    from sakd.losses import PretrainParams, get_distiller, list_distillers
+
+    if d.name not in list_distillers():
+        return False
+    cls = get_distiller(d.name)
+    return cls.spot_role != "logits" and not issubclass(cls.Params, PretrainParams)
+
+
 def resolve_weights(
     config: RunConfig, sources: dict[str, str], label: str, stored: bool = False
 ) -> ResolvedWeights:
@@ -106,6 +139,8 @@ def resolve_weights(
 
     ``sources`` holds the keys the recipe files and overrides set, with their source. A KD
     temperature that no KD term uses is an error, except in configs sakd stored itself (``stored``).
+    β left unset on a non-zoo pair (:func:`auto_weighted`) becomes ``"auto"`` with source
+    :data:`AUTO_SOURCE`: the run measures it (as for ``distiller.loss_weight=auto``).
     """
     d = config.distiller
     values = _configured(config)
@@ -124,10 +159,13 @@ def resolve_weights(
                 f"{d.published!r} table: add it to {PUBLISHED_FILE} or set "
                 f"{', '.join(unset)}"
             )
-    resolved: dict[str, float] = {}
+    resolved: dict[str, Any] = {}
     where: dict[str, str] = {}
+    auto = AUTO_KEY in unset and auto_weighted(config, sources)
     for key in keys:
-        if key in unset:
+        if key == AUTO_KEY and auto:
+            resolved[key], where[key] = AUTO, AUTO_SOURCE
+        elif key in unset:
             resolved[key], where[key] = float(row[key.split(".")[1]]), row_source
         else:
             resolved[key], where[key] = values[key], str(source_of(sources, key))

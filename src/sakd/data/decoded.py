@@ -25,26 +25,65 @@ from sakd.errors import SakdError
 CACHE_FOLDER = ".sakd-cache"
 
 
-def decode_image(path: Path, size: int) -> np.ndarray:
-    """One image file as RGB uint8 (3, size, size), resized (bilinear) if it is not size x size."""
-    try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-        if rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    except Image.DecompressionBombError:
-        raise SakdError(
+def _decode_failure(path: Path, error: BaseException) -> SakdError:
+    """The one line for an image file Pillow cannot read (too large, damaged, not an image)."""
+    if isinstance(error, Image.DecompressionBombError):
+        return SakdError(
             f"image {path} is too large to decode safely (a decompression bomb?): delete or "
             "replace the file"
-        ) from None
-    except MemoryError:
-        raise SakdError(
-            f"image {path} does not fit in memory: delete or replace the file"
-        ) from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise SakdError(
-            f"cannot decode image {path} ({error}): delete or replace the file"
-        ) from error
+        )
+    if isinstance(error, MemoryError):
+        return SakdError(f"image {path} does not fit in memory: delete or replace the file")
+    return SakdError(f"cannot decode image {path} ({error}): delete or replace the file")
+
+
+# What Pillow raises for a file it cannot read (DecompressionBombError is not an OSError).
+_DECODE_ERRORS = (
+    Image.DecompressionBombError,
+    MemoryError,
+    UnidentifiedImageError,
+    OSError,
+    ValueError,
+    SyntaxError,  # raised by some of Pillow's plugins for malformed headers
+)
+
+
+def read_rgb(path: Path) -> Image.Image:
+    """One image file decoded to an RGB PIL image; :class:`SakdError` when it cannot be."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except _DECODE_ERRORS as error:
+        raise _decode_failure(path, error) from None
+
+
+def check_header(path: Path) -> None:
+    """Read only the header of ``path``: a format Pillow knows, a size it will decode."""
+    try:
+        with Image.open(path):
+            pass
+    except _DECODE_ERRORS as error:
+        raise _decode_failure(path, error) from None
+
+
+def check_headers(paths: Sequence[Path]) -> None:
+    """:func:`check_header` on every file, in order: the first bad one raises.
+
+    About 80 µs a file on this project's CPU from the page cache (ImageNet's 1.33 M files: about
+    2 min); a thread pool was slower there.
+    """
+    for path in paths:
+        check_header(path)
+
+
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """One image file as RGB uint8 (3, size, size), resized (bilinear) if it is not size x size."""
+    rgb = read_rgb(path)
+    try:
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    except MemoryError as error:
+        raise _decode_failure(path, error) from None
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
 
 

@@ -2,7 +2,7 @@
 
 5,000 train / 1,000 test images, stored 28x28 grayscale in ``embedded/fashion_mnist.npz`` (built
 by ``scripts/make_embedded_data.py``; provenance and licence in docs/data.md) and served as 32x32
-RGB: a 2-px zero border, the gray channel copied three times.
+RGB: a 2-px zero border, the gray channel copied three times (as the full ``fashion-mnist``).
 """
 
 from __future__ import annotations
@@ -11,27 +11,15 @@ from importlib import resources
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from sakd.data.idx import FASHION_CLASSES, SIZE, gray_to_rgb32
 from sakd.data.imageset import AugmentSpec, ImageSet
 from sakd.errors import SakdError
 
-CLASS_NAMES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+CLASS_NAMES = list(FASHION_CLASSES)
 # Mean and std of the embedded train split as served (32x32 with the zero border), over [0, 1].
 EMBEDDED_MEAN = (0.2200, 0.2200, 0.2200)
 EMBEDDED_STD = (0.3331, 0.3331, 0.3331)
-SIZE = 32
 
 
 def load_embedded(train: bool, image_size: int | None) -> ImageSet:
@@ -45,12 +33,8 @@ def load_embedded(train: bool, image_size: int | None) -> ImageSet:
     with source.open("rb") as handle, np.load(handle) as arrays:
         gray = torch.from_numpy(arrays[f"{split}_images"])
         labels = torch.from_numpy(arrays[f"{split}_labels"].astype(np.int64))
-    border = (SIZE - gray.shape[-1]) // 2
-    images = (
-        F.pad(gray, (border, border, border, border))[:, None].expand(-1, 3, -1, -1).contiguous()
-    )
     return ImageSet(
-        images=images,
+        images=gray_to_rgb32(gray),
         labels=labels,
         num_classes=len(CLASS_NAMES),
         class_names=list(CLASS_NAMES),

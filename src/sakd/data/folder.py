@@ -82,7 +82,9 @@ def load_folder(root: str | None, train: bool, image_size: int | None) -> ImageS
     train_images, train_label_array = load_decoded(
         root_path, "train", train_paths, train_labels, size
     )
-    mean, std = channel_stats(torch.from_numpy(train_images))
+    mean, std = channel_stats(
+        torch.from_numpy(train_images), what=f"the train images under {root_path / 'train'}"
+    )
     if train:
         images, labels = train_images, train_label_array
     else:

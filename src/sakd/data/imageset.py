@@ -71,15 +71,33 @@ class ImageSet:
         return replace(self, images=self.images.to(device), labels=self.labels.to(device))
 
 
-def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images (N, C, H, W) scaled to [0, 1], in float64."""
+def channel_stats(
+    images: Tensor, chunk: int = 4096, what: str = "the images"
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images (N, C, H, W) scaled to [0, 1], in float64.
+
+    A channel whose every pixel has one value (e.g. an all-black folder) has no spread to
+    normalise by: :class:`SakdError` naming ``what``, instead of a division by zero later.
+    """
     channels = images.shape[1]
     total = torch.zeros(channels, dtype=torch.float64)
     total_sq = torch.zeros(channels, dtype=torch.float64)
+    low = torch.full((channels,), 255, dtype=torch.uint8)
+    high = torch.zeros(channels, dtype=torch.uint8)
     for start in range(0, images.shape[0], chunk):
-        block = images[start : start + chunk].to(torch.float64) / 255.0
+        raw = images[start : start + chunk]
+        low = torch.minimum(low, raw.amin(dim=(0, 2, 3)).cpu())
+        high = torch.maximum(high, raw.amax(dim=(0, 2, 3)).cpu())
+        block = raw.to(torch.float64) / 255.0
         total += block.sum(dim=(0, 2, 3))
         total_sq += block.square().sum(dim=(0, 2, 3))
+    flat = [c for c in range(channels) if low[c] == high[c]]
+    if images.shape[0] and flat:
+        values = ", ".join(f"channel {c} is {int(low[c])} everywhere" for c in flat)
+        raise SakdError(
+            f"{what} have no spread to normalise by ({values}; {images.shape[0]} images): "
+            "check that they are the images you meant (not blank or single-colour)"
+        )
     count = images.shape[0] * images.shape[2] * images.shape[3]
     mean = total / count
     std = (total_sq / count - mean.square()).clamp_min(0).sqrt()

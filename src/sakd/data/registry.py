@@ -7,16 +7,21 @@ from collections.abc import Callable
 from sakd.data.cifar import load_cifar
 from sakd.data.embedded import load_embedded
 from sakd.data.folder import load_folder
+from sakd.data.idx import load_idx
 from sakd.data.imageset import ImageSet
 from sakd.data.tiny_imagenet import load_tiny_imagenet
 from sakd.errors import SakdError
 
-_FIXED_SIZE = {"cifar10": 32, "cifar100": 32}
+_FIXED_SIZE = {"cifar10": 32, "cifar100": 32, "fashion-mnist": 32, "mnist": 32}
 
 _LOADERS: dict[str, Callable[[str | None, bool, bool, int | None], ImageSet]] = {
     "embedded": lambda root, train, download, size: load_embedded(train, size),
     "cifar10": lambda root, train, download, size: load_cifar("cifar10", root, train, download),
     "cifar100": lambda root, train, download, size: load_cifar("cifar100", root, train, download),
+    "fashion-mnist": lambda root, train, download, size: load_idx(
+        "fashion-mnist", root, train, download
+    ),
+    "mnist": lambda root, train, download, size: load_idx("mnist", root, train, download),
     "tiny-imagenet": lambda root, train, download, size: load_tiny_imagenet(
         root, train, download, size
     ),

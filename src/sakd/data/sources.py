@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from sakd.data.batching import iterate_batches
+from sakd.data.decoded import check_headers
 from sakd.data.folder import folder_files
 from sakd.data.imageset import (
     CIFAR10_MEAN,
@@ -31,6 +32,7 @@ from sakd.data.streaming import (
     FileReader,
     StreamSet,
     labels_tensor,
+    read_item,
     stream_transforms,
     to_label,
     to_uint8_chw,
@@ -126,6 +128,8 @@ def open_stream(
                 "and val/<class>/"
             )
         class_names, paths, labels, _ = folder_files(root, train)
+    # Every file's header now, so a file that is not an image fails before anything is written.
+    check_headers(paths)
     return _stream_set(
         FileReader(tuple(Path(p) for p in paths)),
         labels_tensor(labels),
@@ -178,8 +182,8 @@ def _dataset_length(dataset: Any, role: str) -> int:
     return length
 
 
-def _item(dataset: Any, index: int, role: str) -> tuple[Tensor, int]:
-    item = dataset[index]
+def _item(dataset: Any, index: int, length: int, role: str) -> tuple[Tensor, int]:
+    item = read_item(dataset, index, length, role)
     where = f"{role} dataset item {index}"
     if not isinstance(item, (tuple, list)) or len(item) < 2:
         raise SakdError(f"{where} is a {type(item).__name__}: items must be (image, label) pairs")
@@ -193,16 +197,16 @@ def _labels(dataset: Any, length: int, role: str) -> Tensor:
         return labels_tensor(
             [to_label(t, f"{role} dataset target {i}") for i, t in enumerate(targets)]
         )
-    return labels_tensor([_item(dataset, i, role)[1] for i in range(length)])
+    return labels_tensor([_item(dataset, i, length, role)[1] for i in range(length)])
 
 
 def _materialise(dataset: Any, length: int, role: str) -> tuple[Tensor, Tensor]:
     """uint8 (N, 3, H, W) and int64 (N,) from every item; every image must have one size."""
-    first, _ = _item(dataset, 0, role)
+    first, _ = _item(dataset, 0, length, role)
     images = torch.empty((length, *first.shape), dtype=torch.uint8)
     labels = torch.empty(length, dtype=torch.int64)
     for index in range(length):
-        image, label = _item(dataset, index, role)
+        image, label = _item(dataset, index, length, role)
         if image.shape != first.shape:
             raise SakdError(
                 f"{role} dataset item {index} is {tuple(image.shape)}, item 0 is "
@@ -214,7 +218,19 @@ def _materialise(dataset: Any, length: int, role: str) -> tuple[Tensor, Tensor]:
 
 
 def _class_names(train: Any, num_classes: int | None, labels: Tensor) -> list[str]:
+    """``train.classes`` (names, or an int: the class count), else numbered classes."""
     names = getattr(train, "classes", None)
+    if isinstance(names, int) and not isinstance(names, bool):
+        names = [str(k) for k in range(names)]
+    elif names is not None:
+        try:
+            names = [str(n) for n in names]
+        except TypeError:
+            raise SakdError(
+                f"the train dataset's classes attribute is a {type(names).__name__}: sakd reads "
+                "it as the class names; make it a list of names (or the number of classes), or "
+                "pass num_classes"
+            ) from None
     if names is not None and (num_classes is None or len(names) == num_classes):
         return [str(n) for n in names]
     count = num_classes if num_classes is not None else int(labels.max()) + 1
@@ -265,7 +281,7 @@ def from_dataset(
     if num_classes is not None and num_classes < 1:
         raise SakdError(f"num_classes must be at least 1, got {num_classes}")
     n_train, n_val = _dataset_length(train, "train"), _dataset_length(val, "val")
-    first, _ = _item(train, 0, "train")
+    first, _ = _item(train, 0, n_train, "train")
     if loader == "auto":
         loader = "memory" if n_train * first.numel() <= MEMORY_LIMIT_BYTES else "stream"
     if loader == "memory":
@@ -279,7 +295,12 @@ def from_dataset(
         names = _class_names(train, num_classes, train_labels)
         for labels, role in ((train_labels, "train"), (val_labels, "val")):
             _check_labels(labels, len(names), role)
-        mean_t, std_t = _stats(mean, std, channel_stats(train_images))
+        computed = (
+            channel_stats(train_images, what="the train dataset's images")
+            if mean is None or std is None
+            else (mean, std)
+        )
+        mean_t, std_t = _stats(mean, std, computed)
         spec = AugmentSpec(
             crop_padding=train_images.shape[-1] // 8 if augment else 0, horizontal_flip=augment
         )
@@ -301,9 +322,10 @@ def from_dataset(
         _check_labels(labels, len(names), role)
     stats = _stats(mean, std, (IMAGENET_MEAN, IMAGENET_STD))
     sources = []
-    for dataset, length, labels in ((train, n_train, train_labels), (val, n_val, val_labels)):
+    splits = ((train, n_train, train_labels, "train"), (val, n_val, val_labels, "val"))
+    for dataset, length, labels, role in splits:
         source = _stream_set(
-            DatasetReader(dataset, length),
+            DatasetReader(dataset, length, role),
             labels,
             names,
             size=image_size or min(first.shape[1:]),

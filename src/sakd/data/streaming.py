@@ -28,12 +28,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from sakd.data.augment import normalize
 from sakd.data.batching import _rank_positions, epoch_generator, num_batches
+from sakd.data.decoded import read_rgb
 from sakd.data.transforms import EvalTransform, TrainTransform
 from sakd.errors import SakdError
 
@@ -95,6 +96,35 @@ def to_label(label: Any, where: str) -> int:
     raise SakdError(f"{where} has label {label!r}: labels must be integer class indices")
 
 
+def add_note(error: BaseException, note: str) -> None:
+    """Attach ``note`` to ``error`` (PEP 678; on Python 3.10 the ``__notes__`` list it defines)."""
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+    else:
+        error.__notes__ = [*getattr(error, "__notes__", []), note]
+
+
+def read_item(dataset: Any, index: int, length: int, role: str) -> Any:
+    """``dataset[index]`` of a user's Dataset of ``length`` items (``role``: train / val).
+
+    An IndexError inside ``len()`` is a ``__len__`` that promises too much: :class:`SakdError`.
+    Any other exception is the user's own: it propagates with its type and traceback, noted with
+    the sample index.
+    """
+    try:
+        return dataset[index]
+    except IndexError as error:
+        if 0 <= index < length:
+            raise SakdError(
+                f"the {role} dataset's len() is {length} but item {index} raised IndexError "
+                f"({error}): make __len__ return the number of items __getitem__ can give"
+            ) from error
+        raise
+    except Exception as error:
+        add_note(error, f"sakd: raised by the {role} dataset's __getitem__({index})")
+        raise
+
+
 @dataclass(frozen=True)
 class FileReader:
     """Decodes ``paths[i]`` (any format Pillow reads) to RGB uint8 (3, H, W)."""
@@ -105,14 +135,7 @@ class FileReader:
         return len(self.paths)
 
     def __call__(self, index: int) -> Tensor:
-        path = self.paths[index]
-        try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
-        except (UnidentifiedImageError, OSError) as error:
-            raise SakdError(
-                f"cannot decode image {path} ({error}): delete or replace the file"
-            ) from error
+        rgb = read_rgb(self.paths[index])
         return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
 
     def subset(self, n: int) -> FileReader:
@@ -130,28 +153,30 @@ class DatasetReader:
 
     dataset: Any
     length: int
+    role: str = "train"
 
     def __len__(self) -> int:
         return self.length
 
     def __call__(self, index: int, seed: int | None = None) -> Tensor:
         if seed is None:
-            item = self.dataset[index]
+            item = read_item(self.dataset, index, self.length, self.role)
         else:
             state = random.getstate()
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 random.seed(seed)
-                item = self.dataset[index]
+                item = read_item(self.dataset, index, self.length, self.role)
             random.setstate(state)
+        where = f"{self.role} dataset item {index}"
         if not isinstance(item, (tuple, list)) or len(item) < 2:
             raise SakdError(
-                f"dataset item {index} is a {type(item).__name__}: items must be (image, label) pairs"
+                f"{where} is a {type(item).__name__}: items must be (image, label) pairs"
             )
-        return to_uint8_chw(item[0], f"dataset item {index}")
+        return to_uint8_chw(item[0], where)
 
     def subset(self, n: int) -> DatasetReader:
-        return DatasetReader(self.dataset, min(n, self.length))
+        return DatasetReader(self.dataset, min(n, self.length), self.role)
 
 
 class _Samples(Dataset):

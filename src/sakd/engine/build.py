@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from sakd.config import (
+    AUTO,
     KD_DISTILLER,
     OBJECT_PREFIX,
     DistillerConfig,
@@ -25,8 +26,10 @@ from sakd.config import (
 )
 from sakd.data import BatchSource, StreamSet, load_dataset, open_stream
 from sakd.engine.checkpoint import (
-    extract_state_dict,
+    extract_weights,
     load_checkpoint,
+    recorded_sha256,
+    refuse_folder,
     resolve_path,
     sha256_file,
 )
@@ -183,14 +186,16 @@ def module_sha256(module: nn.Module) -> str:
 
 def load_teacher(
     cfg: RunConfig, num_classes: int, input_size: int, module: nn.Module | None = None
-) -> tuple[StagedNet, str]:
-    """The teacher with its checkpoint loaded strictly; returns it and its SHA-256.
+) -> tuple[StagedNet, str, str]:
+    """The teacher with its checkpoint loaded strictly; returns it, its SHA-256 and layout.
 
     The teacher is built from ``cfg.teacher`` (a name, like the student's), or is ``module`` (an
     object with its weights). ``teacher.checkpoint`` (a sakd checkpoint or the module's own
     ``state_dict()``) is loaded into either; a teacher built by name needs one. The digest is the
     checkpoint file's, or the object's state dict's (:func:`module_sha256`) when there is none.
     The :class:`DistillationTask` freezes it for the run.
+    The layout says which file layout and module names were recognised (e.g. a RepDistiller
+    checkpoint in RepDistiller's names, :func:`~sakd.engine.checkpoint.extract_weights`).
     """
     assert cfg.teacher is not None
     teacher = build_model(cfg.teacher, num_classes, input_size, module)
@@ -200,26 +205,26 @@ def load_teacher(
                 f"teacher {cfg.teacher.name!r} has no weights: set teacher.checkpoint to its "
                 "checkpoint (a sakd checkpoint or the module's own state_dict)"
             )
-        return teacher, module_sha256(teacher)
+        return teacher, module_sha256(teacher), "the teacher module's own weights"
     path = resolve_path(cfg.teacher.checkpoint)
+    refuse_folder(path, "teacher checkpoint")
     if not path.is_file():
         raise SakdError(
             f"teacher checkpoint {str(path)!r} does not exist: train one with `sakd train` "
             "or set teacher.checkpoint to its path"
         )
     digest = sha256_file(path)
-    expected = cfg.teacher.sha256
-    recorded = path.with_name(path.name + ".sha256")
-    if expected is None and recorded.is_file():
-        expected = recorded.read_text().split()[0]
+    expected = cfg.teacher.sha256 or recorded_sha256(path)
     if expected is not None and expected.lower() != digest:
         raise SakdError(
             f"teacher checkpoint {str(path)!r} has SHA-256 {digest[:12]}…, expected {expected[:12]}…: "
             "the file changed or is not the teacher you meant"
         )
-    state = extract_state_dict(load_checkpoint(path))
-    teacher.load_weights(state, f"teacher checkpoint {str(path)!r} for {cfg.teacher.name!r}")
-    return teacher, digest
+    state, container = extract_weights(load_checkpoint(path))
+    names = teacher.load_weights(
+        state, f"teacher checkpoint {str(path)!r} for {cfg.teacher.name!r}"
+    )
+    return teacher, digest, f"{container} in {names}"
 
 
 @dataclass(frozen=True)
@@ -317,7 +322,8 @@ def distiller_values(cfg: RunConfig) -> dict[str, Any]:
 def resolved_weights(cfg: RunConfig, params: DistillerParams | None = None) -> dict[str, dict]:
     """Every resolved loss weight (and distiller parameter) with its value and source, for run.json.
 
-    Distiller parameters no recipe, preset or override set are the ``Params`` defaults.
+    Distiller parameters no recipe, preset or override set are the ``Params`` defaults. An
+    ``auto`` β is recorded as ``"auto"`` here; the run replaces it with the measured value.
     """
     values = {"loss.ce_weight": cfg.loss.ce_weight, "loss.kd_weight": cfg.loss.kd_weight}
     vanilla_kd = cfg.distiller is not None and cfg.distiller.name == LOGIT_KD
@@ -357,18 +363,25 @@ def build_task(
     input_size = int(train_set.image_size[-1])
     num_classes = train_set.num_classes
     student = build_model(cfg.model, num_classes, input_size, modules.get("model"))
+    opt = cfg.optimizer
+    settings = dict(
+        optimizer=opt.name, betas=opt.betas, eps=opt.eps, clip_grad_norm=opt.clip_grad_norm
+    )
     group = dict(
         lr=cfg.lr,
-        weight_decay=cfg.optimizer.weight_decay,
-        momentum=cfg.optimizer.momentum,
-        nesterov=cfg.optimizer.nesterov,
+        weight_decay=opt.weight_decay,
+        momentum=opt.momentum,
+        nesterov=opt.nesterov,
+        **settings,
     )
+    smoothing = cfg.loss.label_smoothing
     if cfg.teacher is None:
-        return runtime.prepare_module(ClassificationTask(student, **group)), {}
+        task = ClassificationTask(student, label_smoothing=smoothing, **group)
+        return runtime.prepare_module(task), {}
     dcfg = cfg.distiller or DistillerConfig()
     params = distiller_values(cfg)
     distiller_params(get_distiller(dcfg.name), params)  # before the teacher is read
-    teacher, digest = load_teacher(cfg, num_classes, input_size, modules.get("teacher"))
+    teacher, digest, layout = load_teacher(cfg, num_classes, input_size, modules.get("teacher"))
     plan = plan_distiller(
         dcfg.name,
         params,
@@ -391,7 +404,13 @@ def build_task(
         random_scheme=cfg.spots.random_scheme,
         logit_follows_last_spot=plan.cls.random_logit_follows_last_spot,
     )
+    # The policy and adaptors: the authors' SGD on the step decay, or the student's optimiser and
+    # schedule with their own lr and weight decay (spots.agent_optimizer=main).
     agent_group = dict(lr=cfg.agent_lr, weight_decay=cfg.spots.agent_weight_decay, momentum=0.9)
+    if cfg.spots.agent_optimizer == "main":
+        agent_group.update(momentum=opt.momentum, nesterov=opt.nesterov, **settings)
+    else:
+        agent_group.update(schedule="step")
     task = DistillationTask(
         student,
         teacher,
@@ -400,8 +419,13 @@ def build_task(
         ce_weight=cfg.loss.ce_weight,
         student_group=group,
         agent_group=agent_group,
+        label_smoothing=smoothing,
     )
-    facts = {"teacher_sha256": digest, "resolved_weights": resolved_weights(cfg, plan.params)}
+    facts = {
+        "teacher_sha256": digest,
+        "teacher_weights": layout,
+        "resolved_weights": resolved_weights(cfg, plan.params),
+    }
     return runtime.prepare_module(task), facts
 
 
@@ -434,10 +458,11 @@ def _loss_terms(
             train_set.labels,
         )
     )
+    beta = cfg.distiller.loss_weight
     terms.append(
         LossTerm(
             distiller.name,
-            cfg.distiller.loss_weight,
+            None if beta == AUTO else beta,
             distiller,
             [s.index for s in plan.student_spots],
             [t.index for t in plan.teacher_spots],

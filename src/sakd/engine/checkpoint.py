@@ -14,6 +14,7 @@ import errno
 import hashlib
 import io
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -200,6 +201,17 @@ def _load_failure(exc: Exception) -> str:
     return text[:160]
 
 
+def refuse_folder(path: Path, what: str) -> None:
+    """:class:`SakdError` when ``path``, named as a checkpoint file (``what``), is a folder."""
+    if path.is_dir():
+        best = path / "checkpoints" / "best.pt"
+        example = str(best) if best.is_file() else "RUN/checkpoints/best.pt"
+        raise SakdError(
+            f"{what} {str(path)!r} is a folder: give a checkpoint file (for a run folder: "
+            f"{example})"
+        )
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint without running pickled code; errors become one-line :class:`SakdError`.
 
@@ -207,6 +219,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     not match it.
     """
     path = Path(path)
+    refuse_folder(path, "checkpoint")
     if not path.is_file():
         raise SakdError(f"checkpoint {str(path)!r} does not exist: check the path")
     try:
@@ -228,31 +241,71 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
+# The entries RepDistiller's train_teacher.py saves beside 'model' (ckpt_epoch_N.pth: epoch and
+# accuracy; <model>_best.pth: epoch and best_acc; <model>_last.pth: opt, which no safe load reads).
+REPDISTILLER_ENTRIES = frozenset({"epoch", "model", "accuracy", "best_acc", "optimizer", "opt"})
+
+
 def extract_state_dict(data: dict[str, Any], key: str = "student") -> dict[str, torch.Tensor]:
     """The model weights in a checkpoint: sakd's (``modules[key]``), RepDistiller's (``model``) or bare."""
+    return extract_weights(data, key)[0]
+
+
+def extract_weights(
+    data: dict[str, Any], key: str = "student"
+) -> tuple[dict[str, torch.Tensor], str]:
+    """The model weights in a checkpoint and a description of the layout they were found in.
+
+    Layouts: a sakd checkpoint (``modules[key]``); RepDistiller's / mdistiller's
+    ``{"epoch", "model", "accuracy" or "best_acc", "optimizer"}``; a ``"model"``, ``"state_dict"``
+    or ``"net"`` wrapper; a bare state dict. The student of a sakd run with ``ema.decay`` > 0 is
+    its moving average (``ema.student``): the network that was evaluated, selected as best and is
+    exported.
+    """
     if data.get("format") == FORMAT:
         modules = data.get("modules")
         state = modules.get(key) if isinstance(modules, dict) else None
+        layout = f"a sakd checkpoint (modules[{key!r}], epoch {data.get('epoch', '?')})"
+        ema = data.get("ema")
+        if key == "student" and isinstance(ema, dict):
+            state = ema.get("student")
+            layout = (
+                f"a sakd checkpoint (the student's moving average, epoch {data.get('epoch', '?')})"
+            )
     else:
-        state = next(
-            (
-                data[name]
-                for name in ("model", "state_dict", "net")
-                if isinstance(data.get(name), dict)
-            ),
-            data,
+        wrapper = next(
+            (name for name in ("model", "state_dict", "net") if isinstance(data.get(name), dict)),
+            None,
         )
+        state = data if wrapper is None else data[wrapper]
+        if wrapper is None:
+            layout = "a bare state dict"
+        elif wrapper == "model" and data.keys() <= REPDISTILLER_ENTRIES:
+            layout = f"a RepDistiller/mdistiller checkpoint ({_entries(data)})"
+        else:
+            layout = f"a {{{wrapper!r}: state dict}} wrapper"
     if (
         isinstance(state, dict)
         and state
         and all(isinstance(k, str) for k in state)
         and any(isinstance(v, torch.Tensor) for v in state.values())
     ):
-        return state
+        return state, layout
     raise SakdError(
         f"checkpoint holds no {key} weights (a 'modules' entry of sakd's, or a 'model' or "
         "'state_dict' mapping of names to tensors): is it a model checkpoint?"
     )
+
+
+def _entries(data: dict[str, Any]) -> str:
+    """``epoch 240, accuracy 79.42`` and the other entries of a RepDistiller checkpoint, in one line."""
+    parts = []
+    for name in data:
+        value = data[name]
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        parts.append(f"{name} {value:g}" if isinstance(value, int | float) else name)
+    return ", ".join(parts)
 
 
 def load_weights_strict(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
@@ -303,3 +356,33 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+SHA256_SUFFIX = ".sha256"
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The SHA-256 that ``<path>.sha256`` (``sha256sum`` format) records; None without that file.
+
+    A sidecar that cannot be read, is empty or does not start with 64 hex digits is one line.
+    """
+    sidecar = path.with_name(path.name + SHA256_SUFFIX)
+    if not sidecar.is_file():
+        return None
+    try:
+        text = sidecar.read_bytes()[:4096].decode("ascii")
+    except OSError as exc:
+        raise SakdError(
+            f"cannot read checksum file {str(sidecar)!r} ({exc.strerror or exc}): check its "
+            "permissions, or delete it"
+        ) from None
+    except UnicodeDecodeError:
+        text = ""
+    words = text.split()
+    if not words or re.fullmatch(r"[0-9a-fA-F]{64}", words[0]) is None:
+        raise SakdError(
+            f"checksum file {str(sidecar)!r} holds no SHA-256 (expected a line like "
+            f"`<64 hex digits>  {path.name}`): rewrite it with `sha256sum {path.name} > "
+            f"{sidecar.name}` if {path.name} is the file you trust, or delete it"
+        )
+    return words[0].lower()

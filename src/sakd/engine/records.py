@@ -67,10 +67,24 @@ class EpochRecord(BaseModel):
                 tags.append((name, value))
         return tags
 
+    def loss_shares(self) -> dict[str, float]:
+        """Each named loss's share of the epoch's total loss (empty for fewer than two losses)."""
+        total = sum(self.losses.values())
+        if len(self.losses) < 2 or not math.isfinite(total) or total <= 0:
+            return {}
+        return {name: value / total for name, value in self.losses.items()}
+
     def console_line(self, epochs: int) -> str:
-        """The line printed after the epoch: lr, losses, test top-1 / best, spot rates, speed, time."""
+        """The line printed after the epoch: lr, losses, test top-1 / best, spot rates, speed, time.
+
+        The first epoch's line also gives each loss's share of the total (``share ce 40% kd 45%
+        at 15%``), so a term that swamps the others shows at once.
+        """
         parts = [f"{self.phase} epoch {self.epoch}/{epochs}", f"lr {self.lr:.4g}"]
         parts += [f"{name} {value:.4f}" for name, value in self.losses.items()]
+        shares = self.loss_shares() if self.epoch == 1 else {}
+        if shares:
+            parts.append("share " + " ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
         if self.test_top1 is not None:
             best = f" (best {self.best_top1:.2f})" if self.best_top1 is not None else ""
             parts.append(f"test top-1 {self.test_top1:.2f}{best}")

@@ -6,6 +6,7 @@ Started by ``torchrun``, every process runs this same function on its own rank (
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import platform
 import shlex
@@ -19,8 +20,10 @@ import torch
 from torch import nn
 
 from sakd._version import __version__
-from sakd.config import OBJECT_PREFIX, RunConfig, config_differences
+from sakd.config import OBJECT_PREFIX, RunConfig, config_differences, validate_config
 from sakd.data import BatchSource, ImageSet, StreamSet
+from sakd.data.contract import InputContract
+from sakd.engine.auto_weights import resolve_auto_weights
 from sakd.engine.build import build_task, load_data
 from sakd.engine.checkpoint import atomic_write_text, remove_orphans, sha256_file
 from sakd.engine.distributed import broadcast_from_main, join_launch, on_main_rank
@@ -76,7 +79,36 @@ def run(
     """
     if cfg.teacher is None and cfg.distiller is not None:
         raise SakdError("a distiller needs a teacher")
-    return _run(cfg, join_launch(cfg.device), data, modules)
+    device = join_launch(cfg.device)
+    if not (cfg.baseline and cfg.teacher is not None):
+        return _run(cfg, device, data, modules)
+    student = (modules or {}).get("model")
+    fresh = None if student is None else copy.deepcopy(student)  # its weights before distilling
+    summary = _run(cfg, device, data, modules)
+    alone = _run(baseline_config(cfg), device, data, None if fresh is None else {"model": fresh})
+    on_main_rank(lambda: print(describe_gain(summary, alone), flush=True))
+    return summary
+
+
+BASELINE_DIR = "baseline"
+
+
+def baseline_config(cfg: RunConfig) -> RunConfig:
+    """The student alone with the distillation run's budget and seed, in ``output_dir/baseline``."""
+    values = cfg.model_dump(mode="json", exclude={"teacher", "distiller", "loss", "spots"})
+    values.update(baseline=False, output_dir=str(Path(cfg.output_dir) / BASELINE_DIR))
+    values["name"] = f"{cfg.name}-baseline"
+    return validate_config(values, source=f"baseline of {cfg.output_dir}", stored=True)
+
+
+def describe_gain(distilled: RunSummary, alone: RunSummary) -> str:
+    """One line: the student alone against the distilled one, and the gain of distilling."""
+    return (
+        f"baseline (student alone, same budget and seed): best top-1 {alone.best_top1:.2f}, last "
+        f"{alone.last_top1:.2f} | distilled: best {distilled.best_top1:.2f}, last "
+        f"{distilled.last_top1:.2f} | gain from distilling: {distilled.best_top1 - alone.best_top1:+.2f} "
+        f"points (best), {distilled.last_top1 - alone.last_top1:+.2f} (last)"
+    )
 
 
 def _run(
@@ -102,12 +134,16 @@ def _run_task(cfg, runtime, task, facts, train_set, test_set) -> RunSummary:
     # After building: the builders probe the student's shapes, which must not trigger compilation.
     runtime.compile_network(task.eval_model)
     run_dir = Path(cfg.output_dir)
+    before = on_main_rank(lambda: _entries(run_dir))
     lock = on_main_rank(lambda: _open_output_dir(run_dir, cfg, facts.get("teacher_sha256")))
     try:
         complete = broadcast_from_main(on_main_rank(lambda: _complete_summary(run_dir, cfg)))
         if complete is not None:
             return complete
         return _train(cfg, runtime, run_dir, task, facts, train_set, test_set)
+    except BaseException:
+        on_main_rank(lambda: _remove_unfinished(run_dir, before))
+        raise
     finally:
         if lock is not None:
             lock.release()
@@ -117,6 +153,8 @@ def _train(cfg, runtime, run_dir, task, facts, train_set, test_set) -> RunSummar
     if cfg.teacher is not None:
         teacher_top1, _ = accuracy(task.teacher, test_set, runtime, cfg.eval_batch_size)
         facts["teacher_top1"] = teacher_top1
+        facts.update(_published_teacher(cfg))
+    chosen = resolve_auto_weights(cfg, task, facts, train_set, runtime, run_dir)
     info = {
         **facts,
         **provenance(),
@@ -136,11 +174,14 @@ def _train(cfg, runtime, run_dir, task, facts, train_set, test_set) -> RunSummar
         "train_size": len(train_set),
         "test_size": len(test_set),
         "num_classes": train_set.num_classes,
+        "input": InputContract.of_source(test_set).to_dict(),
     }
     if isinstance(task, DistillationTask):
         info["spots"] = task.spot_facts()
     on_main_rank(lambda: _prepare_run_dir(cfg, run_dir, info))
     on_main_rank(lambda: print(describe_run(cfg, info), flush=True))
+    if chosen is not None:
+        on_main_rank(lambda: print(chosen, flush=True))
     trainer = Trainer(cfg, task, train_set, test_set, runtime, run_dir)
     summary = trainer.fit()
     fault_point("finish")
@@ -164,6 +205,31 @@ def _open_output_dir(
         lock.release()
         raise
     return lock
+
+
+def _entries(run_dir: Path) -> set[str] | None:
+    """The names in ``run_dir`` before this run touches it (None: there is no such folder)."""
+    return {entry.name for entry in run_dir.iterdir()} if run_dir.is_dir() else None
+
+
+def _remove_unfinished(run_dir: Path, before: set[str] | None) -> None:
+    """A run that failed before its first checkpoint: remove what it wrote into ``run_dir``.
+
+    Nothing is left half-made (a config.yaml and run.json describing no checkpoint); what was
+    there before stays. A run with a checkpoint or a divergence record keeps everything: the
+    next start resumes from it.
+    """
+    if (run_dir / "checkpoints" / "last.pt").exists() or (run_dir / DIVERGED_NAME).exists():
+        return
+    if before is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for entry in run_dir.iterdir():
+        if entry.name not in before:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def _complete_summary(run_dir: Path, cfg: RunConfig) -> CompleteRunSummary | None:
@@ -278,6 +344,26 @@ def _git_state(folder: Path) -> dict[str, Any]:
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
 
 
+def _published_teacher(cfg: RunConfig) -> dict[str, Any]:
+    """The teacher's published test top-1 and its source (reference tables), for run.json."""
+    from sakd.experiments.reference import published_teachers
+    from sakd.models import canonical_name
+
+    assert cfg.teacher is not None
+    found = published_teachers().get((cfg.data.name, canonical_name(cfg.teacher.name)))
+    if found is None:
+        return {}
+    return {"teacher_published_top1": found.top1, "teacher_published_source": found.source}
+
+
+def _weight(info: dict[str, Any], configured: float | str | None) -> str:
+    """β as the run uses it: the configured number, or the measured one (``auto``)."""
+    if isinstance(configured, float):
+        return f"{configured:g}"
+    value = info.get("resolved_weights", {}).get("distiller.loss_weight", {}).get("value")
+    return f"{value:.4g} (auto)" if isinstance(value, float) else str(configured)
+
+
 def describe_run(cfg: RunConfig, info: dict[str, Any]) -> str:
     """The resolved configuration's key facts, printed when a run starts."""
     if cfg.teacher is None:
@@ -288,11 +374,14 @@ def describe_run(cfg: RunConfig, info: dict[str, Any]) -> str:
         start = ""
         if cfg.spots.mode.routed:
             start = ", homogeneous start" if cfg.spots.homogeneous else ", 50/50 start"
+        published = info.get("teacher_published_top1")
+        paper = "" if published is None else f", published {published:.2f}"
         what = (
-            f"distill {cfg.teacher.name} (top-1 {info.get('teacher_top1', float('nan')):.2f}) -> "
+            f"distill {cfg.teacher.name} (top-1 {info.get('teacher_top1', float('nan')):.2f}"
+            f"{paper}) -> "
             f"{cfg.model.name} with {distiller} "
             f"(ce_weight {cfg.loss.ce_weight:g}, kd_weight {cfg.loss.kd_weight:g}, "
-            f"loss_weight {cfg.distiller.loss_weight:g}), "
+            f"loss_weight {_weight(info, cfg.distiller.loss_weight)}), "
             f"spots {cfg.spots.mode}{start} at {spots}"
         )
     facts = [
@@ -303,4 +392,7 @@ def describe_run(cfg: RunConfig, info: dict[str, Any]) -> str:
         f"{info['device']} ({info['device_name']}), {info['precision']}",
         f"-> {cfg.output_dir}",
     ]
-    return " | ".join(facts)
+    line = " | ".join(facts)
+    if "teacher_weights" in info:
+        line += f"\nteacher {cfg.teacher.name}: {info['teacher_weights']}"
+    return line

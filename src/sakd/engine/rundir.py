@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from sakd.config import RunConfig, dump_config, validate_config
+from sakd.data.contract import InputContract
 from sakd.engine.checkpoint import (
     FORMAT,
     atomic_write_text,
@@ -194,6 +195,17 @@ class RunInfo:
         return self._get("teacher_sha256", str)
 
     @property
+    def teacher_published_top1(self) -> float | None:
+        """The teacher's published test top-1 (%) from the reference tables, when they hold it."""
+        value = self._get("teacher_published_top1", (int, float))
+        return None if value is None else float(value)
+
+    @property
+    def teacher_weights(self) -> str | None:
+        """Which file layout and module names the teacher's weights were recognised in."""
+        return self._get("teacher_weights", str)
+
+    @property
     def precision(self) -> str | None:
         """The precision the run used (``fp32``, ``bf16``, ...)."""
         return self._get("precision", str)
@@ -221,6 +233,26 @@ class RunInfo:
     def test_size(self) -> int | None:
         """Test images."""
         return self._get("test_size", int)
+
+    @property
+    def resolved_weights(self) -> dict[str, dict[str, Any]]:
+        """Every resolved loss weight by config key: ``{"value": ..., "source": ...}`` (empty if none)."""
+        weights = self.values.get("resolved_weights")
+        if not isinstance(weights, dict):
+            return {}
+        return {k: v for k, v in weights.items() if isinstance(v, dict) and "value" in v}
+
+    @property
+    def input(self) -> InputContract | None:
+        """The input contract the run evaluated on (normalisation, size, class names; ``input``).
+
+        None for a run folder of an older sakd, which did not record it.
+        """
+        values = self.values.get("input")
+        try:
+            return None if values is None else InputContract.from_dict(values)
+        except ValueError:
+            return None
 
     @property
     def spots(self) -> list[SpotFact]:
@@ -291,6 +323,27 @@ class TrainingCheckpoint:
     def state_dict(self, key: str = "student") -> dict[str, Any]:
         """The weights of ``key`` (sakd's), or of the model in another tool's file."""
         return extract_state_dict(self.data, key)
+
+    @property
+    def evaluated_module(self) -> str:
+        """The name of the module whose weights were evaluated (``evaluated``; ``student`` when unset).
+
+        A run that evaluates another state than the trained student (e.g. an EMA copy) names it
+        here; export and reload take that one.
+        """
+        name = self.data.get("evaluated") if self.is_sakd else None
+        return name if isinstance(name, str) and name in self.modules else "student"
+
+    def evaluated_state_dict(self) -> dict[str, Any]:
+        """The weights that were evaluated (:attr:`evaluated_module`): what an export carries."""
+        return self.state_dict(self.evaluated_module)
+
+    @property
+    def test_top1(self) -> float | None:
+        """Test top-1 (%) of these weights (the evaluation of the epoch they were saved at)."""
+        last_eval = self.data.get("last_eval")
+        top1 = last_eval[0] if isinstance(last_eval, list | tuple) and last_eval else None
+        return top1 if isinstance(top1, float) and math.isfinite(top1) else None
 
 
 class RunFolder:

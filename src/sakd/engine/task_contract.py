@@ -15,19 +15,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from torch import Tensor, nn
 
 
 @dataclass
 class ParamGroup:
-    """Parameters stepped by one SGD optimizer with these settings."""
+    """Parameters stepped by one ``torch.optim`` optimizer with these settings.
+
+    ``optimizer``: ``sgd`` (``momentum``, ``nesterov``), ``adam`` or ``adamw`` (``betas``,
+    ``eps``; None: torch's defaults). ``clip_grad_norm``: the gradients' L2-norm limit before each
+    step (None: none). ``schedule``: ``main`` follows the run's ``schedule`` section, ``step`` its
+    step decay alone (the authors' rule for the policy and adaptors); see :mod:`sakd.engine.optim`.
+    """
 
     params: list[nn.Parameter]
     lr: float
     weight_decay: float
     momentum: float = 0.9
     nesterov: bool = False
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    betas: tuple[float, float] | None = None
+    eps: float | None = None
+    clip_grad_norm: float | None = None
+    schedule: Literal["main", "step"] = "main"
 
 
 @dataclass
@@ -50,12 +62,12 @@ StepFn = Callable[[Tensor, Tensor, Tensor, int], StepResult]
 class Phase:
     """A stretch of training: ``epochs`` epochs of ``step`` updating ``groups``.
 
-    ``decay`` applies the step-decay schedule; ``evaluate`` runs the test split after each epoch
-    (main phase only: pre-training stages are not model-selection epochs). ``data_key``: the key of
-    the phase's data order: its epoch e draws the order and augmentation of data epoch
-    ``data_key + e`` (a pure function of the seed and that number). The main phase keeps key 0;
-    pre-training phases take keys of their own (:func:`pretrain_data_key`), so their orders are
-    not the main phase's.
+    ``decay`` applies the learning-rate schedule (else the lr is constant); ``evaluate`` runs the
+    test split after each epoch (main phase only: pre-training stages are not model-selection
+    epochs). ``data_key``: the key of the phase's data order: its epoch e draws the order and
+    augmentation of data epoch ``data_key + e`` (a pure function of the seed and that number). The
+    main phase keeps key 0; pre-training phases take keys of their own (:func:`pretrain_data_key`),
+    so their orders are not the main phase's.
     """
 
     name: str

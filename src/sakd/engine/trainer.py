@@ -7,9 +7,11 @@ and TensorBoard, prints it as one line (also with ``progress=false``), and atomi
 ``checkpoints/best.pt`` (on a new best test top-1), then ``last.pt``. A run started again with the
 same configuration resumes from ``last.pt`` at the next epoch and ends with the same weights as an
 uninterrupted run (data order and augmentation are a pure function of seed and epoch; every RNG
-state is in the checkpoint), however it was killed. Training stops with one line when a loss or a
-weight is not finite, before anything is saved; a resume may then change ``lr`` (see
-:mod:`sakd.engine.rundir` and ``docs/runs.md``).
+state, and the optimisers', schedules' and EMA's states, are in the checkpoint), however it was
+killed. Optimisers, per-iteration lr schedules and the student's moving average come from
+:mod:`sakd.engine.optim`; with ``ema.decay`` > 0 the average is what is evaluated. Training stops
+with one line when a loss or a weight is not finite, before anything is saved; a resume may then
+change ``lr`` (see :mod:`sakd.engine.rundir` and ``docs/runs.md``).
 
 Under ``torchrun`` (see :mod:`sakd.engine.distributed`) each rank trains on its shard of every
 epoch through ``DistributedDataParallel``; the epoch's losses and statistics are summed over the
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from sakd.config import RunConfig, config_differences
-from sakd.data import BatchSource, iterate_source
+from sakd.data import BatchSource, iterate_source, num_batches
 from sakd.engine.checkpoint import load_checkpoint, load_weights_strict, save_checkpoint
 from sakd.engine.distributed import (
     DataParallelPhase,
@@ -42,6 +45,15 @@ from sakd.engine.evaluate import accuracy
 from sakd.engine.faults import fault_point
 from sakd.engine.meter import EpochMeter
 from sakd.engine.metrics import MetricsLog
+from sakd.engine.optim import (
+    Optimisation,
+    ema_state,
+    fast_forward,
+    load_ema_state,
+    make_ema,
+    make_optimisation,
+    min_lr_fraction,
+)
 from sakd.engine.records import EpochRecord
 from sakd.engine.rundir import (
     PRETRAIN_NAME,
@@ -60,7 +72,7 @@ NAN_CHECK_EVERY = 50
 def train_step(
     runtime: Runtime,
     phase: Phase,
-    optimizers: dict[str, torch.optim.Optimizer],
+    optimisation: Optimisation,
     images: Tensor,
     labels: Tensor,
     index: Tensor,
@@ -71,27 +83,10 @@ def train_step(
     with runtime.autocast():
         result = phase.step(images, labels, index, epoch)
     total = sum(result.losses.values())
-    for opt in optimizers.values():
-        opt.zero_grad(set_to_none=True)
+    optimisation.zero_grad()
     total.backward()
-    for opt in optimizers.values():
-        opt.step()
+    optimisation.step()
     return result
-
-
-def make_optimizers(phase: Phase) -> dict[str, torch.optim.Optimizer]:
-    """One SGD optimizer per non-empty parameter group of ``phase``."""
-    return {
-        name: torch.optim.SGD(
-            group.params,
-            lr=group.lr,
-            momentum=group.momentum,
-            weight_decay=group.weight_decay,
-            nesterov=group.nesterov,
-        )
-        for name, group in phase.groups.items()
-        if group.params
-    }
 
 
 class Trainer:
@@ -123,6 +118,8 @@ class Trainer:
         self._seconds_before = 0.0
         self._saved_at: tuple[str, int] | None = None
         self._config_changes: list[dict[str, Any]] = []
+        # The student's moving average (ema.decay > 0), made at the start of the main phase.
+        self.ema: torch.optim.swa_utils.AveragedModel | None = None
 
     # ------------------------------------------------------------------ public
     def fit(self) -> RunSummary:
@@ -150,11 +147,15 @@ class Trainer:
         try:
             for index in range(phase_index, len(phases)):
                 if optimizers is None:
-                    optimizers = make_optimizers(phases[index])
+                    optimizers = self._optimisation(phases[index])
+                if index == len(phases) - 1 and self.ema is None:
+                    self.ema = self._new_ema()
                 with self._parallel(phases[index]) as phase:
                     for ep in range(epoch, phase.epochs):
                         record = self._train_epoch(phase, index, ep, optimizers)
                         average_batchnorm_statistics(self.task)
+                        if self.ema is not None:  # its BN statistics too: equal on every rank
+                            average_batchnorm_statistics(self.ema)
                         self._check_parameters(phase, ep)
                         log = pre_metrics
                         if phase.evaluate:
@@ -190,10 +191,9 @@ class Trainer:
         )
 
     def evaluate(self) -> tuple[float, float]:
-        """Top-1 and top-5 accuracy (%) of the evaluated model on the test split."""
-        return accuracy(
-            self.task.eval_model, self.test_set, self.runtime, self.config.eval_batch_size
-        )
+        """Top-1 and top-5 accuracy (%) of the evaluated model (the EMA when on) on the test split."""
+        model = self.ema.module if self.ema is not None else self.task.eval_model
+        return accuracy(model, self.test_set, self.runtime, self.config.eval_batch_size)
 
     # ----------------------------------------------------------------- helpers
     def _parallel(self, phase: Phase) -> contextlib.AbstractContextManager[Phase]:
@@ -202,21 +202,36 @@ class Trainer:
             return contextlib.nullcontext(phase)
         return DataParallelPhase(self.task, phase)
 
-    def _set_lr(self, phase: Phase, optimizers, epoch: int) -> dict[str, float]:
-        factor = 1.0
-        if phase.decay:
-            milestones = self.config.schedule.scaled_milestones(phase.epochs)
-            factor = self.config.schedule.lr_decay ** sum(epoch >= m for m in milestones)
-        lrs = {}
-        for name, opt in optimizers.items():
-            lr = phase.groups[name].lr * factor * self.lr_scale
-            for group in opt.param_groups:
-                group["lr"] = lr
-            lrs[name] = lr
-        return lrs
+    def _optimisation(self, phase: Phase) -> Optimisation:
+        """The phase's optimisers and per-iteration schedules (:mod:`sakd.engine.optim`)."""
+        cfg = self.config
+        return make_optimisation(
+            phase,
+            cfg.schedule,
+            lr_scale=self.lr_scale,
+            steps_per_epoch=self._steps_per_epoch(),
+            min_lr_fraction=min_lr_fraction(cfg.schedule, cfg.lr),
+        )
 
-    def _train_epoch(self, phase: Phase, phase_index: int, epoch: int, optimizers) -> EpochRecord:
-        lrs = self._set_lr(phase, optimizers, epoch)
+    def _steps_per_epoch(self) -> int:
+        """Iterations of one epoch on each rank (what the schedules count)."""
+        world_size = self.runtime.world_size
+        return num_batches(len(self.train_set), self.config.batch_size, world_size=world_size)
+
+    def _new_ema(self) -> torch.optim.swa_utils.AveragedModel | None:
+        decay = self.config.ema.decay
+        return make_ema(self.task.eval_model, decay) if decay > 0 else None
+
+    def _show_progress(self) -> bool:
+        """A bar on rank 0 when ``progress`` is true, or ``auto`` and stderr is a terminal."""
+        if not self.is_main or self.config.progress is False:
+            return False
+        return self.config.progress is True or sys.stderr.isatty()
+
+    def _train_epoch(
+        self, phase: Phase, phase_index: int, epoch: int, optimizers: Optimisation
+    ) -> EpochRecord:
+        lrs = optimizers.lrs()
         self.task.train()
         cfg = self.config
         runtime = self.runtime
@@ -236,13 +251,15 @@ class Trainer:
             unit="img",
             unit_scale=False,
             leave=False,
-            disable=not (cfg.progress and self.is_main),
+            disable=not self._show_progress(),
             desc=f"{phase.name} {epoch + 1}/{phase.epochs}",
         )
         start = time.perf_counter()
         step = -1
         for step, (images, labels, index) in enumerate(batches):
             result = train_step(self.runtime, phase, optimizers, images, labels, index, epoch)
+            if self.ema is not None:  # made at the start of the main phase only
+                self.ema.update_parameters(self.task.eval_model)
             fault_point("step")
             meter.add(result, labels.numel())
             if (step + 1) % NAN_CHECK_EVERY == 0:
@@ -337,13 +354,14 @@ class Trainer:
             "phase_index": phase_index,
             "epoch": epoch,
             "modules": {k: m.state_dict() for k, m in self.task.checkpoint_modules().items()},
-            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            **optimizers.state_dict(),
             "best_top1": self.best_top1,
             "best_epoch": self.best_epoch,
             "rng": rng_state(),
             "last_eval": list(self._last_eval),
             "seconds": self._seconds(),
             "config_changes": list(self._config_changes),
+            **({"ema": ema_state(self.ema)} if self.ema is not None else {}),
         }
 
     def _save(self, phase_index: int, epoch: int, optimizers, new_best: bool) -> None:
@@ -421,16 +439,19 @@ class Trainer:
         phase_index, epoch = int(data["phase_index"]), int(data["epoch"])
         if epoch >= phases[phase_index].epochs and phase_index + 1 < len(phases):
             phase_index, epoch = phase_index + 1, 0
-        optimizers = make_optimizers(phases[phase_index])
+        optimizers = self._optimisation(phases[phase_index])
         try:
             if epoch > 0:
-                for name, opt in optimizers.items():
-                    opt.load_state_dict(data["optimizers"][name])
+                self._restore_optimisation(optimizers, data, epoch)
+            if phase_index == len(phases) - 1:
+                self.ema = self._new_ema()
+                if self.ema is not None and epoch > 0:
+                    load_ema_state(self.ema, data["ema"])
             set_rng_state(data["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
             raise SakdError(
-                f"{path} holds optimizer or random-generator states that do not fit this run "
-                f"({type(exc).__name__}): resume=false starts the run over"
+                f"{path} holds optimizer, schedule, EMA or random-generator states that do not "
+                f"fit this run ({type(exc).__name__}): resume=false starts the run over"
             ) from None
         self.best_top1 = float(data["best_top1"])
         self.best_epoch = int(data["best_epoch"])
@@ -441,6 +462,36 @@ class Trainer:
         self._config_changes = list(data.get("config_changes", [])) + self._config_changes
         self._saved_at = (phases[int(data["phase_index"])].name, int(data["epoch"]))
         return phase_index, epoch, optimizers
+
+    def _restore_optimisation(
+        self, optimisation: Optimisation, data: dict[str, Any], epoch: int
+    ) -> None:
+        """Load the optimisers' and schedules' states of ``data`` into a fresh ``optimisation``.
+
+        The schedules are rebuilt for this start and advanced to ``epoch`` instead when the saved
+        ones do not continue it: a checkpoint of an older sakd (without them), a new lr after a
+        divergence, another number of ranks (another lr scale or number of iterations an epoch).
+        """
+        done = epoch * self._steps_per_epoch()
+        saved, schedules = data["optimizers"], data.get("schedulers")
+        fresh = {k: [dict(g) for g in o.param_groups] for k, o in optimisation.optimizers.items()}
+        continues = isinstance(schedules, dict) and all(
+            isinstance(schedules.get(name), dict)
+            and schedules[name].get("last_epoch") == done
+            and [g.get("initial_lr") for g in saved[name]["param_groups"]]
+            == [g["initial_lr"] for g in fresh[name]]
+            for name in fresh
+        )
+        for name, opt in optimisation.optimizers.items():
+            opt.load_state_dict(saved[name])
+        if continues:
+            for name, scheduler in optimisation.schedulers.items():
+                scheduler.load_state_dict(schedules[name])
+            return
+        for name, opt in optimisation.optimizers.items():
+            for group, start in zip(opt.param_groups, fresh[name], strict=True):
+                group["lr"], group["initial_lr"] = start["lr"], start["initial_lr"]
+        fast_forward(optimisation, done)
 
 
 _CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,14 +35,16 @@ from sakd.spots import SelectorInput, SpotSelector
 
 
 class ClassificationTask(Task):
-    """Train one network with cross-entropy (teachers, student baselines)."""
+    """Train one network with cross-entropy (teachers, student baselines).
 
-    def __init__(
-        self, model: StagedNet, lr: float, weight_decay: float, momentum: float, nesterov: bool
-    ):
+    ``group``: the :class:`ParamGroup` settings of its parameters (``lr``, ``weight_decay``, ...).
+    """
+
+    def __init__(self, model: StagedNet, *, label_smoothing: float = 0.0, **group: Any):
         super().__init__()
         self.student = model
-        self._group = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov)
+        self.label_smoothing = label_smoothing
+        self._group = group
 
     def phases(self, epochs: int) -> list[Phase]:
         group = ParamGroup(list(self.student.parameters()), **self._group)
@@ -49,7 +52,8 @@ class ClassificationTask(Task):
 
     def _step(self, images: Tensor, labels: Tensor, index: Tensor, epoch: int) -> StepResult:
         logits = self.student(images)
-        return StepResult({"ce": F.cross_entropy(logits, labels)}, logits)
+        ce = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        return StepResult({"ce": ce}, logits)
 
     def checkpoint_modules(self) -> dict[str, nn.Module]:
         return {"student": self.student}
@@ -66,12 +70,14 @@ class LossTerm:
     ``student_spots`` / ``teacher_spots`` are the stage indices it reads (paired in order); empty
     for a logit loss, which reads ``[logits]`` and is gated by the selector's logit column (the
     last one); a feature loss is gated by the feature-spot columns. Its loss is logged under
-    ``name``; a term with weight 0 is not computed. ``checkpoint_name``: the name its state is
-    saved under (None: not saved, for stateless terms such as the logit-KD term).
+    ``name``; a term with weight 0 is not computed; weight None: measured before training
+    (:mod:`sakd.engine.auto_weights`, then :meth:`DistillationTask.set_term_weight`).
+    ``checkpoint_name``: the name its state is saved under (None: not saved, for stateless terms
+    such as the logit-KD term).
     """
 
     name: str
-    weight: float
+    weight: float | None
     module: Distiller
     student_spots: list[int] = field(default_factory=list)
     teacher_spots: list[int] = field(default_factory=list)
@@ -102,6 +108,7 @@ class DistillationTask(Task):
         ce_weight: float,
         student_group: dict,
         agent_group: dict,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         names = [term.name for term in terms]
@@ -116,6 +123,7 @@ class DistillationTask(Task):
         self.terms = list(terms)
         self.term_modules = nn.ModuleList([term.module for term in self.terms])
         self.ce_weight = ce_weight
+        self.label_smoothing = label_smoothing
         self._student_group = student_group
         self._agent_group = agent_group
         self._preact = any(term.module.preact for term in self.terms)
@@ -137,8 +145,45 @@ class DistillationTask(Task):
         self.teacher._apply(fn, recurse)
         return super()._apply(fn, recurse)
 
+    def set_term_weight(self, name: str, weight: float) -> None:
+        """Set the weight of the loss term ``name`` (one measured before training)."""
+        term = next((t for t in self.terms if t.name == name), None)
+        if term is None:
+            raise ValueError(f"no loss term {name!r} (terms: {[t.name for t in self.terms]})")
+        term.weight = float(weight)
+
+    @torch.no_grad()
+    def initial_losses(self, images: Tensor, labels: Tensor, index: Tensor) -> dict[str, Tensor]:
+        """Each loss of one batch before training, unweighted and at every spot: ``ce`` and each term.
+
+        Run as a training step would (train mode), but without a trace: the buffers it moves
+        (BatchNorm statistics, CRD's memory) are restored afterwards.
+        """
+        saved = {name: buffer.clone() for name, buffer in self.named_buffers()}
+        try:
+            self.train()
+            s_feats, s_logits, t_feats, t_logits = self._forward_pair(images)
+            ones = torch.ones(labels.shape[0], self.selector_columns, device=s_logits.device)
+            ctx = DistillContext(labels=labels, index=index, epoch=0)
+            losses = {"ce": F.cross_entropy(s_logits, labels)}
+            for term in self.terms:
+                s_spot, t_spot = self._spot_feats(term, s_feats, t_feats, s_logits, t_logits)
+                losses[term.name] = term.module(s_spot, t_spot, ones[:, term.columns], ctx)
+            return {name: value.float() for name, value in losses.items()}
+        finally:
+            for name, buffer in self.named_buffers():
+                buffer.copy_(saved[name])
+
+    @property
+    def selector_columns(self) -> int:
+        """K: the selector's weight columns (the feature spots, then the logits)."""
+        return len(self._feature_spots()[0]) + 1
+
     # ------------------------------------------------------------------ phases
     def phases(self, epochs: int) -> list[Phase]:
+        unset = [t.name for t in self.terms if t.weight is None]
+        if unset:
+            raise RuntimeError(f"loss terms {unset} have no weight: measure them first")
         pretraining = [t for t in self.terms if t.module.pretrain_epochs > 0]
         phases = [self._pretrain_phase(t, k) for k, t in enumerate(pretraining)]
         student_params = [*self.student.parameters(), *self.term_modules.parameters()]
@@ -225,7 +270,8 @@ class DistillationTask(Task):
         )
         ctx = DistillContext(labels=labels, index=index, epoch=epoch)
         ce_weight = self.ce_weight * selection.ce_scale
-        losses = {"ce": ce_weight * F.cross_entropy(s_logits, labels)}
+        ce = F.cross_entropy(s_logits, labels, label_smoothing=self.label_smoothing)
+        losses = {"ce": ce_weight * ce}
         for term in self.terms:
             if term.weight > 0:
                 s_spot, t_spot = self._spot_feats(term, s_feats, t_feats, s_logits, t_logits)

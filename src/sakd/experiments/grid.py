@@ -28,7 +28,7 @@ existing run folders): every bad entry is listed in one :class:`~sakd.errors.Sak
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -242,17 +242,21 @@ def plan_grid(
     overrides: list[str] | None = None,
     root: str | Path | None = None,
     check_disk: bool = True,
+    teachers_dir: str | Path | None = None,
 ) -> GridPlan:
     """Validate ``spec`` (+ command-line ``overrides``) and expand it into its runs and teachers.
 
-    ``root`` places every relative ``output_dir`` and ``teacher.checkpoint`` under it. Raises one
+    ``root`` places every relative ``output_dir`` and ``teacher.checkpoint`` under it.
+    ``teachers_dir`` is a folder of published teachers (RepDistiller's / mdistiller's layout,
+    :func:`~sakd.models.repdistiller.published_teacher_file`): every pair's teacher is taken from
+    it and none is trained; a teacher missing there is an error. Raises one
     :class:`SakdError` listing every unknown model, distiller, mode, bad key or unusable teacher.
     ``check_disk=False`` skips what depends on files (teachers present or trainable, run folders
     holding other configurations): the runs are then only a list of what the grid expects.
     """
     from sakd.data import list_datasets
     from sakd.losses import list_distillers
-    from sakd.models import list_models
+    from sakd.models import list_models, model_aliases
 
     state = _PlanState(command_line=frozenset(overrides or []))
     shared = _valid_overrides([*spec.overrides, *(overrides or [])], state)
@@ -264,7 +268,7 @@ def plan_grid(
     methods = [m for m in methods if m.name in known_distillers]
     modes = _modes(spec.modes, state)
     _check_unique(spec, state)
-    models = set(list_models())
+    models = set(list_models()) | set(model_aliases())
     datasets = set(list_datasets())
 
     pairs: list[tuple[_Pair, list[str], TeacherJob]] = []
@@ -289,6 +293,16 @@ def plan_grid(
             state.add(f"pair {pair.label!r}: unknown dataset {base.data.name!r}")
         if bad_names or base.data.name not in datasets:
             continue
+        if teachers_dir is not None:
+            published = _published_teacher(pair, base, teachers_dir, check_disk, state)
+            if published is None:
+                continue
+            pair = replace(pair, overrides=(*pair.overrides, f"teacher.checkpoint={published}"))
+            base = _load_run_config(
+                pair.recipe, [*pair.overrides, *pair_shared], root, pair.label, state
+            )
+            if base is None or base.teacher is None:
+                continue
         job = (
             _teacher_job(pair, base, pair_shared, teacher_overrides, state)
             if check_disk
@@ -333,6 +347,25 @@ def plan_grid(
     state.raise_if_any(name)
     needed = {r.teacher.checkpoint for r in runs if r.teacher is not None}
     return GridPlan(name, runs, [t for k, t in teachers.items() if k in needed])
+
+
+def _published_teacher(
+    pair: _Pair, base: RunConfig, teachers_dir: str | Path, check_disk: bool, state: _PlanState
+) -> Path | None:
+    """The pair's teacher file in a folder of published teachers (None, and an error, if absent)."""
+    from sakd.models import canonical_name
+    from sakd.models.repdistiller import published_teacher_file
+
+    assert base.teacher is not None
+    path = published_teacher_file(teachers_dir, canonical_name(base.teacher.name)).resolve()
+    if check_disk and not path.is_file():
+        state.add(
+            f"pair {pair.label!r}: the published {base.teacher.name} teacher is not at "
+            f"{str(path)!r}: fetch it (docs/reproduce.md, 'Get the published teachers') or leave "
+            "out --teachers to train it"
+        )
+        return None
+    return path
 
 
 def _plan_alone(

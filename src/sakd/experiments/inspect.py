@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from sakd._autoload import stored_names
 from sakd.config import RunConfig, config_differences
 from sakd.data import ImageSet, iterate_batches
 from sakd.engine.build import build_task, load_data
@@ -112,8 +113,14 @@ def inspect_run(
     split: str = "train",
     seed: int = 0,
     device: str | None = None,
+    trust_code: bool = False,
 ) -> InspectResult:
-    """Run the trained policy of ``run`` over ``split`` and write ``run/inspect/``; see the module."""
+    """Run the trained policy of ``run`` over ``split`` and write ``run/inspect/``; see the module.
+
+    The run's teacher, student and distiller are rebuilt from its ``config.yaml``; a
+    ``package.module:attr`` name there is imported only with ``trust_code`` (see
+    :func:`sakd._autoload.stored_names`).
+    """
     folder = Path(run)
     if checkpoint not in CHECKPOINTS:
         raise SakdError(f"unknown checkpoint {checkpoint!r}: use one of {', '.join(CHECKPOINTS)}")
@@ -121,14 +128,15 @@ def inspect_run(
         raise SakdError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     if device is not None and not (device in ("auto", "cpu") or device.startswith("cuda")):
         raise SakdError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
-    cfg = _read_config(RunFolder(folder))
-    saved = RunFolder(folder).read_checkpoint(checkpoint)
-    path = saved.path
-    runtime = Runtime.create(device or cfg.device, "fp32", False)
-    train_set, test_set = load_data(cfg)
-    task, _ = build_task(cfg, train_set, runtime)
-    assert isinstance(task, DistillationTask)
-    _restore(task, saved, cfg)
+    with stored_names(f"run folder {str(folder)!r}", trusted=trust_code):
+        cfg = _read_config(RunFolder(folder))
+        saved = RunFolder(folder).read_checkpoint(checkpoint)
+        path = saved.path
+        runtime = Runtime.create(device or cfg.device, "fp32", False)
+        train_set, test_set = load_data(cfg)
+        task, _ = build_task(cfg, train_set, runtime)
+        assert isinstance(task, DistillationTask)
+        _restore(task, saved, cfg)
     data = train_set if split == "train" else test_set
     decisions = policy_decisions(task, data, runtime, cfg.eval_batch_size, seed)
     rates = class_rates(decisions)

@@ -149,3 +149,40 @@ def logit_references() -> dict[tuple[str, str, str, str], list[LogitReference]]:
             )
         )
     return table
+
+
+@dataclass(frozen=True)
+class PublishedTeacher:
+    """A teacher's published test top-1 and where it is printed."""
+
+    top1: float
+    source: str
+
+
+@lru_cache(maxsize=1)
+def published_teachers() -> dict[tuple[str, str], PublishedTeacher]:
+    """(dataset, teacher) → its published top-1: RepDistiller's, else the SAKD paper's T row.
+
+    RepDistiller's README (``cifar100_baselines.csv``, last epoch of 240) describes the very
+    checkpoints its ``fetch_pretrained_teachers.sh`` downloads; the SAKD paper's T rows
+    (``sakd_paper_baselines.csv``) cover Tiny-ImageNet, and a teacher printed with two values there
+    (a known misprint) takes its most frequent one.
+    """
+    table: dict[tuple[str, str], PublishedTeacher] = {}
+    for row in _rows("cifar100_baselines.csv"):
+        if row["method"] == "Teacher" and row["source"] == "RepDistiller":
+            key = (row["dataset"], paper_name(row["teacher"]))
+            table[key] = PublishedTeacher(
+                float(row["top1"]), f"RepDistiller README ({row['protocol']})"
+            )
+    paper: dict[tuple[str, str], list[float]] = {}
+    for row in _rows("sakd_paper_baselines.csv"):
+        if row["row"] == "T":
+            paper.setdefault((row["dataset"], paper_name(row["teacher"])), []).append(
+                float(row["top1"])
+            )
+    for key, values in paper.items():
+        if key not in table:
+            top1 = max(values, key=values.count)
+            table[key] = PublishedTeacher(top1, "SAKD paper, teacher row (T)")
+    return table

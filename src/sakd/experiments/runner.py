@@ -89,8 +89,12 @@ def reproduce(
     dry_run: bool = False,
     log: Log = print,
     poll_seconds: float = POLL_SECONDS,
+    teachers: str | Path | None = None,
 ) -> ReproduceResult:
     """Run the grid ``grid`` (R1/R2/R3 or a YAML path): missing teachers first, then its runs.
+
+    ``teachers``: a folder of the published teachers (``<name>_vanilla/ckpt_epoch_240.pth``, as
+    RepDistiller's and mdistiller's downloads lay them out); they are used instead of training any.
 
     Everything is validated before anything runs. Finished runs are skipped and interrupted ones
     resumed, so calling this again after a kill loses nothing and runs nothing twice.
@@ -102,7 +106,7 @@ def reproduce(
             "(torchrun --nproc_per_node=N -m sakd distill ...)"
         )
     spec, name = load_grid(grid)
-    plan = plan_grid(spec, name, overrides, out)
+    plan = plan_grid(spec, name, overrides, out, teachers_dir=teachers)
     shard = shard or Shard()
     mine = plan.shard(shard.index, shard.count)
     where = f" (shard {shard.index}/{shard.count})" if shard.count > 1 else ""

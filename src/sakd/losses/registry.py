@@ -42,7 +42,7 @@ def get_distiller(name: str) -> type[Distiller]:
 def _import_distiller(name: str) -> type[Distiller]:
     module_name, _, attr = name.partition(":")
     try:
-        found = getattr(import_user_module(module_name), attr, None)
+        found = getattr(import_user_module(module_name, name), attr, None)
     except ImportError as exc:
         raise SakdError(f"cannot import distiller {name!r} ({exc}): check the name") from None
     if not (isinstance(found, type) and issubclass(found, Distiller)):

@@ -5,9 +5,12 @@ Every module in this package is imported here, so its ``@register_model`` factor
 
 from sakd._autoload import import_submodules
 from sakd.models.registry import (
+    canonical_name,
     create_model,
     create_source_module,
     list_models,
+    model_aliases,
+    register_alias,
     register_model,
 )
 from sakd.models.staged import SpotInfo, StagedNet, resolve_spots
@@ -17,9 +20,12 @@ import_submodules(__name__, __path__)
 __all__ = [
     "SpotInfo",
     "StagedNet",
+    "canonical_name",
     "create_model",
     "create_source_module",
     "list_models",
+    "model_aliases",
+    "register_alias",
     "register_model",
     "resolve_spots",
 ]

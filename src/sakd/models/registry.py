@@ -2,26 +2,33 @@
 
 A name is one of
 
-- a zoo name (``resnet8x4``; ``sakd models`` lists them), built by its registered factory;
+- a zoo name (``resnet8x4``; ``sakd models`` lists them), built by its registered factory, or an
+  alias of one (RepDistiller's spellings: ``ResNet50``, ``MobileNetV2``, ``ShuffleV1``, ``vgg13_bn``);
 - ``torchvision:ARCH`` or ``timm:ARCH`` (the optional extra ``sakd[vision]``, see
   :mod:`sakd.models.external`);
 - ``package.module:factory``: the user's own ``factory(num_classes=...) -> nn.Module``, imported
-  from the installed packages or, failing that, from the current directory.
+  from the installed packages or, failing that, from the current directory. Importing it runs
+  its module's code, so a name read from a stored configuration (a checkpoint, a run folder) is
+  imported only when the user confirms it (:func:`sakd._autoload.stored_names`).
 
 Non-zoo modules are cut into a :class:`StagedNet` by :func:`~sakd.models.wrap.stage_model`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import nn
 
-from sakd._autoload import import_user_module
+from sakd._autoload import import_user_module, user_code_error
 from sakd.errors import SakdError
 from sakd.models.staged import StagedNet
 
+_LOG = logging.getLogger(__name__)
 _MODELS: dict[str, Callable[..., StagedNet]] = {}
+_ALIASES: dict[str, str] = {}
 
 
 def register_model(name: str) -> Callable[[Callable[..., StagedNet]], Callable[..., StagedNet]]:
@@ -36,9 +43,26 @@ def register_model(name: str) -> Callable[[Callable[..., StagedNet]], Callable[.
     return add
 
 
+def register_alias(alias: str, name: str) -> None:
+    """Accept ``alias`` wherever the zoo model ``name`` is named (another codebase's spelling)."""
+    if alias in _MODELS or alias in _ALIASES:
+        raise ValueError(f"model alias {alias!r} registered twice")
+    _ALIASES[alias] = name
+
+
 def list_models() -> list[str]:
     """Names of every registered model, sorted."""
     return sorted(_MODELS)
+
+
+def model_aliases() -> dict[str, str]:
+    """Every alias and the zoo model it names."""
+    return dict(sorted(_ALIASES.items()))
+
+
+def canonical_name(name: str) -> str:
+    """The zoo name ``name`` stands for: an alias's model, otherwise ``name`` itself."""
+    return _ALIASES.get(name, name)
 
 
 def create_model(
@@ -61,6 +85,7 @@ def create_model(
     ``spot_info`` and the staging probe (224 for non-zoo models when not given).
     """
     if ":" not in name:
+        name = canonical_name(name)
         if name not in _MODELS:
             raise SakdError(
                 f"unknown model {name!r}: run `sakd models` to list the {len(_MODELS)} models, "
@@ -84,11 +109,25 @@ def create_model(
 
 
 def _load_zoo_pretrained(model: StagedNet, pretrained: bool | str, name: str) -> None:
+    """Load a weights file into a zoo model and log which layout it was found in.
+
+    ``.safetensors`` files hold a plain state dict; any other file is read safely and may be a sakd
+    checkpoint, a RepDistiller / mdistiller checkpoint, a wrapper or a bare state dict, in sakd's or
+    RepDistiller's module names (:func:`~sakd.engine.checkpoint.extract_weights`,
+    :mod:`sakd.models.layouts`).
+    """
+    from sakd.engine.checkpoint import extract_weights, load_checkpoint
     from sakd.models.external import read_state_dict
 
     if pretrained is True:
         raise SakdError(f"zoo model {name!r} ships no pretrained weights: give a file path")
-    model.load_export_state_dict(read_state_dict(str(pretrained)), f"weights {str(pretrained)!r}")
+    path = Path(str(pretrained)).expanduser()
+    if path.suffix == ".safetensors":
+        state, container = read_state_dict(str(path)), "a safetensors state dict"
+    else:
+        state, container = extract_weights(load_checkpoint(path))
+    names = model.load_weights(state, f"weights {str(path)!r} for {name!r}")
+    _LOG.info("%s: %s in %s", path, container, names)
 
 
 def create_source_module(
@@ -104,10 +143,14 @@ def create_source_module(
     factory = import_factory(name)
     try:
         module = factory(num_classes=num_classes)
+    except SakdError:
+        raise
     except TypeError as exc:
         raise SakdError(
             f"model factory {name!r} failed ({exc}): it must accept num_classes=N"
         ) from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's factory: one line
+        raise user_code_error(f"model factory {name!r}", exc) from exc
     if not isinstance(module, nn.Module):
         raise SakdError(
             f"model factory {name!r} returned {type(module).__name__}, not an nn.Module"
@@ -125,7 +168,7 @@ def import_factory(name: str) -> Callable[..., nn.Module]:
     if not module_name or not attr:
         raise SakdError(f"model name {name!r} must be package.module:factory")
     try:
-        found = import_user_module(module_name)
+        found = import_user_module(module_name, name)
     except ImportError as exc:
         raise SakdError(f"cannot import model factory {name!r} ({exc}): check the name") from None
     factory = getattr(found, attr, None)

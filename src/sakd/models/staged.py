@@ -123,19 +123,29 @@ class StagedNet(nn.Module):
         with torch.no_grad():
             self.load_state_dict(state, strict=True)
 
-    def load_weights(self, state: dict[str, Tensor], what: str = "state dict") -> None:
-        """Load ``state`` strictly, in this network's own names or in the export names.
+    def load_weights(self, state: dict[str, Tensor], what: str = "state dict") -> str:
+        """Load ``state`` strictly, in any name set this network knows; returns which one it was.
 
-        A sakd checkpoint's state dict (``stages.0.…``) and the user's own ``state_dict()`` of the
-        source module both load; anything else raises a one-line :class:`SakdError`.
+        A sakd checkpoint's state dict (``stages.0.…``), the user's own ``state_dict()`` of the
+        source module, and for zoo models RepDistiller's / mdistiller's module names
+        (:mod:`sakd.models.layouts`) all load; anything else raises a one-line :class:`SakdError`.
         """
+        from sakd.models.layouts import OWN_NAMES, match_layout
+
+        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+            raise SakdError(f"{what} is not a state dict (a dict of tensors)")
         own = self.state_dict()
-        if isinstance(state, dict) and state.keys() == own.keys():
+        if state.keys() == own.keys():
             check_state_dict_keys(own, state, what, type(self).__name__)
-            with torch.no_grad():
-                self.load_state_dict(state, strict=True)
-        else:
+            label = OWN_NAMES
+        elif self.source_module is not self:
             self.load_export_state_dict(state, what)
+            return "the module's own names"
+        else:
+            label, state = match_layout(self, state, what)
+        with torch.no_grad():
+            self.load_state_dict(state, strict=True)
+        return label
 
     def spot_info(self, input_size: int | None = None) -> list[SpotInfo]:
         """Describe every spot feature for a square input of ``input_size`` (default: the model's)."""

@@ -40,6 +40,7 @@ from sakd.models.staged import StagedNet, check_state_dict_keys
 #: Equality tolerance of the construction check: max |staged - module| <= ATOL + RTOL * max |module|.
 CHECK_RTOL = 1e-4
 CHECK_ATOL = 1e-5
+INPUT_CHANNELS = 3  # sakd feeds every model RGB images (grayscale data is repeated)
 
 
 class TracedStagedNet(StagedNet):
@@ -441,6 +442,7 @@ def _probe_shapes(
     except SakdError:
         raise
     except Exception as err:
+        _refuse_other_input_channels(module)
         raise SakdError(
             f"the probe forward of {type(module).__name__} on a {input_size}×{input_size} input "
             f"failed ({type(err).__name__}: {str(err).splitlines()[0][:160]}): set the input size "
@@ -452,12 +454,30 @@ def _probe_shapes(
 
 
 def _probe_input(module: nn.Module, input_size: int) -> Tensor:
+    """Two random images as sakd feeds them: (2, 3, input_size, input_size), the module's dtype."""
     param = next(module.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    channels = next((m.in_channels for m in module.modules() if isinstance(m, nn.Conv2d)), 3)
-    x = torch.randn(2, channels, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(
+        2, INPUT_CHANNELS, input_size, input_size, generator=torch.Generator().manual_seed(0)
+    )
     return x.to(device=device, dtype=dtype)
+
+
+def _refuse_other_input_channels(module: nn.Module) -> None:
+    """After a failed probe: :class:`SakdError` when the first convolution wants other channels.
+
+    sakd feeds every model 3-channel images (grayscale data is repeated to 3 channels); it does
+    not adapt a model built for another number of input channels.
+    """
+    first = next(((n, m) for n, m in module.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None and first[1].in_channels != INPUT_CHANNELS:
+        name, conv = first
+        raise SakdError(
+            f"{type(module).__name__}'s first convolution {name} takes {conv.in_channels} input "
+            f"channel(s), but sakd feeds 3-channel (RGB) images (grayscale data is repeated to 3 "
+            "channels): build the model with 3 input channels"
+        )
 
 
 def check_staged(module: nn.Module, staged: StagedNet, input_size: int) -> None:
@@ -479,6 +499,7 @@ def check_staged(module: nn.Module, staged: StagedNet, input_size: int) -> None:
                 try:
                     outputs.append(runner(x))
                 except Exception as err:
+                    _refuse_other_input_channels(module)
                     raise SakdError(
                         f"the {mode}-mode check forward of {type(module).__name__} on a "
                         f"{input_size}×{input_size} input failed ({type(err).__name__}: "

@@ -37,9 +37,7 @@ class FitNet(PerSampleDistiller):
     ) -> None:
         super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
         self.regressors = nn.ModuleList(
-            make_spot_adaptor(s, t)
-            if s.is_tokens or t.is_tokens
-            else ConvReg(s.shape, t.shape)  # type: ignore[arg-type]
+            make_spot_adaptor(s, t) if s.is_tokens or t.is_tokens else ConvReg(s.shape, t.shape)  # type: ignore[arg-type]
             for s, t in zip(self.student_spots, self.teacher_spots, strict=True)
         )
 

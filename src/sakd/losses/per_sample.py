@@ -38,9 +38,7 @@ class PerSampleDistiller(Distiller):
     ) -> None:
         super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
         if self.requires_maps:
-            require_maps(
-                self.name, [*self.student_spots, *self.teacher_spots], self.accepts_tokens
-            )
+            require_maps(self.name, [*self.student_spots, *self.teacher_spots], self.accepts_tokens)
 
     def spot_loss(self, k: int, student: Tensor, teacher: Tensor, ctx: DistillContext) -> Tensor:
         """Loss of each sample (B,) at spot ``k``; ``teacher`` is already detached."""

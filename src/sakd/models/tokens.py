@@ -53,9 +53,13 @@ def split_tokens(x: Tensor, layout: TokenLayout) -> tuple[Tensor, Tensor]:
 
 
 def tokens_to_map(x: Tensor, layout: TokenLayout) -> Tensor:
-    """The patch tokens of (B, N, C) as a map (B, C, h, w); the prefix tokens are left out."""
+    """The patch tokens of (B, N, C) as a contiguous map (B, C, h, w); prefix tokens left out.
+
+    Contiguous (NCHW), as a CNN's own maps are: a channels-last view would make the next
+    convolution pick other kernels and round differently.
+    """
     patches = x[:, layout.prefix :]
-    return patches.transpose(1, 2).reshape(x.shape[0], x.shape[2], *layout.grid)
+    return patches.transpose(1, 2).reshape(x.shape[0], x.shape[2], *layout.grid).contiguous()
 
 
 def map_to_tokens(x: Tensor) -> Tensor:

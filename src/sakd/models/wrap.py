@@ -558,10 +558,10 @@ def _drop_specialisation_guards(graph: fx.Graph) -> None:
     derived = set(extra)
     guards = []
     for node in graph.nodes:
-        if node.op == "call_function" and node.all_input_nodes:
-            if all(used in derived for used in node.all_input_nodes):
-                derived.add(node)
-                guards.append(node)
+        inputs = node.all_input_nodes
+        if node.op == "call_function" and inputs and all(used in derived for used in inputs):
+            derived.add(node)
+            guards.append(node)
     for node in reversed(guards):
         if all(user in derived for user in node.users):
             graph.erase_node(node)

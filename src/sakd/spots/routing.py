@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from sakd.models.token_adaptors import make_spot_adaptor
 from sakd.models.staged import SpotInfo, StagedNet
+from sakd.models.token_adaptors import make_spot_adaptor
 
 
 def make_adaptors(

@@ -266,7 +266,9 @@ def build_selector(
     if not tau > 0:
         raise SakdError(f"tau must be > 0 (got {tau}): set a positive Gumbel temperature tau")
     spots = [int(index) for index in spot_indices]
-    teacher_spots = spots if teacher_spot_indices is None else [int(i) for i in teacher_spot_indices]
+    teacher_spots = (
+        spots if teacher_spot_indices is None else [int(i) for i in teacher_spot_indices]
+    )
     _check_spots(spots, student, teacher, input_size, teacher_spots)
     if mode == "fixed":
         return FixedSelector(spots, seed)
@@ -321,8 +323,7 @@ def _check_spots(
     for indices, net, role in ((spots, student, "student"), (teacher_indices, teacher, "teacher")):
         if indices and not 0 <= indices[0] <= indices[-1] < net.num_stages:
             raise SakdError(
-                f"{role} spot indices {indices} out of range: it has stages "
-                f"0..{net.num_stages - 1}"
+                f"{role} spot indices {indices} out of range: it has stages 0..{net.num_stages - 1}"
             )
     student_spots = student.spot_info(input_size)
     teacher_spots = teacher.spot_info(input_size)

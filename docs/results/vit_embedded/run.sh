@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# docs/results/vit_embedded: ViT -> ViT and resnet32 -> ViT, AT + KD at adaptive spots, on the
+# embedded Fashion-MNIST subset (first 2,000 training images, all 1,000 test images), CPU.
+# Run from the repository root in the vision venv: bash docs/results/vit_embedded/run.sh RUNS_DIR
+set -euo pipefail
+out=${1:-runs/vit_embedded}
+export PYTHONPATH=docs/results/vit_embedded
+common=(data.train_limit=2000 progress=false)
+# 1. The ViT teacher (width 64), trained alone for 3 epochs.
+sakd train quickstart/student model.name=vit_models:vit_teacher epochs=3 "${common[@]}" \
+  output_dir="$out/vit_teacher"
+# 2. ViT (64) -> ViT (32): AT on the 4 blocks + KD, adaptive spots from the 50/50 start.
+sakd distill quickstart teacher.name=vit_models:vit_teacher \
+  teacher.checkpoint="$out/vit_teacher/checkpoints/best.pt" model.name=vit_models:vit_student \
+  distiller.name=at spots.mode=adaptive spots.homogeneous=false epochs=2 "${common[@]}" \
+  output_dir="$out/vit_to_vit"
+# 3. The packaged resnet32 teacher (CNN) -> ViT (32): AT bridges its 3 stages to blocks 1-3.
+sakd distill quickstart model.name=vit_models:vit_student distiller.name=at \
+  spots.mode=adaptive spots.homogeneous=false epochs=2 "${common[@]}" \
+  output_dir="$out/resnet_to_vit"
+# 4. Where the policy distils, per block and class (test split).
+sakd inspect "$out/vit_to_vit" --split test
+sakd inspect "$out/resnet_to_vit" --split test

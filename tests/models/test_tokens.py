@@ -92,3 +92,15 @@ def test_optional_forward_inputs_are_fixed_at_their_defaults():
 def test_spot_info_of_a_map_is_unchanged():
     info = SpotInfo(index=1, role="stage", channels=8, reduction=2, shape=(8, 4, 4))
     assert info.tokens is None and not info.is_tokens and info.is_map
+
+
+def test_a_hierarchical_transformer_is_not_cut_at_blocks():
+    # Swin-like: one block sequence per resolution; the stages hold the attention only indirectly.
+    class Stage(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.Sequential(TinyViT().blocks[0], TinyViT().blocks[0])
+
+    net = nn.Module()
+    net.layers = nn.Sequential(Stage(), Stage())
+    assert transformer_blocks(net) == []

@@ -84,23 +84,31 @@ def num_prefix_tokens(module: nn.Module) -> int | None:
 def transformer_blocks(module: nn.Module) -> list[str]:
     """Paths of ``module``'s transformer blocks in order, or [] when it has none.
 
-    The blocks are the children of the longest ``nn.Sequential`` whose children (two or more) all
-    have one class that contains an attention module (a class named ``*Attention*``, such as
-    timm's ``Attention`` or ``nn.MultiheadAttention``): ``blocks.N`` in timm's ViT / DeiT,
-    ``encoder.layers.encoder_layer_N`` in torchvision's ``vit_b_16`` family.
+    The blocks are the children of an ``nn.Sequential`` whose children (two or more) all have one
+    class with an attention module as a direct child, and which holds every attention module of
+    ``module`` (a class named ``*Attention*``, such as timm's ``Attention`` or
+    ``nn.MultiheadAttention``): ``blocks.N`` in timm's ViT /
+    DeiT, ``encoder.layers.encoder_layer_N`` in torchvision's ``vit_b_16`` family. Hierarchical
+    transformers (Swin: one block sequence per resolution) have none and are cut like CNNs.
     """
-    best: list[str] = []
+    attention = {id(m) for m in module.modules() if _is_attention(m)}
+    if not attention:
+        return []
     for path, seq in module.named_modules():
         if not isinstance(seq, nn.Sequential) or len(seq) < 2:
             continue
         children = list(seq.named_children())
-        kinds = {type(child) for _, child in children}
-        if len(kinds) != 1 or len(children) <= len(best):
+        if len({type(child) for _, child in children}) != 1:
             continue
-        first = children[0][1]
-        if any("Attention" in type(m).__name__ for m in first.modules()):
-            best = [f"{path}.{name}" if path else name for name, _ in children]
-    return best
+        if not any(_is_attention(m) for m in children[0][1].children()):
+            continue  # a sequence of stages (Swin's layers), not of blocks
+        if {id(m) for m in seq.modules() if _is_attention(m)} == attention:
+            return [f"{path}.{name}" if path else name for name, _ in children]
+    return []
+
+
+def _is_attention(module: nn.Module) -> bool:
+    return "Attention" in type(module).__name__
 
 
 def block_stages(module: nn.Module) -> list[str]:

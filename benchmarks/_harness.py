@@ -26,7 +26,7 @@ from sakd.config import RunConfig, validate_config
 from sakd.data import AugmentSpec, ImageSet, iterate_batches
 from sakd.engine.build import build_task
 from sakd.engine.runtime import Runtime
-from sakd.engine.task import Phase
+from sakd.engine.task_contract import Phase
 from sakd.engine.trainer import make_optimizers, train_step
 from sakd.models import create_model
 from sakd.models.staged import SpotInfo

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from _harness import interleaved_times, median_times, pooled_spot
 from torch import Tensor, nn
 
-from sakd.losses import DistillContext, get_distiller
+from sakd.losses import DistillContext, DistillerSetup, get_distiller
 from sakd.models.registry import create_model
 from sakd.models.staged import resolve_spots
 
@@ -88,8 +88,8 @@ def loss_benchmark(args: argparse.Namespace) -> None:
     labels = torch.randint(args.num_classes, (args.num_train,))
     crd_cls = get_distiller("crd")
     params = crd_cls.Params(num_negatives=args.negatives, feat_dim=args.feat_dim)
-    ours = crd_cls([pooled_spot(dim)], [pooled_spot(dim)], params, args.num_classes, args.num_train)
-    ours.attach_train_labels(labels)
+    spots = (pooled_spot(dim),)
+    ours = crd_cls(DistillerSetup(spots, spots, params, args.num_classes, labels))
     theirs = GatherCRD(dim, dim, args.feat_dim, args.num_train)
     inputs = [
         (torch.randn(batch, dim), torch.randn(batch, dim), torch.randperm(args.num_train)[:batch])
@@ -130,11 +130,10 @@ def _training_step(name: str, args: argparse.Namespace) -> Callable[[int], None]
     cls = get_distiller(name)
     s_spots = resolve_spots(student.spot_info(), cls.spot_role)
     t_spots = resolve_spots(teacher.spot_info(), cls.spot_role)
-    distiller = cls(s_spots, t_spots, cls.Params(), 100, args.num_train)
     labels_all = torch.randint(100, (args.num_train,))
-    distiller.attach_train_labels(labels_all)
+    distiller = cls(DistillerSetup(tuple(s_spots), tuple(t_spots), cls.Params(), 100, labels_all))
     kd_cls = get_distiller("kd")
-    kd = kd_cls([], [], kd_cls.Params(), 100, args.num_train)
+    kd = kd_cls(DistillerSetup((), (), kd_cls.Params(), 100, labels_all))
     optimizer = torch.optim.SGD(
         [*student.parameters(), *distiller.parameters()], lr=0.05, momentum=0.9
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from sakd.engine.checkpoint import load_checkpoint, save_checkpoint, sha256_file
-from sakd.engine.metrics import read_metrics
+from sakd.engine.rundir import RunFolder
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "sakd" / "assets"
 
@@ -46,7 +46,7 @@ def main() -> None:
     save_checkpoint(target, slim)
     digest = sha256_file(target)
     (ASSETS / f"{args.name}.pt.sha256").write_text(f"{digest}  {target.name}\n")
-    records = read_metrics(args.run_dir / "metrics.jsonl")
+    records = RunFolder(args.run_dir).read_records()
     info = {
         "model": data["config"]["model"]["name"],
         "dataset": data["config"]["data"]["name"],

@@ -59,14 +59,13 @@ def test_generator_lives_on_the_gpu_and_round_trips() -> None:
 
 
 def _crd_with_labels():
-    from sakd.losses import get_distiller
+    from sakd.losses import DistillerSetup, get_distiller
     from sakd.models.staged import SpotInfo
 
     spot = SpotInfo(index=4, role="pooled", channels=3, reduction=0, shape=(3,))
     cls = get_distiller("crd")
-    crd = cls([spot], [spot], cls.Params(feat_dim=2, num_negatives=5), 10, 40)
-    crd.attach_train_labels(torch.arange(40) % 4)
-    return crd
+    params = cls.Params(feat_dim=2, num_negatives=5)
+    return cls(DistillerSetup((spot,), (spot,), params, 10, torch.arange(40) % 4))
 
 
 def test_crd_negatives_follow_the_seeded_generator_rules() -> None:

@@ -12,7 +12,7 @@ The Python API (``docs/api.md``)::
 and the CLI stay fast.
 """
 
-__version__ = "0.1.0"
+from sakd._version import __version__
 
 _API = ("Run", "distill", "train")
 __all__ = ["Run", "__version__", "distill", "train"]

@@ -17,7 +17,6 @@ under ``torchrun`` work as for the CLI. ``docs/api.md`` is the reference.
 
 from __future__ import annotations
 
-import copy
 import difflib
 import os
 import re
@@ -41,11 +40,13 @@ from sakd.config import (
     validate_config,
 )
 from sakd.data import BatchSource, from_dataset
-from sakd.engine.checkpoint import atomic_write_bytes, extract_state_dict, load_checkpoint
 from sakd.engine.run import CompleteRunSummary
 from sakd.engine.run import run as run_engine
+from sakd.engine.rundir import RunFolder
 from sakd.errors import SakdError
+from sakd.export import export, source_state_dict
 from sakd.models import StagedNet
+from sakd.spot_modes import SpotMode
 
 __all__ = ["DISTILL_KEYS", "TRAIN_KEYS", "Run", "distill", "train"]
 
@@ -140,20 +141,11 @@ class Run:
     def export(self, out: str | Path, checkpoint: str = "best") -> Path:
         """Write the ``best`` or ``last`` student weights to ``out`` in the model's own names.
 
-        A plain state dict (tensors only), written atomically: ``MyNet().load_state_dict(
-        torch.load(out))`` loads it strictly. :attr:`model` is left as it is.
+        A plain state dict (tensors only), written atomically by :func:`sakd.export.export`:
+        ``MyNet().load_state_dict(torch.load(out))`` loads it strictly. :attr:`model` is left as
+        it is.
         """
-        if checkpoint not in ("best", "last"):
-            raise SakdError(f"checkpoint must be 'best' or 'last', not {checkpoint!r}")
-        path = _checkpoint(self.output_dir, checkpoint)
-        state = _source_state(
-            self.model, extract_state_dict(load_checkpoint(path)), self.config.model.head, str(path)
-        )
-        target = Path(out).expanduser()
-        if target.is_dir():
-            raise SakdError(f"{str(target)!r} is a folder: give a file name such as student.pt")
-        atomic_write_bytes(target, lambda handle: torch.save(state, handle))
-        return target
+        return export(self.output_dir, out, checkpoint, model=self.model)
 
     def load_last(self) -> nn.Module:
         """Load the last epoch's weights (``checkpoints/last.pt``) into :attr:`model`; returns it."""
@@ -192,7 +184,7 @@ def distill(
     val_data: Any = None,
     *,
     distiller: str = "kd",
-    mode: str = "fixed",
+    mode: SpotMode | str = SpotMode.FIXED,
     **options: Any,
 ) -> Run:
     """Distil ``student`` from the frozen ``teacher`` with ``distiller`` at spots chosen by ``mode``.
@@ -398,17 +390,10 @@ def _execute(where: str, values: dict, modules: dict, train_data: Any, val_data:
     student = objects.get("model")
     teacher = objects.get("teacher")
     devices = {k: _device_of(m) for k, m in objects.items()}
-    teacher_flags = (
-        {p: p.requires_grad for p in teacher.parameters()} if teacher is not None else {}
-    )
-    teacher_mode = teacher.training if teacher is not None else False
     try:
         summary = run_engine(cfg, data=data, modules=objects)
     finally:
-        for param, flag in teacher_flags.items():
-            param.requires_grad_(flag)
         if teacher is not None:
-            teacher.train(teacher_mode)
             teacher.to(devices["teacher"])
     output_dir = Path(cfg.output_dir)
     if student is None:
@@ -435,25 +420,19 @@ def _built_student(cfg: RunConfig, output_dir: Path) -> nn.Module:
     """For a student given by name: the module built for it, with the last weights."""
     from sakd.models import create_source_module
 
-    state = extract_state_dict(load_checkpoint(_checkpoint(output_dir, "last")))
+    saved = RunFolder(output_dir).read_checkpoint("last")
+    state = saved.state_dict()
     num_classes = int(state["head.weight"].shape[0])
     module = create_source_module(cfg.model.name, num_classes)
-    _load_state(module, state, cfg.model.head, f"{output_dir}/checkpoints/last.pt")
+    _load_state(module, state, cfg.model.head, str(saved.path))
     return module
-
-
-def _checkpoint(output_dir: Path, which: str) -> Path:
-    path = output_dir / "checkpoints" / f"{which}.pt"
-    if not path.is_file():
-        raise SakdError(f"{str(path)!r} does not exist: the run has not finished an epoch")
-    return path
 
 
 def _load_checkpoint_into(
     module: nn.Module, head: str | None, output_dir: Path, which: str
 ) -> None:
-    path = _checkpoint(Path(output_dir), which)
-    _load_state(module, extract_state_dict(load_checkpoint(path)), head, str(path))
+    saved = RunFolder(output_dir).read_checkpoint(which)
+    _load_state(module, saved.state_dict(), head, str(saved.path))
 
 
 def _load_state(module: nn.Module, state: dict, head: str | None, what: str) -> None:
@@ -461,20 +440,9 @@ def _load_state(module: nn.Module, state: dict, head: str | None, what: str) -> 
     if isinstance(module, StagedNet):
         module.load_weights(state, what)
         return
-    own = _source_state(module, state, head, what)
+    own = source_state_dict(module, state, head, what)
     with torch.no_grad():
         module.load_state_dict(own, strict=True)
-
-
-def _source_state(module: nn.Module, state: dict, head: str | None, what: str) -> dict:
-    """A checkpoint's staged student weights in ``module``'s own names (CPU tensors)."""
-    if isinstance(module, StagedNet):
-        staged = copy.deepcopy(module).cpu()
-        staged.load_weights(state, what)
-        return staged.export_state_dict()
-    from sakd.models.wrap import find_head, staged_to_source_state_dict
-
-    return staged_to_source_state_dict(state, module, head or find_head(module), what)
 
 
 def _device_of(module: nn.Module) -> torch.device:

@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from sakd.errors import SakdError
+from sakd.errors import SakdError, bounded
 
 EXIT_USAGE = 2
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -106,9 +106,9 @@ def _cmd_distillers(args: argparse.Namespace) -> None:
         print(f"{name:8s} spots={cls.spot_role:11s} {cls.description}{extra}")
         params = ", ".join(f"{k}={v}" for k, v in defaults.model_dump().items()) or "none"
         weights = [
-            f"{table} " + " ".join(f"{k}={v}" for k, v in rows[name].items())
-            for table, rows in tables.items()
-            if name in rows
+            f"{table} " + " ".join(f"{k}={v:g}" for k, v in row.model_dump().items())
+            for table in tables
+            if (row := cls.published_weights(table)) is not None
         ]
         print(f"{'':8s} params: {params}")
         print(f"{'':8s} published: {'; '.join(weights) or 'none (set the loss weights)'}")
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except SakdError as exc:
-        print(f"sakd: error: {exc}", file=sys.stderr)
+        print(f"sakd: error: {bounded(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("sakd: interrupted; run the same command again to resume", file=sys.stderr)

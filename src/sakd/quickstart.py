@@ -10,30 +10,30 @@ epochs, and what ``sakd inspect`` finds in that run (which classes it distils le
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from sakd.config import RunConfig, load_config
 from sakd.engine.build import LOGIT_KD
 from sakd.engine.checkpoint import atomic_write_text
-from sakd.engine.metrics import read_metrics
 from sakd.engine.records import EpochRecord
 from sakd.engine.run import run
+from sakd.engine.rundir import RunFolder
 from sakd.experiments.inspect import InspectResult, extremes, inspect_run
+from sakd.spot_modes import SpotMode
 
 # (label, run folder, recipe, overrides)
 PLAN = [
     ("student alone", "student", "quickstart/student", []),
-    ("fixed spots", "fixed", "quickstart", ["spots.mode=fixed"]),
+    ("fixed spots", SpotMode.FIXED.value, "quickstart", [f"spots.mode={SpotMode.FIXED}"]),
     (
         "adaptive spots, 50/50 start",
-        "adaptive",
+        SpotMode.ADAPTIVE.value,
         "quickstart",
-        ["spots.mode=adaptive", "spots.homogeneous=false"],
+        [f"spots.mode={SpotMode.ADAPTIVE}", "spots.homogeneous=false"],
     ),
 ]
-INSPECTED = "adaptive"
+INSPECTED = SpotMode.ADAPTIVE.value
 
 NOTE = (
     "Spot rates: the share of training samples distilled at each spot (the distiller's feature "
@@ -64,11 +64,10 @@ def quickstart(out: str, overrides: list[str]) -> list[dict]:
         )
         started = time.perf_counter()
         summary = run(cfg)
-        records = read_metrics(run_dir / "metrics.jsonl")
-        info_path = run_dir / "run.json"
-        if info_path.is_file() and teacher_top1 is None:
-            teacher_top1 = json.loads(info_path.read_text()).get("teacher_top1")
-        if folder == INSPECTED and cfg.teacher is not None and cfg.spots.mode == "adaptive":
+        records = RunFolder(run_dir).read_records()
+        if teacher_top1 is None:
+            teacher_top1 = RunFolder(run_dir).read_info().teacher_top1
+        if folder == INSPECTED and cfg.teacher is not None and cfg.spots.mode is SpotMode.ADAPTIVE:
             curves[label] = records
         rows.append(
             {

@@ -172,3 +172,23 @@ def test_non_finite_distiller_parameters_are_one_line(tmp_path, capsys):
     argv = ["distill", "quickstart", f"output_dir={tmp_path / 'r'}", "distiller.params.p=.inf"]
     _fails_cleanly(capsys, argv, "distiller.params.p: Input should be a finite number")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (bytes(range(256)) * 4, "is not a text file"),
+        (b"model: " + b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (b"model:\n  name: resnet8\n" + b"x: " + b"{a: " * 3000 + b"1" + b"}" * 3000, "nested"),
+    ],
+)
+def test_inspect_of_a_garbage_or_deeply_nested_config_yaml_is_one_line(
+    tmp_path, capsys, content, needle
+):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_bytes(content)
+    _fails_cleanly(capsys, ["inspect", str(run)], needle)
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+    assert main(["report", str(tmp_path)]) == 0
+    assert "config.yaml cannot be read" in (tmp_path / "report.md").read_text()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sakd.config import apply_overrides, list_recipes, load_config, validate_config
+from sakd.config import apply_overrides, dump_config, list_recipes, load_config, validate_config
 from sakd.errors import SakdError
+from sakd.spot_modes import SpotMode
 
 
 def test_overrides_are_typed_and_dotted():
@@ -28,6 +29,9 @@ def test_overrides_are_typed_and_dotted():
         (["epochs=0"], "'epochs'"),
         (["spots.mode=sometimes"], "'spots.mode'"),
         (["spots.routing_ce_weight=-1"], "'spots.routing_ce_weight'"),
+        (["spots.routing_ce_weight=0"], "'spots.routing_ce_weight'"),
+        (["spots.tau=0"], "'spots.tau'"),
+        (["spots.random_scheme=coin"], "'spots.random_scheme'"),
         (["distiller.loss_weight=-2"], "'distiller.loss_weight'"),
         (["lr"], "KEY=VALUE"),
         (["teacher.sha256=abc"], "'teacher.sha256'"),
@@ -93,6 +97,15 @@ def test_output_dir_fields():
         "cifar100/vgg13-vgg8", ["distiller.name=crd", "spots.mode=adaptive", "seed=4"]
     )
     assert cfg.output_dir == "runs/cifar100/vgg13-vgg8/crd-adaptive/seed4"
+    ls = load_config("cifar100/ls/vgg13-vgg8", ["distiller.name=kd"])  # label after the preset
+    assert ls.output_dir.endswith("/kd+ls-fixed/seed0")
+    for bad in ("x/{bogus}", "x/{"):
+        with pytest.raises(SakdError) as caught:
+            load_config("quickstart", [f"output_dir={bad}"])
+        assert str(caught.value) == (
+            "config 'quickstart': key 'output_dir' may only use the fields {distiller}, {mode}, "
+            "{seed}, {model}, {student}, {teacher}"
+        )
 
 
 def test_every_packaged_recipe_validates():
@@ -121,3 +134,11 @@ def test_pair_presets_apply_to_the_chosen_distiller_only():
     assert ft.distiller.params == {"pretrain_lr": 0.05}
     ab = load_config("cifar100/vgg13-mobilenetv2", ["distiller.name=ab"])
     assert ab.distiller.params == {"pretrain_lr": 0.01}
+
+
+def test_the_spot_mode_is_an_enum_below_the_schema_and_a_plain_string_in_files():
+    cfg = load_config("quickstart", ["spots.mode=anti"])
+    assert cfg.spots.mode is SpotMode.ANTI and cfg.spots.mode.routed
+    assert "mode: anti\n" in dump_config(cfg)
+    with pytest.raises(SakdError, match="key 'spots.mode': Input should be 'fixed', 'random'"):
+        load_config("quickstart", ["spots.mode=sometimes"])

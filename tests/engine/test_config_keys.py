@@ -8,7 +8,15 @@ import pytest
 import yaml
 
 from sakd.cli import main
-from sakd.config import RENAMED_KEYS, config_differences, dump_config, load_config
+from sakd.config import (
+    RENAMED_KEYS,
+    RunConfig,
+    config_differences,
+    dump_config,
+    load_config,
+    resolve_weights,
+    validate_config,
+)
 from sakd.engine.run import run
 from sakd.errors import SakdError
 from sakd.experiments.grid import GridSpec, plan_grid
@@ -85,13 +93,17 @@ def test_vanilla_kd_params_are_validated_and_used(tmp_path):
     assert str(caught.value).startswith("distiller.params.bogus: kd has no parameter 'bogus'")
     assert "temperature" in str(caught.value)
     assert not (tmp_path / "r").exists()
-    with pytest.raises(SakdError, match="distiller.params.temperature"):
-        run(_distill(tmp_path / "r", "distiller.name=kd", "distiller.params.temperature=hot"))
+    with pytest.raises(SakdError, match="distiller.params.logit_standardization"):
+        run(
+            _distill(
+                tmp_path / "r", "distiller.name=kd", "distiller.params.logit_standardization=7"
+            )
+        )
     assert not (tmp_path / "r").exists()
     default = GOLDEN[("distiller.name=kd",)]
-    explicit = first_step_losses("distiller.name=kd", "distiller.params.temperature=4.0")
+    explicit = first_step_losses("distiller.name=kd", "loss.kd_temperature=4.0")
     assert explicit == pytest.approx(default, rel=1e-6, abs=0)
-    cooler = first_step_losses("distiller.name=kd", "distiller.params.temperature=1.0")
+    cooler = first_step_losses("distiller.name=kd", "loss.kd_temperature=1.0")
     assert cooler["ce"] == pytest.approx(default["ce"], rel=1e-6)
     assert cooler["kd"] != pytest.approx(default["kd"], rel=1e-3)
 
@@ -106,11 +118,46 @@ def test_unknown_params_of_any_distiller_are_errors_in_the_grid_too():
     assert "kd has no parameter 'bogus'" in message and "at has no parameter 'bogus'" in message
 
 
-def test_kd_temperature_without_the_logit_kd_term_is_an_error():
+def test_kd_temperature_without_any_kd_term_is_an_error():
     with pytest.raises(SakdError, match=r"loss.kd_temperature is set \(command line\)"):
-        load_config("quickstart", ["distiller.name=kd", "loss.kd_temperature=2"])
+        load_config(
+            "quickstart", ["distiller.name=at", "loss.kd_weight=0", "loss.kd_temperature=2"]
+        )
     at = load_config("quickstart", ["distiller.name=at", "loss.kd_temperature=2"])
     assert at.loss.kd_temperature == 2
+
+
+def test_the_kd_temperature_has_one_key_for_vanilla_kd_and_the_logit_kd_term(tmp_path, capsys):
+    kd = load_config("quickstart", ["distiller.name=kd", "loss.kd_temperature=2"])
+    assert kd.loss.kd_temperature == 2 and "temperature" not in kd.distiller.params
+    assert kd.weight_sources()["loss.kd_temperature"] == "command line"
+    expected = (
+        "config 'quickstart': key 'distiller.params.temperature' was renamed to "
+        "'loss.kd_temperature' (vanilla KD's temperature is the KD temperature)"
+    )
+    with pytest.raises(SakdError) as caught:
+        load_config("quickstart", ["distiller.name=kd", "distiller.params.temperature=2"])
+    assert str(caught.value) == expected
+    with pytest.raises(SakdError, match=r"key 'distiller.presets.kd.temperature' \(the KD temp"):
+        load_config("quickstart", ["distiller.name=kd", "distiller.presets.kd.temperature=0"])
+    dkd = load_config("quickstart", ["distiller.name=dkd", "distiller.params.temperature=2"])
+    assert dkd.distiller.params["temperature"] == 2  # DKD's own temperature keeps its key
+    code = main(
+        [
+            "distill",
+            "quickstart",
+            f"output_dir={tmp_path / 'r'}",
+            "distiller.name=kd",
+            "distiller.params.temperature=2",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and "was renamed to 'loss.kd_temperature'" in err
+    stored = yaml.safe_load(dump_config(kd))
+    stored["distiller"]["params"]["temperature"] = stored["loss"].pop("kd_temperature")
+    assert config_differences(stored, kd) == []
+    stored["distiller"]["params"]["temperature"] = 3
+    assert config_differences(stored, kd) == ["loss"]
 
 
 def test_vanilla_kd_with_the_logit_kd_term_as_well_is_an_error(tmp_path):
@@ -189,3 +236,18 @@ def test_a_resolved_config_yaml_loads_again_as_a_recipe(tmp_path):
         again = load_config(str(path))
         assert again.model_dump() == cfg.model_dump()
         assert set(again.weight_sources().values()) == {f"recipe {path}"}
+
+
+def test_weights_are_resolved_by_an_explicit_step_after_the_schema():
+    raw = yaml.safe_load(dump_config(load_config("cifar100/vgg13-vgg8", ["distiller.name=at"])))
+    for key in ("ce_weight", "kd_weight"):
+        del raw["loss"][key]
+    del raw["distiller"]["loss_weight"]
+    schema_only = RunConfig.model_validate(raw)
+    assert schema_only.loss.ce_weight is None and schema_only.distiller.loss_weight is None
+    weights = resolve_weights(schema_only, {}, "test")
+    assert (weights.ce_weight, weights.kd_weight, weights.loss_weight) == (1.0, 1.0, 1000.0)
+    assert weights.sources["distiller.loss_weight"] == "published:sakd"
+    assert schema_only.loss.ce_weight is None  # resolving returns values, it does not write them
+    resolved = validate_config(raw, source="test")
+    assert (resolved.loss.ce_weight, resolved.distiller.loss_weight) == (1.0, 1000.0)

@@ -68,7 +68,9 @@ LS_DKD = {  # pair: (T, weight w, beta before x w)
 def test_ls_recipes_give_the_authors_hyperparameters(pair):
     kd = load_config(f"cifar100/ls/{pair}", ["distiller.name=kd"])
     temperature, weight = LS_KD[pair]
-    assert kd.distiller.params == {"logit_standardization": True, "temperature": temperature}
+    assert kd.distiller.params == {"logit_standardization": True}
+    assert kd.loss.kd_temperature == temperature
+    assert kd.weight_sources()["loss.kd_temperature"] == f"preset cifar100/ls/{pair}"
     assert (kd.loss.ce_weight, kd.distiller.loss_weight, kd.loss.kd_weight) == (1.0, 9.0, 0.0)
     assert weight == 9
     assert kd.output_dir.endswith("/kd+ls-fixed/seed0")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sakd.losses import DistillContext, Distiller, get_distiller
+from sakd.losses import DistillContext, Distiller, DistillerSetup, get_distiller
 from sakd.models.staged import SpotInfo, resolve_spots
 
 # ----------------------------------------------------------------------------------------------
@@ -190,19 +190,24 @@ def build(
     teacher: list[SpotInfo] | SpotInfo,
     num_train: int = 100,
     dtype: torch.dtype = torch.float32,
+    train_labels: Tensor | None = None,
     **params: object,
 ) -> Distiller:
     """A distiller by registry name (10 classes), with optional parameter overrides.
 
     ``student`` / ``teacher`` are whole spot lists (the distiller's spot role is resolved on both
-    and the spots paired) or one :class:`SpotInfo` each (the only pair).
+    and the spots paired) or one :class:`SpotInfo` each (the only pair). ``train_labels``: the
+    training split's labels (N,); by default ``num_train`` labels cycling through the 10 classes.
     """
     cls = get_distiller(name)
     if isinstance(student, SpotInfo) and isinstance(teacher, SpotInfo):
         s, t = [student], [teacher]
     else:
         s, t = paired_spots(student, teacher, cls.spot_role)
-    return cls(s, t, cls.Params(**params), num_classes=10, num_train=num_train).to(dtype)
+    if train_labels is None:
+        train_labels = torch.arange(num_train) % 10
+    setup = DistillerSetup(tuple(s), tuple(t), cls.Params(**params), 10, train_labels)
+    return cls(setup).to(dtype)
 
 
 def context(labels: Tensor | int, index: Tensor | None = None, epoch: int = 100) -> DistillContext:

@@ -39,9 +39,9 @@ def _crd(**params):
         dtype=torch.float64,
         feat_dim=5,
         num_negatives=NEGATIVES,
+        train_labels=LABELS,
         **params,
     )
-    crd.attach_train_labels(LABELS)
     return crd
 
 
@@ -78,12 +78,12 @@ def _golden_crd():
         dtype=torch.float64,
         feat_dim=3,
         num_negatives=4,
+        train_labels=torch.arange(12) % 3,
     )
     PATTERN_B.fill(crd)
     with torch.no_grad():
         crd.student_memory.copy_(PATTERN_B.tensor((12, 3), 0.6, 0.5))
         crd.teacher_memory.copy_(PATTERN_B.tensor((12, 3), 2.2, 0.5))
-    crd.attach_train_labels(torch.arange(12) % 3)
     return crd
 
 
@@ -250,7 +250,6 @@ def test_state_dict_round_trip_resumes_exactly(steps_before_save):
 
     resumed = _crd()
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
-    resumed.attach_train_labels(LABELS)
     for seed in (40, 41):
         assert torch.equal(_step(original, seed), _step(resumed, seed))
     assert torch.equal(original.student_memory, resumed.student_memory)
@@ -273,21 +272,23 @@ def test_soft_weights_scale_each_sample_term():
 
 
 def test_user_errors_are_reported():
-    crd = build(
+    with pytest.raises(SakdError, match="at least two classes"):
+        _crd_labelled(torch.zeros(NUM_TRAIN, dtype=torch.long))
+    with pytest.raises(SakdError, match="negative class labels"):
+        _crd_labelled(LABELS - 1)
+    crd = _crd_labelled(LABELS)
+    student, teacher, index = _inputs(12)
+    with pytest.raises(ValueError, match="ctx.index"):
+        crd([student], [teacher], torch.ones(6, 1, dtype=torch.float64), context(6))
+
+
+def _crd_labelled(labels):
+    return build(
         "crd",
         pooled_spot(6),
         pooled_spot(8),
         num_train=NUM_TRAIN,
         dtype=torch.float64,
         num_negatives=4,
+        train_labels=labels,
     )
-    student, teacher, index = _inputs(12)
-    with pytest.raises(RuntimeError, match="attach_train_labels"):
-        crd([student], [teacher], torch.ones(6, 1, dtype=torch.float64), context(6, index))
-    with pytest.raises(SakdError, match="200 training samples"):
-        crd.attach_train_labels(torch.zeros(10, dtype=torch.long))
-    with pytest.raises(SakdError, match="at least two classes"):
-        crd.attach_train_labels(torch.zeros(NUM_TRAIN, dtype=torch.long))
-    crd.attach_train_labels(LABELS)
-    with pytest.raises(ValueError, match="ctx.index"):
-        crd([student], [teacher], torch.ones(6, 1, dtype=torch.float64), context(6))

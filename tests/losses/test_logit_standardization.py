@@ -15,7 +15,7 @@ import torch
 from pydantic import ValidationError
 from torch import Tensor
 
-from sakd.losses import DistillContext, get_distiller
+from sakd.losses import DistillContext, DistillerSetup, get_distiller
 from sakd.losses.kd import LS_EPSILON, standardize_logits
 
 # ----------------------------------------------------------------------------------- reference
@@ -90,7 +90,7 @@ def ref_dkd_ls(
 
 def _build(name: str, **params):
     cls = get_distiller(name)
-    return cls([], [], cls.Params(**params), num_classes=10, num_train=100)
+    return cls(DistillerSetup((), (), cls.Params(**params), 10, torch.arange(100) % 10))
 
 
 def _ctx(labels: Tensor, epoch: int = 100) -> DistillContext:

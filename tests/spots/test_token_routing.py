@@ -36,6 +36,7 @@ PAIRS = {
 def _setup(pair: str):
     make_student, make_teacher, s_idx, t_idx = PAIRS[pair]
     student, teacher = make_student(), make_teacher()
+    teacher.eval().requires_grad_(False)  # frozen, as the distillation task holds it
     selector = build_selector(
         "adaptive", student, teacher, s_idx, input_size=SIZE, teacher_spot_indices=t_idx
     )

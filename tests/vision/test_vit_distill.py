@@ -111,7 +111,7 @@ def test_deit_tiny_at_224_by_name():
 )
 def test_all_teacher_decisions_give_the_teacher_logits(make_student, make_teacher):
     student = stage_model(make_student(), input_size=32)
-    teacher = stage_model(make_teacher(), input_size=32)
+    teacher = stage_model(make_teacher(), input_size=32).eval().requires_grad_(False)
     s_idx = [i for i, s in enumerate(student.spot_info()) if s.role == "stage"][:3]
     t_idx = [i for i, s in enumerate(teacher.spot_info()) if s.role == "stage"][:3]
     selector = build_selector(

@@ -9,12 +9,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from pydantic import ValidationError
 from torch import nn
 
-from sakd.config import OBJECT_PREFIX, DistillerConfig, ModelConfig, RunConfig, TeacherConfig
+from sakd.config import (
+    KD_DISTILLER,
+    OBJECT_PREFIX,
+    DistillerConfig,
+    ModelConfig,
+    RunConfig,
+    TeacherConfig,
+)
 from sakd.data import BatchSource, StreamSet, load_dataset, open_stream
 from sakd.engine.checkpoint import (
     extract_state_dict,
@@ -23,16 +31,16 @@ from sakd.engine.checkpoint import (
     sha256_file,
 )
 from sakd.engine.runtime import Runtime
-from sakd.engine.task import Task
-from sakd.engine.tasks import ClassificationTask, DistillationTask, LossTerm
+from sakd.engine.task_contract import Task
+from sakd.engine.training_tasks import ClassificationTask, DistillationTask, LossTerm
 from sakd.errors import SakdError
-from sakd.losses import Distiller, DistillerParams, get_distiller
+from sakd.losses import Distiller, DistillerParams, DistillerSetup, get_distiller
 from sakd.models import SpotInfo, StagedNet, create_model, resolve_spots
 from sakd.spot_modes import SpotMode
 from sakd.spots import build_selector
 
 # The logit-KD term added to every distiller when loss.kd_weight > 0 (Hinton KD at the logit spot).
-LOGIT_KD = "kd"
+LOGIT_KD = KD_DISTILLER
 
 
 def load_data(cfg: RunConfig) -> tuple[BatchSource, BatchSource]:
@@ -168,12 +176,13 @@ def module_sha256(module: nn.Module) -> str:
 def load_teacher(
     cfg: RunConfig, num_classes: int, input_size: int, module: nn.Module | None = None
 ) -> tuple[StagedNet, str]:
-    """The frozen teacher with its checkpoint loaded strictly; returns it and its SHA-256.
+    """The teacher with its checkpoint loaded strictly; returns it and its SHA-256.
 
     The teacher is built from ``cfg.teacher`` (a name, like the student's), or is ``module`` (an
     object with its weights). ``teacher.checkpoint`` (a sakd checkpoint or the module's own
     ``state_dict()``) is loaded into either; a teacher built by name needs one. The digest is the
     checkpoint file's, or the object's state dict's (:func:`module_sha256`) when there is none.
+    The :class:`DistillationTask` freezes it for the run.
     """
     assert cfg.teacher is not None
     teacher = build_model(cfg.teacher, num_classes, input_size, module)
@@ -183,7 +192,6 @@ def load_teacher(
                 f"teacher {cfg.teacher.name!r} has no weights: set teacher.checkpoint to its "
                 "checkpoint (a sakd checkpoint or the module's own state_dict)"
             )
-        teacher.eval().requires_grad_(False)
         return teacher, module_sha256(teacher)
     path = resolve_path(cfg.teacher.checkpoint)
     if not path.is_file():
@@ -203,7 +211,6 @@ def load_teacher(
         )
     state = extract_state_dict(load_checkpoint(path))
     teacher.load_weights(state, f"teacher checkpoint {str(path)!r} for {cfg.teacher.name!r}")
-    teacher.eval().requires_grad_(False)
     return teacher, digest
 
 
@@ -227,7 +234,7 @@ def plan_distiller(
     params: dict,
     student_info: list[SpotInfo],
     teacher_info: list[SpotInfo],
-    mode: str,
+    mode: SpotMode,
 ) -> DistillerPlan:
     """Check ``name`` with ``params`` on a pair described by its spots (``spot_info``) in ``mode``.
 
@@ -245,7 +252,7 @@ def plan_distiller(
     s_spots, t_spots = s_spots[:n], t_spots[:n]
     has_tokens = any(spot.is_tokens for spot in (*s_spots, *t_spots))
     aligned = [s.index for s in s_spots] == [t.index for t in t_spots]
-    if SpotMode(mode).routed and not aligned and not has_tokens:
+    if mode.routed and not aligned and not has_tokens:
         raise SakdError(
             f"spots of {name!r} cannot be aligned for {mode} routing: student stages "
             f"{[s.index for s in s_spots]} vs teacher stages {[t.index for t in t_spots]}; "
@@ -273,19 +280,29 @@ def distiller_params(cls: type[Distiller], values: dict) -> DistillerParams:
         ) from None
 
 
+def distiller_values(cfg: RunConfig) -> dict[str, Any]:
+    """``distiller.params`` as the distiller receives them: vanilla KD's temperature is the KD one."""
+    assert cfg.distiller is not None
+    if cfg.distiller.name != LOGIT_KD:
+        return dict(cfg.distiller.params)
+    return {**cfg.distiller.params, "temperature": cfg.loss.kd_temperature}
+
+
 def resolved_weights(cfg: RunConfig, params: DistillerParams | None = None) -> dict[str, dict]:
     """Every resolved loss weight (and distiller parameter) with its value and source, for run.json.
 
     Distiller parameters no recipe, preset or override set are the ``Params`` defaults.
     """
     values = {"loss.ce_weight": cfg.loss.ce_weight, "loss.kd_weight": cfg.loss.kd_weight}
-    if cfg.loss.kd_weight:
+    vanilla_kd = cfg.distiller is not None and cfg.distiller.name == LOGIT_KD
+    if cfg.loss.kd_weight or vanilla_kd:
         values["loss.kd_temperature"] = cfg.loss.kd_temperature
     values["spots.routing_ce_weight"] = cfg.spots.routing_ce_weight
     if cfg.distiller is not None:
         values["distiller.loss_weight"] = cfg.distiller.loss_weight
     if params is not None:
-        values.update({f"distiller.params.{k}": v for k, v in params.model_dump().items()})
+        own = params.model_dump(exclude={"temperature"} if vanilla_kd else set())
+        values.update({f"distiller.params.{k}": v for k, v in own.items()})
     sources = cfg.weight_sources()
     return {k: {"value": v, "source": sources.get(k, "default")} for k, v in values.items()}
 
@@ -319,11 +336,12 @@ def build_task(
     if cfg.teacher is None:
         return runtime.prepare_module(ClassificationTask(student, **group)), {}
     dcfg = cfg.distiller or DistillerConfig()
-    distiller_params(get_distiller(dcfg.name), dcfg.params)  # before the teacher is read
+    params = distiller_values(cfg)
+    distiller_params(get_distiller(dcfg.name), params)  # before the teacher is read
     teacher, digest = load_teacher(cfg, num_classes, input_size, modules.get("teacher"))
     plan = plan_distiller(
         dcfg.name,
-        dcfg.params,
+        params,
         student.spot_info(input_size),
         teacher.spot_info(input_size),
         cfg.spots.mode,
@@ -335,7 +353,7 @@ def build_task(
         student,
         teacher,
         s_idx,
-        gamma=cfg.spots.routing_ce_weight,
+        routing_ce_weight=cfg.spots.routing_ce_weight,
         tau=cfg.spots.tau,
         homogeneous=cfg.spots.homogeneous,
         input_size=input_size,
@@ -363,23 +381,26 @@ def _loss_terms(
 ) -> list[LossTerm]:
     """The logit-KD term (when ``loss.kd_weight`` > 0), then the chosen distiller's term."""
     assert cfg.distiller is not None
-    num_train = len(train_set.labels)
     terms = []
     if cfg.loss.kd_weight > 0:
         if plan.cls.name == LOGIT_KD:
             raise SakdError(
                 f"distiller {LOGIT_KD!r} is the logit-KD term itself: set loss.kd_weight=0 "
-                "(its weight is distiller.loss_weight, its temperature distiller.params.temperature)"
+                "(its weight is distiller.loss_weight, its temperature loss.kd_temperature)"
             )
         kd_cls = get_distiller(LOGIT_KD)
-        kd = kd_cls(
-            [], [], kd_cls.Params(temperature=cfg.loss.kd_temperature), num_classes, num_train
-        )
+        kd_params = kd_cls.Params(temperature=cfg.loss.kd_temperature)
+        kd = kd_cls(DistillerSetup((), (), kd_params, num_classes, train_set.labels))
         terms.append(LossTerm(LOGIT_KD, cfg.loss.kd_weight, kd))
     distiller = plan.cls(
-        plan.student_spots, plan.teacher_spots, plan.params, num_classes, num_train
+        DistillerSetup(
+            tuple(plan.student_spots),
+            tuple(plan.teacher_spots),
+            plan.params,
+            num_classes,
+            train_set.labels,
+        )
     )
-    distiller.attach_train_labels(train_set.labels)
     terms.append(
         LossTerm(
             distiller.name,

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import io
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,53 @@ def os_error_line(path: Path, exc: OSError) -> str:
         fix = "check the folder and the disk"
     kept = "; the previous file is unchanged" if path.exists() else ""
     return f"cannot write {str(path)!r} ({reason}): {fix}{kept}"
+
+
+def open_regular_file(path: Path, flags: int) -> int:
+    """``os.open`` of a file sakd writes in place, never through a link; one line otherwise.
+
+    The file is opened with ``O_NOFOLLOW`` (a symbolic link there is refused, so a link placed in a
+    run folder never redirects a write to a file outside it) and must be a regular file.
+    """
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags | nofollow | getattr(os, "O_NONBLOCK", 0), 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or path.is_symlink():
+            raise SakdError(_not_regular(path, "a symbolic link")) from None
+        raise SakdError(os_error_line(path, exc)) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SakdError(_not_regular(path, "not a regular file"))
+    return fd
+
+
+def check_regular_file(path: Path) -> None:
+    """One line when ``path`` is a symbolic link or another non-regular file (absent is fine)."""
+    if path.is_symlink():
+        raise SakdError(_not_regular(path, "a symbolic link"))
+    if path.exists() and not path.is_file():
+        raise SakdError(_not_regular(path, "not a regular file"))
+
+
+def _not_regular(path: Path, what: str) -> str:
+    return (
+        f"{str(path)!r} is {what}: sakd writes only regular files of its own in a run folder; "
+        "remove it (or choose another output_dir)"
+    )
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append ``text`` to the regular file ``path`` (created if absent, never through a link)."""
+    fd = open_regular_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    data = text.encode()
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+    except OSError as exc:
+        raise SakdError(os_error_line(path, exc)) from None
+    finally:
+        os.close(fd)
 
 
 TEMP_PREFIXES = ("last.pt", "best.pt", "best.pt.sha256", "config.yaml", "run.json", "summary.json")

@@ -47,7 +47,7 @@ from sakd.collectives import (
     global_rows,
     rank_and_world_size,
 )
-from sakd.engine.task import Phase, StepResult
+from sakd.engine.task_contract import Phase, StepResult
 from sakd.errors import SakdError
 
 # The collectives live in the leaf module sakd.collectives (layers below the engine use them

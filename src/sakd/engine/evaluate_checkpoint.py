@@ -6,8 +6,9 @@ from typing import Any
 
 from sakd.config import apply_overrides, upgrade_renamed_keys, validate_config
 from sakd.engine.build import build_model, load_test_split
-from sakd.engine.checkpoint import FORMAT, extract_state_dict, load_checkpoint, load_weights_strict
+from sakd.engine.checkpoint import load_weights_strict
 from sakd.engine.evaluate import accuracy
+from sakd.engine.rundir import TrainingCheckpoint
 from sakd.engine.runtime import Runtime
 from sakd.errors import SakdError
 
@@ -18,9 +19,9 @@ def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
     sakd checkpoints carry their config (override e.g. ``data.root`` or ``device``); other files
     (e.g. RepDistiller's ``{'model': state_dict}``) need ``model.name=... data.name=...``.
     """
-    data = load_checkpoint(path)
-    base = data.get("config") if data.get("format") == FORMAT else {}
-    if not isinstance(base, dict):
+    saved = TrainingCheckpoint.load(path)
+    base = saved.config if saved.is_sakd else {}
+    if base is None:
         raise SakdError(
             f"{path!r} claims to be a sakd checkpoint but holds no configuration mapping: "
             "say which network it holds with model.name=NAME (and data.name=...)"
@@ -44,9 +45,7 @@ def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
     runtime = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
     test_set = load_test_split(cfg)
     model = build_model(cfg.model, test_set.num_classes, int(test_set.image_size[-1]))
-    load_weights_strict(
-        model, extract_state_dict(data), f"checkpoint {path!r} for {cfg.model.name!r}"
-    )
+    load_weights_strict(model, saved.state_dict(), f"checkpoint {path!r} for {cfg.model.name!r}")
     runtime.prepare_module(model)
     top1, top5 = accuracy(model, test_set, runtime, cfg.eval_batch_size)
     return {
@@ -56,5 +55,5 @@ def evaluate_checkpoint(path: str, overrides: list[str]) -> dict[str, Any]:
         "test_size": len(test_set.labels),
         "test_top1": top1,
         "test_top5": top5,
-        "epoch": data.get("epoch"),
+        "epoch": saved.epoch,
     }

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sakd.engine.checkpoint import atomic_write_text, os_error_line
-from sakd.engine.records import EpochRecord, read_records
+from sakd.engine.checkpoint import append_text, atomic_write_text, check_regular_file
+from sakd.engine.records import EpochRecord
 from sakd.errors import SakdError
 
 
@@ -22,24 +22,31 @@ class MetricsLog:
 
             self._writer = SummaryWriter(log_dir=str(run_dir / "tb"))
 
-    def truncate_after(self, epoch: int) -> None:
+    def truncate_after(
+        self, epoch: int, phase: str | None = None, earlier: tuple[str, ...] = ()
+    ) -> None:
         """Drop records after (1-based) epoch ``epoch`` (left by an interrupted run that is resuming).
 
-        A last line cut short (a kill or a full disk in the middle of a write) is dropped too;
-        any other line that is not a JSON record is one error saying what to do.
+        With ``phase``, only that phase's records up to ``epoch`` and every record of the
+        ``earlier`` phases are kept (``pretrain.jsonl`` holds several phases). A last line cut short
+        (a kill or a full disk in the middle of a write) is dropped too; any other line that is not
+        a JSON record is one error saying what to do.
         """
+        check_regular_file(self.path)
         if not self.path.exists():
             return
-        kept = [line for line, record in _records(self.path) if record.get("epoch", -1) <= epoch]
+
+        def keep(record: dict[str, Any]) -> bool:
+            if phase is not None and record.get("phase") != phase:
+                return record.get("phase") in earlier
+            return record.get("epoch", -1) <= epoch
+
+        kept = [line for line, record in _records(self.path) if keep(record)]
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: EpochRecord) -> None:
         """Append one record (and its numbers as TensorBoard scalars at step ``record.epoch``)."""
-        try:
-            with open(self.path, "a") as handle:
-                handle.write(record.to_json() + "\n")
-        except OSError as exc:
-            raise SakdError(os_error_line(self.path, exc)) from None
+        append_text(self.path, record.to_json() + "\n")
         if self._writer is not None:
             for tag, value in record.scalars():
                 self._writer.add_scalar(tag, value, record.epoch)
@@ -79,8 +86,3 @@ def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
             raise damaged(f"has a line that is not an epoch record (line {number})")
         out.append((line, record))
     return out
-
-
-def read_metrics(path: Path) -> list[EpochRecord]:
-    """All records of a ``metrics.jsonl`` file."""
-    return read_records(path)

@@ -114,7 +114,9 @@ def read_records(path: str | Path) -> list[EpochRecord]:
     """Every record of a ``metrics.jsonl`` / ``pretrain.jsonl`` file; :class:`SakdError` if unreadable."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise SakdError(f"{path.parent}: {path.name} is not a text file (damaged)") from None
     except OSError as exc:
         raise SakdError(
             f"cannot read {str(path)!r} ({exc.strerror or exc}): is it a run folder?"

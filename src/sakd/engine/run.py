@@ -7,8 +7,6 @@ Started by ``torchrun``, every process runs this same function on its own rank (
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import platform
 import shlex
 import shutil
@@ -20,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-import sakd
-from sakd.config import OBJECT_PREFIX, RunConfig, config_differences, dump_config
+from sakd._version import __version__
+from sakd.config import OBJECT_PREFIX, RunConfig, config_differences
 from sakd.data import BatchSource, ImageSet, StreamSet
 from sakd.engine.build import build_task, load_data
 from sakd.engine.checkpoint import atomic_write_text, remove_orphans, sha256_file
@@ -30,16 +28,20 @@ from sakd.engine.evaluate import accuracy
 from sakd.engine.faults import fault_point
 from sakd.engine.rundir import (
     DIVERGED_NAME,
+    METRICS_NAME,
+    PRETRAIN_NAME,
+    SUMMARY_NAME,
     RunDirLock,
+    RunFolder,
+    RunInfo,
+    RunSummary,
     lock_run_dir,
-    read_saved_config,
     refused_changes,
 )
 from sakd.engine.runtime import Runtime, seed_everything
-from sakd.engine.tasks import DistillationTask
-from sakd.engine.trainer import RunSummary, Trainer
+from sakd.engine.trainer import Trainer
+from sakd.engine.training_tasks import DistillationTask
 from sakd.errors import SakdError
-from sakd.spot_modes import SpotMode
 
 
 @dataclasses.dataclass
@@ -65,7 +67,8 @@ def run(
     ``modules``: ``nn.Module`` objects to train / distil from instead of building ``cfg.model`` /
     ``cfg.teacher`` by name (``{"model": student, "teacher": teacher}``, either optional; see
     :func:`sakd.engine.build.build_model`): the student object itself is trained (its parameters
-    are the staged net's), the teacher object is frozen (eval mode, no gradients). This is what :func:`sakd.train` and :func:`sakd.distill` call.
+    are the staged net's), the teacher object is frozen (eval mode, no gradients) while the run trains and given back as it
+    came. This is what :func:`sakd.train` and :func:`sakd.distill` call.
 
     The folder is locked while the run uses it (a second run on it is refused). A folder that
     already holds the complete run (``summary.json``, same configuration) is left exactly as it
@@ -88,6 +91,14 @@ def _run(
     if runtime.device.type != "cpu":
         train_set, test_set = train_set.to(runtime.device), test_set.to(runtime.device)
     task, facts = build_task(cfg, train_set, runtime, modules)
+    try:
+        return _run_task(cfg, runtime, task, facts, train_set, test_set)
+    finally:
+        if isinstance(task, DistillationTask):
+            task.release_teacher()
+
+
+def _run_task(cfg, runtime, task, facts, train_set, test_set) -> RunSummary:
     # After building: the builders probe the student's shapes, which must not trigger compilation.
     runtime.compile_network(task.eval_model)
     run_dir = Path(cfg.output_dir)
@@ -156,46 +167,36 @@ def _open_output_dir(
 
 
 def _complete_summary(run_dir: Path, cfg: RunConfig) -> CompleteRunSummary | None:
-    """The stored summary when ``run_dir`` already holds this complete run (and resume is on)."""
-    path = run_dir / "summary.json"
-    if not cfg.resume or not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-        values = {f.name: data[f.name] for f in dataclasses.fields(RunSummary)}
-        summary = CompleteRunSummary(**{k: math.nan if v is None else v for k, v in values.items()})
-    except (ValueError, KeyError, TypeError):
-        return None  # a damaged summary: the run is finished again from checkpoints/last.pt
-    return summary
+    """The stored summary when ``run_dir`` already holds this complete run (and resume is on).
+
+    A damaged summary counts as none: the run is finished again from ``checkpoints/last.pt``.
+    """
+    summary = RunFolder(run_dir).read_summary() if cfg.resume else None
+    return None if summary is None else CompleteRunSummary(**summary.__dict__)
 
 
 def _prepare_run_dir(cfg: RunConfig, run_dir: Path, info: dict[str, Any]) -> None:
     if not cfg.resume:
         _clear_previous_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2) + "\n")
+    folder = RunFolder(run_dir)
+    folder.write_config(cfg)
+    folder.write_info(RunInfo(info))
 
 
 def _finish_run_dir(run_dir: Path, summary: RunSummary) -> None:
     best = run_dir / "checkpoints" / "best.pt"
     if best.is_file():
         atomic_write_text(best.with_name("best.pt.sha256"), f"{sha256_file(best)}  best.pt\n")
-    # Valid JSON always: a number that is not finite is written as null.
-    values = {
-        k: None if isinstance(v, float) and not math.isfinite(v) else v
-        for k, v in summary.__dict__.items()
-    }
-    atomic_write_text(
-        run_dir / "summary.json", json.dumps(values, indent=2, allow_nan=False) + "\n"
-    )
+    RunFolder(run_dir).write_summary(summary)
 
 
 def _check_output_dir(run_dir: Path, cfg: RunConfig) -> None:
-    saved = run_dir / "config.yaml"
-    if cfg.resume and (run_dir / "checkpoints" / "last.pt").is_file() and saved.is_file():
+    folder = RunFolder(run_dir)
+    if cfg.resume and folder.checkpoint_path("last").is_file() and folder.has_config():
         # Refuse before config.yaml is rewritten, so the folder keeps describing its checkpoints.
-        changed = refused_changes(run_dir, config_differences(read_saved_config(saved), cfg))
+        saved = folder.read_config_mapping()
+        changed = refused_changes(run_dir, config_differences(saved, cfg))
         if changed:
             raise SakdError(
                 f"output_dir {str(run_dir)!r} holds a run with a different configuration "
@@ -213,17 +214,11 @@ def _check_teacher_object(run_dir: Path, cfg: RunConfig, digest: str | None) -> 
     teacher = cfg.teacher
     if not cfg.resume or teacher is None or digest is None or teacher.checkpoint is not None:
         return
-    info = run_dir / "run.json"
-    if (
-        not teacher.name.startswith(OBJECT_PREFIX)
-        or not (run_dir / "checkpoints" / "last.pt").is_file()
-    ):
+    folder = RunFolder(run_dir)
+    if not teacher.name.startswith(OBJECT_PREFIX) or not folder.checkpoint_path("last").is_file():
         return
-    try:
-        recorded = json.loads(info.read_bytes().decode("utf-8")).get("teacher_sha256")
-    except (OSError, ValueError, AttributeError):
-        return
-    if isinstance(recorded, str) and recorded != digest:
+    recorded = folder.read_info().teacher_sha256
+    if recorded is not None and recorded != digest:
         raise SakdError(
             f"output_dir {str(run_dir)!r} holds a run distilled from a teacher with other weights "
             f"(state-dict SHA-256 {recorded[:12]}…, this one {digest[:12]}…): pass the same "
@@ -234,7 +229,7 @@ def _check_teacher_object(run_dir: Path, cfg: RunConfig, digest: str | None) -> 
 def _clear_previous_run(run_dir: Path) -> None:
     """With ``resume=false``: remove what an earlier run left, so this one starts from scratch."""
     try:
-        for name in ("metrics.jsonl", "pretrain.jsonl", "summary.json", DIVERGED_NAME):
+        for name in (METRICS_NAME, PRETRAIN_NAME, SUMMARY_NAME, DIVERGED_NAME):
             (run_dir / name).unlink(missing_ok=True)
         for folder in ("checkpoints", "tb"):
             if (run_dir / folder).is_dir():
@@ -255,8 +250,8 @@ def _device_name(device: torch.device) -> str:
 def provenance() -> dict[str, Any]:
     """Where a run comes from: sakd version, git commit (of a checkout), command line, torch / CUDA."""
     return {
-        "sakd_version": sakd.__version__,
-        **_git_state(Path(sakd.__file__).resolve().parent),
+        "sakd_version": __version__,
+        **_git_state(Path(__file__).resolve().parents[1]),
         "command": shlex.join(sys.argv),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -291,7 +286,7 @@ def describe_run(cfg: RunConfig, info: dict[str, Any]) -> str:
         distiller = cfg.distiller.name
         spots = ", ".join(spot["name"] for spot in info.get("spots", []))
         start = ""
-        if SpotMode(cfg.spots.mode).routed:
+        if cfg.spots.mode.routed:
             start = ", homogeneous start" if cfg.spots.homogeneous else ", 50/50 start"
         what = (
             f"distill {cfg.teacher.name} (top-1 {info.get('teacher_top1', float('nan')):.2f}) -> "
@@ -301,7 +296,7 @@ def describe_run(cfg: RunConfig, info: dict[str, Any]) -> str:
             f"spots {cfg.spots.mode}{start} at {spots}"
         )
     facts = [
-        f"sakd {sakd.__version__}: {what}",
+        f"sakd {__version__}: {what}",
         f"{cfg.data.name} {info['train_size']} train / {info['test_size']} test images",
         f"{cfg.epochs} epochs, batch {cfg.batch_size} x {info['world_size']} rank(s), lr {cfg.lr:g}, "
         f"seed {cfg.seed}",

@@ -1,9 +1,17 @@
-"""The run folder's guards: one process at a time, divergence markers, the saved configuration.
+"""The run folder's one door: every file sakd writes into ``output_dir`` is read and written here.
+
+A run folder holds ``config.yaml`` (:meth:`RunFolder.read_config`), ``run.json``
+(:class:`RunInfo`), ``summary.json`` (:class:`RunSummary`), ``metrics.jsonl`` / ``pretrain.jsonl``
+(:class:`~sakd.engine.records.EpochRecord`, :meth:`RunFolder.read_records`) and
+``checkpoints/{last,best}.pt`` (:class:`TrainingCheckpoint`). Readers (report, inspect, export,
+eval, the quick-start, the API's ``Run``) go through :class:`RunFolder`; nobody reads these files
+by ad-hoc string keys.
 
 * **Lock.** A run holds ``fcntl.flock`` on ``<output_dir>/.sakd.lock`` from before it touches the
   folder until it ends; a second run on the same folder is refused with one line naming the
   holder (pid, host, start time). The kernel releases the lock when its process dies, however it
-  dies, so a lock left by a killed run never blocks the next one.
+  dies, so a lock left by a killed run never blocks the next one. The lock file is opened without
+  following links and must be a regular file (a link placed there never redirects the write).
 * **Divergence.** When training diverges (non-finite losses or parameters) the trainer writes
   ``diverged.json`` beside the checkpoints. While it is there, a resume may change the keys of
   :data:`CHANGEABLE_AFTER_DIVERGENCE` (the learning rate, the precision); every other change is
@@ -12,8 +20,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
+import math
 import os
 import socket
 import warnings
@@ -22,9 +32,26 @@ from typing import Any
 
 import yaml
 
-from sakd.engine.checkpoint import atomic_write_text, os_error_line
+from sakd.config import RunConfig, dump_config, validate_config
+from sakd.engine.checkpoint import (
+    FORMAT,
+    atomic_write_text,
+    extract_state_dict,
+    load_checkpoint,
+    open_regular_file,
+    os_error_line,
+)
+from sakd.engine.records import EpochRecord
+from sakd.engine.records import read_records as read_record_file
 from sakd.errors import SakdError
 
+CONFIG_NAME = "config.yaml"
+INFO_NAME = "run.json"
+SUMMARY_NAME = "summary.json"
+METRICS_NAME = "metrics.jsonl"
+PRETRAIN_NAME = "pretrain.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINTS = ("best", "last")
 LOCK_NAME = ".sakd.lock"
 DIVERGED_NAME = "diverged.json"
 CHANGEABLE_AFTER_DIVERGENCE = frozenset({"lr", "precision"})
@@ -56,9 +83,9 @@ def lock_run_dir(run_dir: Path) -> RunDirLock:
     path = run_dir / LOCK_NAME
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as exc:
         raise SakdError(os_error_line(path, exc)) from None
+    fd = open_regular_file(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -76,33 +103,6 @@ def lock_run_dir(run_dir: Path) -> RunDirLock:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n".encode(), 0)
     return RunDirLock(fd)
-
-
-def read_saved_config(path: Path) -> dict[str, Any]:
-    """The mapping in a run folder's ``config.yaml``; one line when the file is damaged."""
-
-    def damaged(why: str) -> SakdError:
-        return SakdError(
-            f"{str(path)!r} {why}: the run folder is damaged; delete that file to resume from "
-            "checkpoints/last.pt (whose own configuration is still checked), or start over with "
-            "resume=false"
-        )
-
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise damaged("is not a text file") from None
-    except OSError as exc:
-        raise SakdError(f"cannot read {str(path)!r} ({exc.strerror}): check the folder") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise damaged("is not valid YAML") from None
-    except RecursionError:
-        raise damaged("is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise damaged("is not a mapping of keys to values")
-    return data
 
 
 def write_divergence(run_dir: Path, details: dict[str, Any]) -> None:
@@ -123,3 +123,297 @@ def refused_changes(run_dir: Path, changed: list[str]) -> list[str]:
     if (run_dir / DIVERGED_NAME).is_file():
         return [key for key in changed if key not in CHANGEABLE_AFTER_DIVERGENCE]
     return list(changed)
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What a finished run reports (``summary.json``; ``best_epoch`` 1-based, as in ``metrics.jsonl``)."""
+
+    best_top1: float
+    best_epoch: int
+    last_top1: float
+    last_top5: float
+    epochs: int
+    seconds: float
+
+    def to_json(self) -> str:
+        """``summary.json``'s text: valid JSON always (a number that is not finite is ``null``)."""
+        values = {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in self.__dict__.items()
+        }
+        return json.dumps(values, indent=2, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSummary:
+        """The summary in ``summary.json``'s text (``null`` back to NaN); ``ValueError`` if damaged."""
+        data = json.loads(text)
+        try:
+            values = {f.name: data[f.name] for f in dataclasses.fields(RunSummary)}
+            return cls(**{k: math.nan if v is None else v for k, v in values.items()})
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a run summary ({type(exc).__name__})") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class SpotFact:
+    """One spot of a distillation run in ``run.json``: its name and both nets' features there."""
+
+    name: str
+    student: str
+    teacher: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """The facts about a run in ``run.json`` (device, precision, data sizes, teacher, spots, provenance).
+
+    ``values`` is the mapping as written (the file's format); the properties read it typed, with
+    ``None`` for a fact the file does not hold (an older sakd, a single-network run).
+    """
+
+    values: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """``run.json``'s text."""
+        return json.dumps(self.values, indent=2) + "\n"
+
+    def _get(self, key: str, kind: type | tuple[type, ...]) -> Any:
+        value = self.values.get(key)
+        return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+    @property
+    def teacher_top1(self) -> float | None:
+        """The teacher's test top-1 (%) as the run evaluated it."""
+        value = self._get("teacher_top1", (int, float))
+        return None if value is None else float(value)
+
+    @property
+    def teacher_sha256(self) -> str | None:
+        """SHA-256 of the teacher's weights (file, or state dict of a module object)."""
+        return self._get("teacher_sha256", str)
+
+    @property
+    def precision(self) -> str | None:
+        """The precision the run used (``fp32``, ``bf16``, ...)."""
+        return self._get("precision", str)
+
+    @property
+    def device_label(self) -> str | None:
+        """The device the run used, with its name: ``cuda:0 (NVIDIA H200)``."""
+        device = self._get("device", str)
+        name = self._get("device_name", str)
+        if device is None:
+            return None
+        return f"{device} ({name})" if name else device
+
+    @property
+    def torch(self) -> str | None:
+        """The torch version that ran it."""
+        return self._get("torch", str)
+
+    @property
+    def train_size(self) -> int | None:
+        """Training images."""
+        return self._get("train_size", int)
+
+    @property
+    def test_size(self) -> int | None:
+        """Test images."""
+        return self._get("test_size", int)
+
+    @property
+    def spots(self) -> list[SpotFact]:
+        """The distillation spots in order (empty for a single-network run)."""
+        spots = self.values.get("spots")
+        if not isinstance(spots, list):
+            return []
+        return [
+            SpotFact(str(s["name"]), str(s.get("student", s["name"])), s.get("teacher"))
+            for s in spots
+            if isinstance(s, dict) and "name" in s
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingCheckpoint:
+    """A checkpoint file read back (sakd's ``last.pt`` / ``best.pt``, or another tool's weights).
+
+    ``config`` is the configuration a sakd checkpoint carries (None for another tool's file);
+    ``epoch`` / ``phase_index`` where training stood when it was saved (1-based epochs done).
+    """
+
+    path: Path
+    data: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainingCheckpoint:
+        """Load ``path`` safely (no pickled code; damage is one line)."""
+        path = Path(path)
+        return cls(path, load_checkpoint(path))
+
+    @property
+    def is_sakd(self) -> bool:
+        """True for a checkpoint sakd wrote (it carries its format tag)."""
+        return self.data.get("format") == FORMAT
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        """The stored configuration mapping (None when the file carries none)."""
+        config = self.data.get("config") if self.is_sakd else None
+        return config if isinstance(config, dict) else None
+
+    def require_config(self) -> dict[str, Any]:
+        """The stored configuration; one line when the file is not a sakd checkpoint."""
+        config = self.config
+        if config is None:
+            raise SakdError(f"{str(self.path)!r} is not a sakd checkpoint (no recorded config)")
+        return config
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        """The stored ``model`` section (empty when absent)."""
+        model = (self.config or {}).get("model")
+        return model if isinstance(model, dict) else {}
+
+    @property
+    def epoch(self) -> int | None:
+        """Epochs of its phase done when it was saved (1-based; None when not recorded)."""
+        epoch = self.data.get("epoch")
+        return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+    @property
+    def modules(self) -> dict[str, Any]:
+        """The state dict of every checkpointed module by name (``student``, ``selector``...)."""
+        modules = self.data.get("modules")
+        return modules if isinstance(modules, dict) else {}
+
+    def state_dict(self, key: str = "student") -> dict[str, Any]:
+        """The weights of ``key`` (sakd's), or of the model in another tool's file."""
+        return extract_state_dict(self.data, key)
+
+
+class RunFolder:
+    """A run folder (``output_dir``): where each file lies, and reading and writing them."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        """``config.yaml``."""
+        return self.path / CONFIG_NAME
+
+    @property
+    def info_path(self) -> Path:
+        """``run.json``."""
+        return self.path / INFO_NAME
+
+    @property
+    def summary_path(self) -> Path:
+        """``summary.json``."""
+        return self.path / SUMMARY_NAME
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """``checkpoints/``."""
+        return self.path / CHECKPOINT_DIR
+
+    def records_path(self, pretrain: bool = False) -> Path:
+        """``metrics.jsonl`` (main phase) or ``pretrain.jsonl`` (pre-training stages)."""
+        return self.path / (PRETRAIN_NAME if pretrain else METRICS_NAME)
+
+    def checkpoint_path(self, which: str) -> Path:
+        """``checkpoints/best.pt`` or ``checkpoints/last.pt``."""
+        if which not in CHECKPOINTS:
+            raise SakdError(f"checkpoint must be 'best' or 'last', not {which!r}")
+        return self.checkpoint_dir / f"{which}.pt"
+
+    def has_config(self) -> bool:
+        """True when the folder holds a run's ``config.yaml``."""
+        return self.config_path.is_file()
+
+    def is_finished(self) -> bool:
+        """True when the run ran to its end (``summary.json`` written)."""
+        return self.summary_path.is_file()
+
+    # ---------------------------------------------------------------------------- reading
+    def read_config_mapping(self) -> dict[str, Any]:
+        """The mapping in ``config.yaml`` as written; one line when the file is damaged."""
+        path = self.config_path
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._damaged("is not a text file") from None
+        except OSError as exc:
+            raise SakdError(
+                f"cannot read {str(path)!r} ({exc.strerror}): check the folder (is it the "
+                "output_dir of a run?)"
+            ) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise self._damaged("is not valid YAML") from None
+        except RecursionError:
+            raise self._damaged("is nested too deeply") from None
+        if not isinstance(data, dict):
+            raise self._damaged("is not a mapping of keys to values")
+        return data
+
+    def read_config(self, stored: bool = True) -> RunConfig:
+        """``config.yaml`` validated; ``stored`` (sakd wrote it): renamed keys read under their new names."""
+        data = self.read_config_mapping()
+        try:
+            return validate_config(data, source=str(self.config_path), stored=stored)
+        except RecursionError:
+            raise self._damaged("is nested too deeply") from None
+
+    def _damaged(self, why: str) -> SakdError:
+        return SakdError(
+            f"{str(self.config_path)!r} {why}: the run folder is damaged; delete that file to "
+            "resume from checkpoints/last.pt (whose own configuration is still checked), or start "
+            "over with resume=false"
+        )
+
+    def read_info(self) -> RunInfo:
+        """``run.json`` (an empty :class:`RunInfo` when it is absent or unreadable)."""
+        try:
+            values = json.loads(self.info_path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return RunInfo()
+        return RunInfo(values if isinstance(values, dict) else {})
+
+    def read_summary(self) -> RunSummary | None:
+        """``summary.json`` (None when it is absent or damaged: the run is then not finished)."""
+        try:
+            return RunSummary.from_json(self.summary_path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return None
+
+    def read_records(self, pretrain: bool = False) -> list[EpochRecord]:
+        """Every record of ``metrics.jsonl`` (or ``pretrain.jsonl``); one line when unreadable."""
+        return read_record_file(self.records_path(pretrain))
+
+    def read_checkpoint(self, which: str) -> TrainingCheckpoint:
+        """``checkpoints/<which>.pt``; one line when the run has not saved it (yet)."""
+        path = self.checkpoint_path(which)
+        if not path.is_file():
+            other = "last" if which == "best" else "best"
+            hint = f" (try --checkpoint {other})" if self.checkpoint_path(other).is_file() else ""
+            raise SakdError(
+                f"{str(path)!r} does not exist: the run has not finished an epoch yet{hint}"
+            )
+        return TrainingCheckpoint.load(path)
+
+    # ---------------------------------------------------------------------------- writing
+    def write_config(self, config: RunConfig) -> None:
+        """Write the resolved ``config.yaml``."""
+        atomic_write_text(self.config_path, dump_config(config))
+
+    def write_info(self, info: RunInfo) -> None:
+        """Write ``run.json``."""
+        atomic_write_text(self.info_path, info.to_json())
+
+    def write_summary(self, summary: RunSummary) -> None:
+        """Write ``summary.json``."""
+        atomic_write_text(self.summary_path, summary.to_json())

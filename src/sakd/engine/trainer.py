@@ -1,6 +1,6 @@
 """The training loop: phases of epochs, one backward per step, evaluation, checkpoints, resume.
 
-It steps whatever named losses and parameter groups a :class:`~sakd.engine.task.Task` gives it and
+It steps whatever named losses and parameter groups a :class:`~sakd.engine.task_contract.Task` gives it and
 knows no distiller. Every epoch of the main phase writes one
 :class:`~sakd.engine.records.EpochRecord` (1-based epoch, named spot rates) to ``metrics.jsonl``
 and TensorBoard, prints it as one line (also with ``progress=false``), and atomically rewrites
@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,33 +34,27 @@ from sakd.data import BatchSource, iterate_source
 from sakd.engine.checkpoint import load_checkpoint, load_weights_strict, save_checkpoint
 from sakd.engine.distributed import (
     DataParallelPhase,
-    all_reduce_sum,
     average_batchnorm_statistics,
     broadcast_from_main,
     on_main_rank,
 )
 from sakd.engine.evaluate import accuracy
 from sakd.engine.faults import fault_point
+from sakd.engine.meter import EpochMeter
 from sakd.engine.metrics import MetricsLog
 from sakd.engine.records import EpochRecord
-from sakd.engine.rundir import clear_divergence, refused_changes, write_divergence
+from sakd.engine.rundir import (
+    PRETRAIN_NAME,
+    RunSummary,
+    clear_divergence,
+    refused_changes,
+    write_divergence,
+)
 from sakd.engine.runtime import Runtime, rng_state, set_rng_state
-from sakd.engine.task import Phase, StepResult, Task
+from sakd.engine.task_contract import Phase, StepResult, Task
 from sakd.errors import SakdError
 
 NAN_CHECK_EVERY = 50
-
-
-@dataclass
-class RunSummary:
-    """What a finished run reports (``best_epoch`` 1-based, as in ``metrics.jsonl``)."""
-
-    best_top1: float
-    best_epoch: int
-    last_top1: float
-    last_top5: float
-    epochs: int
-    seconds: float
 
 
 def train_step(
@@ -147,10 +140,13 @@ class Trainer:
             on_main_rank(lambda: self._repair_best(saved))
         metrics = MetricsLog(self.run_dir) if self.is_main else None
         pre_metrics = (
-            MetricsLog(self.run_dir, "pretrain.jsonl", tensorboard=False) if self.is_main else None
+            MetricsLog(self.run_dir, PRETRAIN_NAME, tensorboard=False) if self.is_main else None
         )
         if metrics is not None and phase_index == len(phases) - 1:
             metrics.truncate_after(epoch)
+        if pre_metrics is not None:  # records of epochs after last.pt would be written again
+            names = tuple(self._phase_names)
+            pre_metrics.truncate_after(epoch, names[phase_index], earlier=names[:phase_index])
         try:
             for index in range(phase_index, len(phases)):
                 if optimizers is None:
@@ -223,24 +219,18 @@ class Trainer:
         lrs = self._set_lr(phase, optimizers, epoch)
         self.task.train()
         cfg = self.config
-        # Pre-training phases draw their own data order (a different epoch key), the main phase
-        # uses the epoch number itself.
-        is_main = phase_index == self._num_phases - 1
-        data_epoch = epoch if is_main else 10_000 * (phase_index + 1) + epoch
         runtime = self.runtime
         batches = iterate_source(
             self.train_set,
             cfg.batch_size,
             train=True,
             seed=cfg.seed,
-            epoch=data_epoch,
+            epoch=phase.data_key + epoch,
             device=runtime.device,
             rank=runtime.rank,
             world_size=runtime.world_size,
         )
-        loss_sums: dict[str, Tensor] = {}
-        stat_sums: dict[str, Tensor] = {}
-        seen = 0
+        meter = EpochMeter(runtime.device)
         bar = tqdm(
             total=len(self.train_set),
             unit="img",
@@ -254,30 +244,15 @@ class Trainer:
         for step, (images, labels, index) in enumerate(batches):
             result = train_step(self.runtime, phase, optimizers, images, labels, index, epoch)
             fault_point("step")
-            n = labels.numel()
-            seen += n
-            for name, value in result.losses.items():
-                loss_sums[name] = loss_sums.get(name, 0) + value.detach().float() * n
-            for name, value in result.stats.items():
-                stat_sums[name] = stat_sums.get(name, 0) + value.detach().float() * n
+            meter.add(result, labels.numel())
             if (step + 1) % NAN_CHECK_EVERY == 0:
-                self._check_finite(loss_sums, phase, epoch, step + 1)
-            bar.update(n * runtime.world_size)
+                self._check_finite(meter, phase, epoch, step + 1)
+            bar.update(labels.numel() * runtime.world_size)
         bar.close()
-        self._check_finite(loss_sums, phase, epoch, step + 1)
+        self._check_finite(meter, phase, epoch, step + 1)
         seconds = time.perf_counter() - start
-        summed = all_reduce_sum(
-            {
-                **{f"loss/{k}": v for k, v in loss_sums.items()},
-                **{f"stat/{k}": v for k, v in stat_sums.items()},
-                "seen": torch.tensor(float(seen), device=runtime.device),
-            }
-        )
-        seen = int(summed.pop("seen"))
-        loss_sums = {k[len("loss/") :]: v for k, v in summed.items() if k.startswith("loss/")}
-        stat_sums = {k[len("stat/") :]: v for k, v in summed.items() if k.startswith("stat/")}
-        means = {name: (value / max(seen, 1)).cpu() for name, value in stat_sums.items()}
-        rates = means.pop("spot_rates", None)
+        means = meter.means()
+        rates = means.stats.pop("spot_rates", None)
         spot_rates = {}
         if rates is not None:
             names = self.task.spot_names
@@ -292,21 +267,19 @@ class Trainer:
             phase=phase.name,
             lr=lrs.get("student", next(iter(lrs.values()), 0.0)),
             lrs=lrs,
-            losses={k: float(v) / max(seen, 1) for k, v in loss_sums.items()},
+            losses=means.losses,
             spot_rates=spot_rates,
-            stats={name: float(value) for name, value in means.items()},
-            images_per_sec=seen / seconds if seconds > 0 else 0.0,
+            stats={name: float(value) for name, value in means.stats.items()},
+            images_per_sec=means.seen / seconds if seconds > 0 else 0.0,
             epoch_seconds=seconds,
         )
 
-    def _check_finite(
-        self, loss_sums: dict[str, Tensor], phase: Phase, epoch: int, steps: int
-    ) -> None:
-        for name, value in loss_sums.items():
-            if not torch.isfinite(torch.as_tensor(value)).all():
-                self._diverged(
-                    f"loss {name!r} is not finite (NaN/inf) within {steps} steps", phase, epoch
-                )
+    def _check_finite(self, meter: EpochMeter, phase: Phase, epoch: int, steps: int) -> None:
+        name = meter.non_finite_loss()
+        if name is not None:
+            self._diverged(
+                f"loss {name!r} is not finite (NaN/inf) within {steps} steps", phase, epoch
+            )
 
     def _check_parameters(self, phase: Phase, epoch: int) -> None:
         """Stop before saving when a weight or buffer of a checkpointed module is NaN/inf."""

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sakd.config import Recipe, RunConfig, load_recipe, validate_config
 from sakd.config import config_differences as differences_from_saved
 from sakd.engine.checkpoint import resolve_path
+from sakd.engine.rundir import RunFolder
 from sakd.errors import SakdError
 from sakd.spot_modes import SpotMode
 
@@ -75,7 +76,9 @@ class GridSpec(_Strict):
     dataset: str | None = None
     pairs: list[str | PairSpec] = Field(min_length=1)
     distillers: list[str] = Field(min_length=1)
-    modes: list[str] = Field(default_factory=lambda: ["fixed", "adaptive"], min_length=1)
+    modes: list[str] = Field(
+        default_factory=lambda: [SpotMode.FIXED.value, SpotMode.ADAPTIVE.value], min_length=1
+    )
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     overrides: list[str] = Field(default_factory=list)
     teacher_overrides: list[str] = Field(default_factory=list)
@@ -109,7 +112,7 @@ class PlannedRun:
     index: int
     pair: str
     distiller: str
-    mode: str
+    mode: SpotMode
     seed: int
     config: RunConfig
     teacher: TeacherJob
@@ -230,7 +233,7 @@ def plan_grid(
     distillers = [d for d in spec.distillers if d in known_distillers]
     for bad in sorted(set(spec.distillers) - known_distillers):
         state.add(f"unknown distiller {bad!r} (`sakd distillers` lists them)")
-    modes = [m for m in spec.modes if m in SpotMode.names()]
+    modes = [SpotMode(m) for m in spec.modes if m in SpotMode.names()]
     for bad in sorted(set(spec.modes) - set(SpotMode.names())):
         state.add(f"unknown spot mode {bad!r} (use {', '.join(SpotMode.names())})")
     _check_unique(spec, state)
@@ -445,25 +448,23 @@ def teacher_ready(job: TeacherJob) -> bool:
     if not job.path.is_file():
         return False
     run_dir = job.run_dir
-    return run_dir is None or not (run_dir / "config.yaml").is_file() or is_finished(run_dir)
+    return run_dir is None or not RunFolder(run_dir).has_config() or is_finished(run_dir)
 
 
 def is_finished(run_dir: Path) -> bool:
     """True when the run in ``run_dir`` ran to its end (``summary.json`` written)."""
-    return (run_dir / "summary.json").is_file()
+    return RunFolder(run_dir).is_finished()
 
 
 def config_differences(run_dir: Path, cfg: RunConfig) -> list[str] | None:
     """Top-level keys in which ``run_dir/config.yaml`` differs from ``cfg`` (None: no config.yaml)."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
+    folder = RunFolder(run_dir)
+    if not folder.has_config():
         return None
     try:
-        saved = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
+        saved = folder.read_config_mapping()
+    except SakdError:
         return ["config.yaml (unreadable)"]
-    if not isinstance(saved, dict):
-        return ["config.yaml (not a mapping)"]
     return differences_from_saved(saved, cfg)
 
 
@@ -500,7 +501,9 @@ def _spot_info(model_name: str, input_size: int):
     return _SPOT_CACHE[key]
 
 
-def _check_spots(label: str, base: RunConfig, distiller: str, mode: str, state: _PlanState) -> None:
+def _check_spots(
+    label: str, base: RunConfig, distiller: str, mode: SpotMode, state: _PlanState
+) -> None:
     """The builder's checks of the distiller on this pair: its parameters, spots and alignment."""
     from sakd.engine.build import distiller_params, plan_distiller
     from sakd.losses import get_distiller

@@ -34,18 +34,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
-from sakd.config import RunConfig, config_differences, validate_config
+from sakd.config import RunConfig, config_differences
 from sakd.data import ImageSet, iterate_batches
 from sakd.engine.build import build_task, load_data
-from sakd.engine.checkpoint import atomic_write_text, load_checkpoint, load_weights_strict
+from sakd.engine.checkpoint import atomic_write_text, load_weights_strict
+from sakd.engine.rundir import CHECKPOINTS, RunFolder, TrainingCheckpoint
 from sakd.engine.runtime import Runtime
-from sakd.engine.tasks import DistillationTask
+from sakd.engine.training_tasks import DistillationTask
 from sakd.errors import SakdError
 from sakd.spots import AdaptiveSelector, AntiSelector, sample_gumbel, straight_through_gumbel
 
-CHECKPOINTS = ("best", "last")
 SPLITS = ("train", "test")
 GRID_SAMPLES = 16  # images per panel (least / most distilled) of a spot's figure
 GRID_COLUMNS = 8
@@ -122,43 +121,35 @@ def inspect_run(
         raise SakdError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     if device is not None and not (device in ("auto", "cpu") or device.startswith("cuda")):
         raise SakdError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
-    cfg = _read_config(folder)
-    path = folder / "checkpoints" / f"{checkpoint}.pt"
-    if not path.is_file():
-        raise SakdError(
-            f"{str(path)!r} does not exist: the run has not finished an epoch yet "
-            f"(or try --checkpoint {'last' if checkpoint == 'best' else 'best'})"
-        )
+    cfg = _read_config(RunFolder(folder))
+    saved = RunFolder(folder).read_checkpoint(checkpoint)
+    path = saved.path
     runtime = Runtime.create(device or cfg.device, "fp32", False)
     train_set, test_set = load_data(cfg)
     task, _ = build_task(cfg, train_set, runtime)
     assert isinstance(task, DistillationTask)
-    saved = _restore(task, path, cfg)
+    _restore(task, saved, cfg)
     data = train_set if split == "train" else test_set
     decisions = policy_decisions(task, data, runtime, cfg.eval_batch_size, seed)
     rates = class_rates(decisions)
-    epoch = int(saved.get("epoch", 0))
+    epoch = saved.epoch or 0
     files, summary = _write(folder, path, epoch, split, cfg.spots.mode, data, decisions, rates)
     return InspectResult(folder, path, epoch, split, cfg.spots.mode, rates, files, summary)
 
 
-def _read_config(folder: Path) -> RunConfig:
-    config_path = folder / "config.yaml"
-    if not config_path.is_file():
+def _read_config(run: RunFolder) -> RunConfig:
+    folder = run.path
+    if not run.has_config():
         raise SakdError(
             f"{str(folder)!r} is not a run folder (no config.yaml): give the output_dir of a run"
         )
-    try:
-        raw = yaml.safe_load(config_path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise SakdError(f"{config_path} cannot be read ({type(exc).__name__})") from None
-    cfg = validate_config(raw if isinstance(raw, dict) else {}, source=str(config_path))
+    cfg = run.read_config(stored=True)
     if cfg.teacher is None:
         raise SakdError(
             f"{str(folder)!r} trains a single network: there is no policy to inspect "
             "(inspect a run distilled with spots.mode=adaptive)"
         )
-    if cfg.spots.mode not in ("adaptive", "anti"):
+    if not cfg.spots.mode.routed:
         raise SakdError(
             f"{str(folder)!r} distils at {cfg.spots.mode} spots: there is no policy to inspect "
             "(inspect a run distilled with spots.mode=adaptive)"
@@ -166,21 +157,20 @@ def _read_config(folder: Path) -> RunConfig:
     return cfg
 
 
-def _restore(task: DistillationTask, path: Path, cfg: RunConfig) -> dict:
-    saved = load_checkpoint(path)
-    changed = config_differences(saved.get("config", {}), cfg)
+def _restore(task: DistillationTask, saved: TrainingCheckpoint, cfg: RunConfig) -> None:
+    path = saved.path
+    changed = config_differences(saved.config or {}, cfg)
     if changed:
         raise SakdError(
             f"{path} was written with a different configuration than config.yaml "
             f"({', '.join(changed)} differ): the run folder was changed after training"
         )
     modules = task.checkpoint_modules()
-    stored = saved.get("modules", {})
+    stored = saved.modules
     if set(stored) != set(modules):
         raise SakdError(f"{path} holds modules {sorted(stored)}, expected {sorted(modules)}")
     for name, module in modules.items():
         load_weights_strict(module, stored[name], f"checkpoint {path} ({name})")
-    return saved
 
 
 @torch.no_grad()
@@ -261,6 +251,10 @@ def _write(
 ) -> tuple[list[Path], str]:
     """Write every file into a temporary folder, then swap it in as ``folder/inspect``."""
     target = folder / "inspect"
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise SakdError(
+            f"{str(target)!r} is a link or a file, not the folder sakd inspect writes: remove it"
+        )
     staging = Path(tempfile.mkdtemp(prefix=".inspect-", dir=folder))
     staging.chmod(0o755)
     try:

@@ -16,13 +16,14 @@ import statistics
 from pathlib import Path
 
 from sakd.errors import SakdError
-from sakd.experiments.report import MODE_ORDER, Cell, Report, build_report
+from sakd.experiments.aggregate import MODE_ORDER, Cell, Report, build_report
+from sakd.spot_modes import SpotMode
 
 MODE_COLOURS = {
-    "fixed": "tab:blue",
-    "adaptive": "tab:red",
-    "random": "tab:gray",
-    "anti": "tab:green",
+    SpotMode.FIXED: "tab:blue",
+    SpotMode.ADAPTIVE: "tab:red",
+    SpotMode.RANDOM: "tab:gray",
+    SpotMode.ANTI: "tab:green",
 }
 PANEL_COLUMNS = 5
 DPI = 110
@@ -42,7 +43,7 @@ def make_plots(report: Report, out: str | Path | None = None) -> list[Path]:
     for (dataset, teacher, student), cells in pairs.items():
         slug = f"{dataset}-{teacher}-{student}"
         title = f"{dataset}: {teacher} → {student}"
-        adaptive = [c for c in cells if any(r.spot_rates for r in c.get("adaptive").runs)]
+        adaptive = [c for c in cells if any(r.spot_rates for r in c.get(SpotMode.ADAPTIVE).runs)]
         if adaptive:
             written.append(_spot_rates_figure(adaptive, title, folder / f"spot_rates-{slug}.png"))
         written.append(_accuracy_figure(cells, title, folder / f"accuracy-{slug}.png"))
@@ -75,7 +76,7 @@ def _panels(count: int, title: str, height: float = 2.8):
 def _spot_rates_figure(cells: list[Cell], title: str, path: Path) -> Path:
     fig, axes = _panels(len(cells), f"{title}\nshare of samples distilled at each spot (adaptive)")
     for ax, cell in zip(axes, cells, strict=True):
-        runs = [r for r in cell.get("adaptive").runs if r.spot_rates]
+        runs = [r for r in cell.get(SpotMode.ADAPTIVE).runs if r.spot_rates]
         curves = [r.spot_rates for r in runs]
         epochs = min(len(c) for c in curves)
         names = list(curves[0][0])

@@ -8,16 +8,15 @@ unreadable files) becomes a :class:`Problem` and the rest of the folder tree is 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sakd.config import RunConfig, validate_config
-from sakd.engine.records import EpochRecord, finite, parse_record
+from sakd.config import RunConfig
+from sakd.engine.records import EpochRecord, finite
+from sakd.engine.rundir import CONFIG_NAME, METRICS_NAME, RunFolder, RunInfo
 from sakd.errors import SakdError
+from sakd.spot_modes import SpotMode
 
 
 @dataclass(frozen=True)
@@ -37,18 +36,18 @@ class CellKey:
 
 @dataclass
 class RunResult:
-    """One finished run: its identity, its per-epoch test top-1 and the facts in run.json.
+    """One finished run: its identity, its per-epoch test top-1 and the facts in ``run.json``.
 
     ``config`` is the stored ``config.yaml`` read back through the config schema (as a dict).
     """
 
     path: Path
     key: CellKey
-    mode: str | None
+    mode: SpotMode | None
     seed: int
     config: dict[str, Any]
     records: list[EpochRecord]
-    info: dict[str, Any] = field(default_factory=dict)
+    info: RunInfo = field(default_factory=RunInfo)
 
     @property
     def curve(self) -> list[float]:
@@ -80,14 +79,7 @@ class RunResult:
     @property
     def spot_labels(self) -> dict[str, str]:
         """Spot name → the student's feature there (``stage2 (32×16×16)``), from run.json."""
-        spots = self.info.get("spots")
-        if not isinstance(spots, list):
-            return {}
-        return {
-            str(s["name"]): str(s.get("student", s["name"]))
-            for s in spots
-            if isinstance(s, dict) and "name" in s
-        }
+        return {spot.name: spot.student for spot in self.info.spots}
 
 
 @dataclass(frozen=True)
@@ -103,7 +95,7 @@ def collect_runs(root: Path) -> tuple[list[RunResult], list[Problem]]:
     """Every run under ``root``: the finished ones, and a problem for each one that does not count."""
     results: list[RunResult] = []
     problems: list[Problem] = []
-    for config_path in sorted(root.rglob("config.yaml")):
+    for config_path in sorted(root.rglob(CONFIG_NAME)):
         folder = config_path.parent
         outcome = read_run(folder)
         (results if isinstance(outcome, RunResult) else problems).append(outcome)
@@ -112,24 +104,24 @@ def collect_runs(root: Path) -> tuple[list[RunResult], list[Problem]]:
 
 def read_run(folder: Path) -> RunResult | Problem:
     """The run in ``folder``, or the :class:`Problem` that keeps it out of the results."""
+    run = RunFolder(folder)
     try:
-        raw = yaml.safe_load((folder / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        return Problem(folder, "unreadable", f"config.yaml cannot be read ({type(exc).__name__})")
-    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+        raw = run.read_config_mapping()
+    except SakdError as exc:
+        return Problem(folder, "unreadable", f"config.yaml cannot be read ({exc})")
+    if not isinstance(raw.get("model"), dict):
         return Problem(folder, "unreadable", "config.yaml is not a sakd run configuration")
     try:
-        cfg = validate_config(raw, source="config.yaml", stored=True)
+        cfg = run.read_config(stored=True)
     except SakdError as exc:
         return Problem(folder, "unreadable", f"config.yaml does not validate ({exc})")
     epochs = cfg.epochs
-    finished = (folder / "summary.json").is_file()
-    metrics = folder / "metrics.jsonl"
-    if not metrics.is_file():
+    finished = run.is_finished()
+    if not run.records_path().is_file():
         if finished:
             return Problem(folder, "corrupt", "metrics.jsonl is missing but summary.json exists")
         return Problem(folder, "unfinished", f"no epoch finished yet (0 of {epochs})")
-    records, error = _parse_metrics(metrics)
+    records, error = _finished_records(run)
     if error is not None:
         return Problem(folder, "corrupt", error)
     done = [r.epoch for r in records]
@@ -154,24 +146,21 @@ def read_run(folder: Path) -> RunResult | Problem:
         seed=cfg.seed,
         config=cfg.model_dump(mode="json"),
         records=records,
-        info=_read_info(folder),
+        info=run.read_info(),
     )
 
 
-def _parse_metrics(path: Path) -> tuple[list[EpochRecord], str | None]:
-    records: list[EpochRecord] = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = parse_record(line)
-        except ValueError as exc:
-            return [], f"metrics.jsonl line {number} {exc}"
+def _finished_records(run: RunFolder) -> tuple[list[EpochRecord], str | None]:
+    """The main phase's records, or why they do not make a result (unreadable, no test top-1)."""
+    try:
+        records = run.read_records()
+    except SakdError as exc:
+        return [], str(exc).removeprefix(f"{run.path}: ")
+    for number, record in enumerate(records, 1):
         if not finite(record.test_top1):
-            return [], f"metrics.jsonl line {number} has no finite test_top1"
-        records.append(record)
+            return [], f"{METRICS_NAME} record {number} has no finite test_top1"
     if not records:
-        return [], "metrics.jsonl is empty"
+        return [], f"{METRICS_NAME} is empty"
     return records, None
 
 
@@ -186,11 +175,3 @@ def _cell_key(cfg: RunConfig) -> CellKey:
         student=cfg.model.name,
         distiller=cfg.distiller.label if cfg.distiller is not None else None,
     )
-
-
-def _read_info(folder: Path) -> dict[str, Any]:
-    try:
-        info = json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}

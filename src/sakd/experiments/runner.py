@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sakd.engine.run import run
+from sakd.engine.rundir import RunFolder
 from sakd.errors import SakdError
 from sakd.experiments.grid import (
     GridPlan,
@@ -77,7 +78,7 @@ def run_status(planned: PlannedRun) -> str:
     folder = planned.output_dir
     if is_finished(folder):
         return "done"
-    return "resume" if (folder / "config.yaml").is_file() else "new"
+    return "resume" if RunFolder(folder).has_config() else "new"
 
 
 def reproduce(

@@ -4,8 +4,20 @@ Every module in this package is imported here, so its ``@register_distiller`` cl
 """
 
 from sakd._autoload import import_submodules
-from sakd.losses.base import DistillContext, Distiller, DistillerParams, PretrainParams
-from sakd.losses.registry import get_distiller, list_distillers, register_distiller
+from sakd.losses.base import (
+    DistillContext,
+    Distiller,
+    DistillerParams,
+    DistillerSetup,
+    PretrainParams,
+)
+from sakd.losses.published import PublishedWeights
+from sakd.losses.registry import (
+    get_distiller,
+    list_distillers,
+    published_weights_of,
+    register_distiller,
+)
 
 import_submodules(__name__, __path__)
 
@@ -13,8 +25,11 @@ __all__ = [
     "DistillContext",
     "Distiller",
     "DistillerParams",
+    "DistillerSetup",
     "PretrainParams",
+    "PublishedWeights",
     "get_distiller",
     "list_distillers",
+    "published_weights_of",
     "register_distiller",
 ]

@@ -3,11 +3,9 @@ Hidden Neurons" (RepDistiller ``ABLoss`` with its ``Connector``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import Tensor, nn
 
-from sakd.losses.base import DistillContext, DistillerParams, PretrainParams
+from sakd.losses.base import DistillContext, DistillerSetup, PretrainParams
 from sakd.losses.per_sample import InitialisationDistiller
 from sakd.losses.registry import register_distiller
 from sakd.models.connectors import ConvReg
@@ -52,15 +50,8 @@ class AB(InitialisationDistiller):
 
     params: Params
 
-    def __init__(
-        self,
-        student_spots: Sequence[SpotInfo],
-        teacher_spots: Sequence[SpotInfo],
-        params: DistillerParams,
-        num_classes: int,
-        num_train: int,
-    ) -> None:
-        super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
+    def __init__(self, setup: DistillerSetup) -> None:
+        super().__init__(setup)
         self.connectors = nn.ModuleList(
             _connector(s, t) for s, t in zip(self.student_spots, self.teacher_spots, strict=True)
         )

@@ -10,9 +10,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from sakd.losses._relational import check_spot_inputs, compute_dtype, full_precision, safe_divide
-from sakd.losses.base import DistillContext, Distiller, DistillerParams
+from sakd.losses.base import DistillContext, Distiller, DistillerParams, DistillerSetup
 from sakd.losses.registry import register_distiller
-from sakd.models.staged import SpotInfo
 
 
 def correlation_congruence_loss(
@@ -84,15 +83,8 @@ class CorrelationCongruence(Distiller):
             ),
         )
 
-    def __init__(
-        self,
-        student_spots: Sequence[SpotInfo],
-        teacher_spots: Sequence[SpotInfo],
-        params: DistillerParams,
-        num_classes: int,
-        num_train: int,
-    ) -> None:
-        super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
+    def __init__(self, setup: DistillerSetup) -> None:
+        super().__init__(setup)
         feat_dim = self.params.feat_dim
         self.student_embeds = nn.ModuleList(
             LinearEmbed(math.prod(spot.shape), feat_dim) for spot in self.student_spots

@@ -30,10 +30,9 @@ from torch import Tensor, nn
 
 from sakd.collectives import all_reduce_
 from sakd.losses._relational import check_spot_inputs, full_precision, safe_divide
-from sakd.losses.base import DistillContext, Distiller, DistillerParams
+from sakd.losses.base import DistillContext, Distiller, DistillerParams, DistillerSetup
 from sakd.losses.crd_memory import ContrastMemory
 from sakd.losses.registry import register_distiller
-from sakd.models.staged import SpotInfo
 
 NCE_EPS = 1e-7
 
@@ -89,21 +88,16 @@ class ContrastiveRepresentation(ContrastMemory, Distiller):
         temperature: float = Field(default=0.07, gt=0, description="score temperature (nce_t)")
         momentum: float = Field(default=0.5, ge=0, lt=1, description="memory-bank momentum (nce_m)")
 
-    def __init__(
-        self,
-        student_spots: Sequence[SpotInfo],
-        teacher_spots: Sequence[SpotInfo],
-        params: DistillerParams,
-        num_classes: int,
-        num_train: int,
-    ) -> None:
-        super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
+    def __init__(self, setup: DistillerSetup) -> None:
+        super().__init__(setup)
         if len(self.student_spots) != 1:
             raise ValueError(f"CRD distils at exactly one spot, got {len(self.student_spots)}")
         feat_dim = self.params.feat_dim
         self.student_embed = NormalizedEmbed(math.prod(self.student_spots[0].shape), feat_dim)
         self.teacher_embed = NormalizedEmbed(math.prod(self.teacher_spots[0].shape), feat_dim)
-        self.init_memory(num_train, feat_dim, self.params.num_negatives, self.params.momentum)
+        self.init_memory(
+            setup.train_labels, feat_dim, self.params.num_negatives, self.params.momentum
+        )
         self.register_buffer("normalizers", torch.full((2,), -1.0))
         self._normalizers_fixed = False
 

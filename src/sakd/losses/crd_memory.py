@@ -71,8 +71,8 @@ def _global_batch(
 class ContrastMemory(nn.Module):
     """Student and teacher memory banks (N, D) and the negatives sampler; call :meth:`init_memory`.
 
-    The banks start uniform in ±1/√(D/3) (RepDistiller's ``ContrastMemory``); the sampler needs
-    the training labels (:meth:`attach_train_labels`) before the first draw.
+    The banks start uniform in ±1/√(D/3) (RepDistiller's ``ContrastMemory``), one row per
+    training sample; the sampler indexes the training labels by class.
     """
 
     student_memory: Tensor
@@ -83,20 +83,17 @@ class ContrastMemory(nn.Module):
     class_size: Tensor
 
     def init_memory(
-        self, num_train: int, feat_dim: int, num_negatives: int, momentum: float
+        self, train_labels: Tensor, feat_dim: int, num_negatives: int, momentum: float
     ) -> None:
-        """Create the banks for ``num_train`` samples of ``feat_dim`` and a freshly seeded sampler."""
+        """Banks for the N samples of ``train_labels`` (N,), of ``feat_dim``; a freshly seeded sampler."""
+        num_train = train_labels.numel()
         self.num_negatives = num_negatives
         self.momentum = momentum
         bound = 1.0 / math.sqrt(feat_dim / 3)
         self.register_buffer("student_memory", torch.rand(num_train, feat_dim) * 2 * bound - bound)
         self.register_buffer("teacher_memory", torch.rand(num_train, feat_dim) * 2 * bound - bound)
-        empty = torch.zeros(0, dtype=torch.long)
-        self.register_buffer("train_labels", empty, persistent=False)
-        self.register_buffer("class_sorted_index", empty.clone(), persistent=False)
-        self.register_buffer("class_start", empty.clone(), persistent=False)
-        self.register_buffer("class_size", empty.clone(), persistent=False)
         self.rng = SeededGenerator(random_seed())
+        self._index_classes(train_labels)
 
     @property
     def memory_size(self) -> int:
@@ -104,14 +101,8 @@ class ContrastMemory(nn.Module):
         return self.student_memory.shape[0]
 
     # ----------------------------------------------------------------------------- training data
-    def attach_train_labels(self, labels: Tensor) -> None:
+    def _index_classes(self, labels: Tensor) -> None:
         """Index the training split by class (N,) labels, for sampling negatives of other classes."""
-        labels = torch.as_tensor(labels).reshape(-1).long().to(self.student_memory.device)
-        if labels.numel() != self.memory_size:
-            raise SakdError(
-                f"CRD was built for {self.memory_size} training samples but got {labels.numel()} "
-                "labels: pass the labels of the same training split"
-            )
         if labels.numel() and labels.min() < 0:
             raise SakdError("CRD got negative class labels: labels must be class indices 0..C-1")
         sizes = torch.bincount(labels)
@@ -120,10 +111,13 @@ class ContrastMemory(nn.Module):
                 "CRD needs at least two classes in the training split (its negatives are samples "
                 "of other classes): use another distiller for single-class data"
             )
-        self.train_labels = labels
-        self.class_sorted_index = torch.argsort(labels, stable=True)
-        self.class_start = (torch.cumsum(sizes, 0) - sizes).to(torch.int32)
-        self.class_size = sizes.to(torch.int32)
+        self.register_buffer("train_labels", labels, persistent=False)
+        self.register_buffer(
+            "class_sorted_index", torch.argsort(labels, stable=True), persistent=False
+        )
+        start = (torch.cumsum(sizes, 0) - sizes).to(torch.int32)
+        self.register_buffer("class_start", start, persistent=False)
+        self.register_buffer("class_size", sizes.to(torch.int32), persistent=False)
 
     def sample_negatives(self, index: Tensor) -> Tensor:
         """(B,) dataset indices -> (B, K) indices of training samples of *other* classes.
@@ -132,8 +126,6 @@ class ContrastMemory(nn.Module):
         rank r = ⌊u·(N − n_c)⌋ from a 53-bit uniform u, skip class c's contiguous block in the
         class-sorted order, and map the rank through that order.
         """
-        if self.train_labels.numel() == 0:
-            raise RuntimeError("CRD needs the training labels: call attach_train_labels() first")
         device = self.student_memory.device
         generator = self.rng.on(device)
         anchor_class = self.train_labels[index]

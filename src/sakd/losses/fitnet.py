@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import Tensor, nn
 
-from sakd.losses.base import DistillContext, DistillerParams
+from sakd.losses.base import DistillContext, DistillerParams, DistillerSetup
 from sakd.losses.per_sample import PerSampleDistiller
 from sakd.losses.registry import register_distiller
 from sakd.models.connectors import ConvReg
-from sakd.models.staged import SpotInfo
 from sakd.models.token_adaptors import make_spot_adaptor
 
 
@@ -27,15 +24,8 @@ class FitNet(PerSampleDistiller):
     class Params(DistillerParams):
         """FitNet has no hyperparameters besides its spot (RepDistiller ``hint_layer=2``)."""
 
-    def __init__(
-        self,
-        student_spots: Sequence[SpotInfo],
-        teacher_spots: Sequence[SpotInfo],
-        params: DistillerParams,
-        num_classes: int,
-        num_train: int,
-    ) -> None:
-        super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
+    def __init__(self, setup: DistillerSetup) -> None:
+        super().__init__(setup)
         self.regressors = nn.ModuleList(
             make_spot_adaptor(s, t) if s.is_tokens or t.is_tokens else ConvReg(s.shape, t.shape)  # type: ignore[arg-type]
             for s, t in zip(self.student_spots, self.teacher_spots, strict=True)

@@ -9,10 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sakd.errors import SakdError
-from sakd.losses.base import DistillContext, DistillerParams, PretrainParams
+from sakd.losses.base import DistillContext, DistillerSetup, PretrainParams
 from sakd.losses.per_sample import InitialisationDistiller
 from sakd.losses.registry import register_distiller
-from sakd.models.staged import SpotInfo
 
 
 def fsp_matrix(lower: Tensor, upper: Tensor) -> Tensor:
@@ -58,15 +57,8 @@ class FSP(InitialisationDistiller):
 
     params: Params
 
-    def __init__(
-        self,
-        student_spots: Sequence[SpotInfo],
-        teacher_spots: Sequence[SpotInfo],
-        params: DistillerParams,
-        num_classes: int,
-        num_train: int,
-    ) -> None:
-        super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
+    def __init__(self, setup: DistillerSetup) -> None:
+        super().__init__(setup)
         if len(self.student_spots) < 2:
             raise SakdError("fsp needs at least two feature maps (stem and one stage) per network")
         for student, teacher in zip(self.student_spots, self.teacher_spots, strict=True):

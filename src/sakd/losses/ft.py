@@ -11,10 +11,9 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from sakd.losses._weighting import match_spatial
-from sakd.losses.base import DistillContext, DistillerParams, PretrainParams
+from sakd.losses.base import DistillContext, DistillerSetup, PretrainParams
 from sakd.losses.per_sample import PerSampleDistiller
 from sakd.losses.registry import register_distiller
-from sakd.models.staged import SpotInfo
 
 _LEAK = 0.1
 
@@ -99,15 +98,8 @@ class FT(PerSampleDistiller):
 
     params: Params
 
-    def __init__(
-        self,
-        student_spots: Sequence[SpotInfo],
-        teacher_spots: Sequence[SpotInfo],
-        params: DistillerParams,
-        num_classes: int,
-        num_train: int,
-    ) -> None:
-        super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
+    def __init__(self, setup: DistillerSetup) -> None:
+        super().__init__(setup)
         self.paraphrasers = nn.ModuleList()
         self.translators = nn.ModuleList()
         for student, teacher in zip(self.student_spots, self.teacher_spots, strict=True):

@@ -17,8 +17,7 @@ import torch
 from torch import Tensor
 
 from sakd.losses._weighting import check_weights, gated_batch_mean, require_maps, zero_loss
-from sakd.losses.base import DistillContext, Distiller, DistillerParams
-from sakd.models.staged import SpotInfo
+from sakd.losses.base import DistillContext, Distiller, DistillerSetup
 
 
 class PerSampleDistiller(Distiller):
@@ -28,15 +27,8 @@ class PerSampleDistiller(Distiller):
     # With requires_maps: transformer token maps are accepted too (sakd.losses.tokens).
     accepts_tokens: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        student_spots: Sequence[SpotInfo],
-        teacher_spots: Sequence[SpotInfo],
-        params: DistillerParams,
-        num_classes: int,
-        num_train: int,
-    ) -> None:
-        super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
+    def __init__(self, setup: DistillerSetup) -> None:
+        super().__init__(setup)
         if self.requires_maps:
             require_maps(self.name, [*self.student_spots, *self.teacher_spots], self.accepts_tokens)
 

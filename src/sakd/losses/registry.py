@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from sakd._autoload import import_user_module
 from sakd.errors import SakdError
 from sakd.losses.base import Distiller
+from sakd.losses.published import PublishedWeights
 
 _DISTILLERS: dict[str, type[Distiller]] = {}
 
@@ -22,10 +24,39 @@ def list_distillers() -> list[str]:
 
 
 def get_distiller(name: str) -> type[Distiller]:
-    """The distiller class registered as ``name``; unknown names raise :class:`SakdError`."""
-    if name not in _DISTILLERS:
+    """The distiller class registered as ``name``, or the user's ``package.module:Class``.
+
+    A ``package.module:Class`` name is imported from the installed packages or, failing that,
+    the current directory (as a user's model factory is). Unknown names raise :class:`SakdError`.
+    """
+    if name in _DISTILLERS:
+        return _DISTILLERS[name]
+    if ":" in name:
+        return _import_distiller(name)
+    raise SakdError(
+        f"unknown distiller {name!r}: choose one of {', '.join(list_distillers())} "
+        "(`sakd distillers` describes them), or name your own as package.module:Class"
+    )
+
+
+def _import_distiller(name: str) -> type[Distiller]:
+    module_name, _, attr = name.partition(":")
+    try:
+        found = getattr(import_user_module(module_name), attr, None)
+    except ImportError as exc:
+        raise SakdError(f"cannot import distiller {name!r} ({exc}): check the name") from None
+    if not (isinstance(found, type) and issubclass(found, Distiller)):
         raise SakdError(
-            f"unknown distiller {name!r}: choose one of {', '.join(list_distillers())} "
-            "(`sakd distillers` describes them)"
+            f"{name!r} is not a distiller: {module_name!r} must define a subclass {attr!r} of "
+            "sakd.losses.Distiller"
         )
-    return _DISTILLERS[name]
+    return found
+
+
+def published_weights_of(name: str, table: str) -> PublishedWeights | None:
+    """Distiller ``name``'s weights in the published ``table`` (None: no such distiller or row)."""
+    try:
+        cls = get_distiller(name)
+    except SakdError:
+        return None
+    return cls.published_weights(table)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sakd.losses._weighting import match_spatial
-from sakd.losses.base import DistillContext, DistillerParams
+from sakd.losses.base import DistillContext, DistillerParams, DistillerSetup
 from sakd.losses.per_sample import PerSampleDistiller
 from sakd.losses.registry import register_distiller
-from sakd.models.staged import SpotInfo
 
 
 class VIDHead(nn.Module):
@@ -63,15 +61,8 @@ class VID(PerSampleDistiller):
 
     params: Params
 
-    def __init__(
-        self,
-        student_spots: Sequence[SpotInfo],
-        teacher_spots: Sequence[SpotInfo],
-        params: DistillerParams,
-        num_classes: int,
-        num_train: int,
-    ) -> None:
-        super().__init__(student_spots, teacher_spots, params, num_classes, num_train)
+    def __init__(self, setup: DistillerSetup) -> None:
+        super().__init__(setup)
         self.heads = nn.ModuleList(
             VIDHead(s.channels, t.channels, self.params.init_pred_var, self.params.eps)
             for s, t in zip(self.student_spots, self.teacher_spots, strict=True)

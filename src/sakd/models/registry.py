@@ -13,13 +13,11 @@ Non-zoo modules are cut into a :class:`StagedNet` by :func:`~sakd.models.wrap.st
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from collections.abc import Callable
 
 from torch import nn
 
+from sakd._autoload import import_user_module
 from sakd.errors import SakdError
 from sakd.models.staged import StagedNet
 
@@ -127,20 +125,9 @@ def import_factory(name: str) -> Callable[..., nn.Module]:
     if not module_name or not attr:
         raise SakdError(f"model name {name!r} must be package.module:factory")
     try:
-        found = importlib.import_module(module_name)
-    except ImportError as first:
-        cwd = os.getcwd()
-        if cwd in sys.path or "" in sys.path:
-            raise SakdError(
-                f"cannot import model factory {name!r} ({first}): check the name"
-            ) from None
-        sys.path.append(cwd)
-        try:
-            found = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise SakdError(
-                f"cannot import model factory {name!r} ({exc}): check the name"
-            ) from None
+        found = import_user_module(module_name)
+    except ImportError as exc:
+        raise SakdError(f"cannot import model factory {name!r} ({exc}): check the name") from None
     factory = getattr(found, attr, None)
     if not callable(factory):
         raise SakdError(f"{module_name!r} has no callable {attr!r}: check model name {name!r}")

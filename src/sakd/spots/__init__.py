@@ -5,7 +5,6 @@ from sakd.spots.gumbel import sample_gumbel, straight_through_gumbel
 from sakd.spots.policy import SpotPolicy
 from sakd.spots.routing import RoutedNetwork, make_adaptors
 from sakd.spots.selectors import (
-    SELECTOR_MODES,
     AdaptiveSelector,
     AntiSelector,
     FixedSelector,
@@ -18,7 +17,6 @@ from sakd.spots.selectors import (
 )
 
 __all__ = [
-    "SELECTOR_MODES",
     "AdaptiveSelector",
     "AntiSelector",
     "FixedSelector",

@@ -57,7 +57,7 @@ class SpotSelection:
 class SpotSelector(nn.Module):
     """Base class: ``forward(SelectorInput) -> SpotSelection`` with K = len(spot_indices) + 1."""
 
-    mode: ClassVar[str]
+    mode: ClassVar[SpotMode]
 
     def __init__(self, spot_indices: Sequence[int], seed: int = 0) -> None:
         super().__init__()
@@ -81,7 +81,7 @@ class SpotSelector(nn.Module):
 class FixedSelector(SpotSelector):
     """Every spot for every sample: the distiller as published ("Stan.")."""
 
-    mode = "fixed"
+    mode = SpotMode.FIXED
 
     def forward(self, inp: SelectorInput) -> SpotSelection:
         """All-ones weights (B, K)."""
@@ -94,11 +94,11 @@ class RandomSelector(SpotSelector):
     """Bernoulli(0.5) per sample and spot, from the selector's own generator (ablation).
 
     ``ce_scale`` is handed to the task with every selection (the authors' ``train_random.py``
-    multiplies the student CE by γ). With ``tie_logit_spot`` the logit column is a copy of the last
+    multiplies the student CE by γ, ``spots.routing_ce_weight``). With ``tie_logit_spot`` the logit column is a copy of the last
     feature spot's column instead of its own draw (``train_random.py`` for AT, NST and VID).
     """
 
-    mode = "random"
+    mode = SpotMode.RANDOM
 
     def __init__(
         self,
@@ -130,7 +130,7 @@ class RandomSelector(SpotSelector):
 class AdaptiveSelector(SpotSelector):
     """The paper's method: policy + straight-through Gumbel + routed network (method.md §1.3–1.8)."""
 
-    mode = "adaptive"
+    mode = SpotMode.ADAPTIVE
 
     def __init__(
         self,
@@ -138,7 +138,7 @@ class AdaptiveSelector(SpotSelector):
         teacher: StagedNet,
         spot_indices: Sequence[int],
         *,
-        gamma: float = 1.0,
+        routing_ce_weight: float = 1.0,
         tau: float = GUMBEL_TAU,
         homogeneous: bool = False,
         input_size: int = 32,
@@ -149,7 +149,7 @@ class AdaptiveSelector(SpotSelector):
         self.teacher_spot_indices = (
             self.spot_indices if teacher_spot_indices is None else list(teacher_spot_indices)
         )
-        self.gamma = gamma
+        self.routing_ce_weight = routing_ce_weight
         self.tau = tau
         student_spots = student.spot_info(input_size)
         teacher_spots = teacher.spot_info(input_size)
@@ -183,7 +183,7 @@ class AdaptiveSelector(SpotSelector):
         decisions = self.sample_decisions(inp)
         mixed_logits = self.routed(inp.images, decisions, self.first_teacher_output(inp))
         routing_loss, stats = routing_objective(
-            mixed_logits, inp.student_logits, inp.labels, decisions[:, -1], self.gamma
+            mixed_logits, inp.student_logits, inp.labels, decisions[:, -1], self.routing_ce_weight
         )
         return SpotSelection(self.gate(decisions.detach()), routing_loss, stats)
 
@@ -195,7 +195,7 @@ class AdaptiveSelector(SpotSelector):
 class AntiSelector(AdaptiveSelector):
     """Trained exactly like ``adaptive`` but distils exactly where it would not (ablation)."""
 
-    mode = "anti"
+    mode = SpotMode.ANTI
 
     def gate(self, decisions: Tensor) -> Tensor:
         """Weights 1 − a (B, K): distil on the student path."""
@@ -226,17 +226,13 @@ def routing_objective(
     return weight * routed_ce + hinge, stats
 
 
-SELECTOR_MODES = tuple(SpotMode.names())
-RANDOM_SCHEMES = ("authors", "independent")
-
-
 def build_selector(
-    mode: str,
+    mode: SpotMode,
     student: StagedNet,
     teacher: StagedNet,
     spot_indices: Sequence[int],
     *,
-    gamma: float = 1.0,
+    routing_ce_weight: float = 1.0,
     tau: float = GUMBEL_TAU,
     homogeneous: bool = False,
     input_size: int = 32,
@@ -247,48 +243,42 @@ def build_selector(
 ) -> SpotSelector:
     """The selector for ``mode`` over the feature spots ``spot_indices`` (+ the logit spot).
 
-    ``spot_indices`` are stage indices shared by both nets (ascending; may be empty). In the
-    adaptive and anti modes the teacher is frozen here (eval, ``requires_grad=False``).
+    The settings are the validated ``spots`` config values under their config names (``mode``,
+    ``routing_ce_weight``, ``tau``, ``homogeneous``, ``random_scheme``); they are not checked
+    again here. The teacher must be frozen (eval mode, ``requires_grad=False``), as the
+    distillation task holds it. ``spot_indices`` are stage indices shared by both nets (ascending; may be empty).
     ``random_scheme`` (random mode only): ``authors`` reproduces ``train_random.py`` (student CE ×
-    ``gamma``; the logit column copies the last feature spot's when ``logit_follows_last_spot``,
-    which the builder takes from the distiller: AT, NST, VID); ``independent`` draws every column
-    on its own and leaves CE alone. ``teacher_spot_indices``: the teacher's stages paired in order
-    with ``spot_indices`` when they differ (a pair with token maps, see :mod:`sakd.models.tokens`).
+    ``routing_ce_weight``; the logit column copies the last feature spot's when
+    ``logit_follows_last_spot``, which the builder takes from the distiller: AT, NST, VID);
+    ``independent`` draws every column on its own and leaves CE alone. ``teacher_spot_indices``:
+    the teacher's stages paired in order with ``spot_indices`` when they differ (a pair with
+    token maps, see :mod:`sakd.models.tokens`).
     """
-    if mode not in SELECTOR_MODES:
-        raise SakdError(f"unknown spot mode {mode!r}: use one of {', '.join(SELECTOR_MODES)}")
-    if random_scheme not in RANDOM_SCHEMES:
-        raise SakdError(
-            f"unknown random scheme {random_scheme!r}: use one of {', '.join(RANDOM_SCHEMES)}"
-        )
-    if not gamma > 0:
-        raise SakdError(f"gamma must be > 0 (got {gamma}): set a positive routing CE weight gamma")
-    if not tau > 0:
-        raise SakdError(f"tau must be > 0 (got {tau}): set a positive Gumbel temperature tau")
     spots = [int(index) for index in spot_indices]
     teacher_spots = (
         spots if teacher_spot_indices is None else [int(i) for i in teacher_spot_indices]
     )
     _check_spots(spots, student, teacher, input_size, teacher_spots)
-    if mode == "fixed":
+    if mode == SpotMode.FIXED:
         return FixedSelector(spots, seed)
-    if mode == "random":
+    if mode == SpotMode.RANDOM:
         if random_scheme == "independent":
             return RandomSelector(spots, seed)
-        return RandomSelector(spots, seed, ce_scale=gamma, tie_logit_spot=logit_follows_last_spot)
+        return RandomSelector(
+            spots, seed, ce_scale=routing_ce_weight, tie_logit_spot=logit_follows_last_spot
+        )
     for role, net in (("student", student), ("teacher", teacher)):
         if net.spot_info(input_size)[-1].is_map:
             raise SakdError(
                 f"the {role}'s last spot feature is a map, but the policy reads pooled vectors: "
                 "end the staged network with a pooling stage"
             )
-    teacher.eval().requires_grad_(False)
-    selector_class = AdaptiveSelector if mode == "adaptive" else AntiSelector
+    selector_class = AdaptiveSelector if mode == SpotMode.ADAPTIVE else AntiSelector
     return selector_class(
         student,
         teacher,
         spots,
-        gamma=gamma,
+        routing_ce_weight=routing_ce_weight,
         tau=tau,
         homogeneous=homogeneous,
         input_size=input_size,

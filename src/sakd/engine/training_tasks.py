@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sakd.engine.records import LOGIT_SPOT
-from sakd.engine.task import ParamGroup, Phase, StepResult, Task
+from sakd.engine.task_contract import ParamGroup, Phase, StepResult, Task, pretrain_data_key
 from sakd.losses import DistillContext, Distiller
 from sakd.models import StagedNet
 from sakd.spots import SelectorInput, SpotSelector
@@ -84,7 +84,13 @@ class LossTerm:
 
 
 class DistillationTask(Task):
-    """Student + frozen teacher + spot selector + weighted CE and loss terms (see the module doc)."""
+    """Student + frozen teacher + spot selector + weighted CE and loss terms (see the module doc).
+
+    The task is the one owner of the teacher's frozen state: it sets eval mode and
+    ``requires_grad=False`` when built, keeps eval mode through :meth:`train`, and
+    :meth:`release_teacher` restores what the teacher came with (the engine calls it when the run
+    ends, so a module passed from Python is given back as it was).
+    """
 
     def __init__(
         self,
@@ -104,6 +110,7 @@ class DistillationTask(Task):
         self.student = student
         # The teacher is frozen and never checkpointed: keep it out of the module tree.
         self.__dict__["teacher"] = teacher
+        self._teacher_came_as = (teacher.training, [p.requires_grad for p in teacher.parameters()])
         teacher.eval().requires_grad_(False)
         self.selector = selector
         self.terms = list(terms)
@@ -112,6 +119,13 @@ class DistillationTask(Task):
         self._student_group = student_group
         self._agent_group = agent_group
         self._preact = any(term.module.preact for term in self.terms)
+
+    def release_teacher(self) -> None:
+        """Give the teacher back in the mode and with the ``requires_grad`` flags it came with."""
+        training, flags = self._teacher_came_as
+        for param, flag in zip(self.teacher.parameters(), flags, strict=True):
+            param.requires_grad_(flag)
+        self.teacher.train(training)
 
     def train(self, mode: bool = True) -> DistillationTask:
         """Switch the student & trainable parts; the teacher stays in eval mode."""
@@ -125,7 +139,8 @@ class DistillationTask(Task):
 
     # ------------------------------------------------------------------ phases
     def phases(self, epochs: int) -> list[Phase]:
-        phases = [self._pretrain_phase(t) for t in self.terms if t.module.pretrain_epochs > 0]
+        pretraining = [t for t in self.terms if t.module.pretrain_epochs > 0]
+        phases = [self._pretrain_phase(t, k) for k, t in enumerate(pretraining)]
         student_params = [*self.student.parameters(), *self.term_modules.parameters()]
         groups = {"student": ParamGroup(student_params, **self._student_group)}
         agent_params = list(self.selector.parameters())
@@ -134,7 +149,7 @@ class DistillationTask(Task):
         phases.append(Phase("distill", epochs, self._step, groups))
         return phases
 
-    def _pretrain_phase(self, term: LossTerm) -> Phase:
+    def _pretrain_phase(self, term: LossTerm, position: int) -> Phase:
         distiller = term.module
         params = list(distiller.pretrain_parameters())
         if distiller.pretrain_trains_student:
@@ -154,6 +169,7 @@ class DistillationTask(Task):
             {"pretrain": group},
             decay=False,
             evaluate=False,
+            data_key=pretrain_data_key(position),
         )
 
     # ------------------------------------------------------------------- steps

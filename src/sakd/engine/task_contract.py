@@ -51,7 +51,11 @@ class Phase:
     """A stretch of training: ``epochs`` epochs of ``step`` updating ``groups``.
 
     ``decay`` applies the step-decay schedule; ``evaluate`` runs the test split after each epoch
-    (main phase only: pre-training stages are not model-selection epochs).
+    (main phase only: pre-training stages are not model-selection epochs). ``data_key``: the key of
+    the phase's data order: its epoch e draws the order and augmentation of data epoch
+    ``data_key + e`` (a pure function of the seed and that number). The main phase keeps key 0;
+    pre-training phases take keys of their own (:func:`pretrain_data_key`), so their orders are
+    not the main phase's.
     """
 
     name: str
@@ -60,6 +64,16 @@ class Phase:
     groups: dict[str, ParamGroup]
     decay: bool = True
     evaluate: bool = True
+    data_key: int = 0
+
+
+# Data keys of pre-training phases are multiples of this: room for that many epochs per phase.
+PRETRAIN_DATA_KEY_STRIDE = 10_000
+
+
+def pretrain_data_key(position: int) -> int:
+    """The data key of the pre-training phase at ``position`` (0-based) among the phases."""
+    return PRETRAIN_DATA_KEY_STRIDE * (position + 1)
 
 
 class Task(nn.Module):

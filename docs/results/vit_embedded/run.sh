@@ -24,3 +24,17 @@ sakd distill quickstart model.name=vit_models:vit_student distiller.name=at \
 # 4. Where the policy distils, per block and class (test split).
 sakd inspect "$out/vit_to_vit" --split test
 sakd inspect "$out/resnet_to_vit" --split test
+# 5. Controls, run after steps 1-4: the ViT student alone, and both pairs with the AT weight
+#    lowered from the published 1000 (set for CNN maps of 8×8 to 32×32 positions) to 50, since on
+#    a 4×4 token grid each position's share of the unit-norm attention map is 4-64× larger.
+if [[ "${SKIP_CONTROLS:-0}" != 1 ]]; then
+  sakd train quickstart/student model.name=vit_models:vit_student epochs=2 "${common[@]}" \
+    output_dir="$out/vit_student_alone"
+  sakd distill quickstart teacher.name=vit_models:vit_teacher \
+    teacher.checkpoint="$out/vit_teacher/checkpoints/best.pt" model.name=vit_models:vit_student \
+    distiller.name=at distiller.loss_weight=50 spots.mode=adaptive spots.homogeneous=false \
+    epochs=2 "${common[@]}" output_dir="$out/vit_to_vit_at50"
+  sakd distill quickstart model.name=vit_models:vit_student distiller.name=at \
+    distiller.loss_weight=50 spots.mode=adaptive spots.homogeneous=false epochs=2 "${common[@]}" \
+    output_dir="$out/resnet_to_vit_at50"
+fi

@@ -232,7 +232,8 @@ class DistillerPlan:
     """A distiller checked against a pair: its class, validated parameters and paired spots.
 
     ``student_spots`` / ``teacher_spots`` are equal-length (trimmed to the shorter network) and,
-    in the routed modes, at the same stages; empty for logit distillers.
+    in the routed modes, at the same stages unless a side has token maps (a ViT: its blocks are
+    paired in order with the other net's stages); empty for logit distillers.
     """
 
     cls: type[Distiller]
@@ -262,7 +263,9 @@ def plan_distiller(
         raise SakdError(f"distiller {name!r} cannot run on this pair: {exc}") from None
     n = min(len(s_spots), len(t_spots))
     s_spots, t_spots = s_spots[:n], t_spots[:n]
-    if mode.routed and [s.index for s in s_spots] != [t.index for t in t_spots]:
+    has_tokens = any(spot.is_tokens for spot in (*s_spots, *t_spots))
+    aligned = [s.index for s in s_spots] == [t.index for t in t_spots]
+    if mode.routed and not aligned and not has_tokens:
         raise SakdError(
             f"spots of {name!r} cannot be aligned for {mode} routing: student stages "
             f"{[s.index for s in s_spots]} vs teacher stages {[t.index for t in t_spots]}; "
@@ -403,6 +406,7 @@ def build_task(
         seed=cfg.seed,
         random_scheme=cfg.spots.random_scheme,
         logit_follows_last_spot=plan.cls.random_logit_follows_last_spot,
+        teacher_spot_indices=[t.index for t in plan.teacher_spots],
     )
     # The policy and adaptors: the authors' SGD on the step decay, or the student's optimiser and
     # schedule with their own lr and weight decay (spots.agent_optimizer=main).

@@ -50,10 +50,14 @@ def match_spatial(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
     return student, teacher
 
 
-def require_maps(distiller: str, spots: Sequence[SpotInfo]) -> None:
-    """Raise :class:`SakdError` unless every spot is a (C, H, W) feature map."""
+def require_maps(distiller: str, spots: Sequence[SpotInfo], tokens_ok: bool = False) -> None:
+    """Raise :class:`SakdError` unless every spot is a (C, H, W) map (or a token map: ``tokens_ok``)."""
     for spot in spots:
-        if not spot.is_map:
+        if spot.is_tokens and not tokens_ok:
+            from sakd.losses.tokens import token_refusal
+
+            raise SakdError(token_refusal(distiller, spot))
+        if not spot.is_map and not (tokens_ok and spot.is_tokens):
             raise SakdError(
                 f"{distiller} needs feature maps but spot F[{spot.index}] has shape {spot.shape}: "
                 "use a model whose stages output (C, H, W) maps"

@@ -9,6 +9,7 @@ from sakd.losses._weighting import match_spatial
 from sakd.losses.base import DistillContext, DistillerParams
 from sakd.losses.per_sample import PerSampleDistiller
 from sakd.losses.registry import register_distiller
+from sakd.losses.tokens import spatial_view
 
 
 def attention_map(feature: Tensor, p: float) -> Tensor:
@@ -31,6 +32,7 @@ class AT(PerSampleDistiller):
     spot_role = "stages"
     random_logit_follows_last_spot = True  # train_random.py: no own logit-spot draw
     requires_maps = True
+    accepts_tokens = True
 
     class Params(DistillerParams):
         """RepDistiller defaults."""
@@ -40,5 +42,8 @@ class AT(PerSampleDistiller):
     params: Params
 
     def spot_loss(self, k: int, student: Tensor, teacher: Tensor, ctx: DistillContext) -> Tensor:
-        """AT loss of each sample at spot ``k``: maps (B, C, H, W) -> (B,)."""
+        """AT loss of each sample at spot ``k``: maps (B, C, H, W) or token maps (B, N, C) -> (B,)."""
+        s_spot, t_spot = self.student_spots[k], self.teacher_spots[k]
+        if s_spot.is_tokens or t_spot.is_tokens:
+            student, teacher = spatial_view(student, s_spot), spatial_view(teacher, t_spot)
         return at_per_sample(student, teacher, self.params.p)

@@ -4,7 +4,7 @@
 gating each spot's ℓ by its weight column (Σ_i w_i·ℓ_i / B, see :func:`gated_batch_mean`) and the
 sum over spots. A subclass implements :meth:`PerSampleDistiller.spot_loss` (or, when a weight
 column gates a loss that is not one spot's, overrides ``per_sample_losses``, as FSP does) and sets
-``requires_maps`` when every spot must be a (C, H, W) map.
+``requires_maps`` when every spot must be a (C, H, W) map (``accepts_tokens``: or a token map).
 :class:`InitialisationDistiller` adds RepDistiller's initialisation-method behaviour (AB, FSP).
 """
 
@@ -24,11 +24,13 @@ class PerSampleDistiller(Distiller):
     """Σ over spots of the gated per-sample loss; subclasses implement :meth:`spot_loss`."""
 
     requires_maps: ClassVar[bool] = False
+    # With requires_maps: transformer token maps are accepted too (sakd.losses.tokens).
+    accepts_tokens: ClassVar[bool] = False
 
     def __init__(self, setup: DistillerSetup) -> None:
         super().__init__(setup)
         if self.requires_maps:
-            require_maps(self.name, [*self.student_spots, *self.teacher_spots])
+            require_maps(self.name, [*self.student_spots, *self.teacher_spots], self.accepts_tokens)
 
     def spot_loss(self, k: int, student: Tensor, teacher: Tensor, ctx: DistillContext) -> Tensor:
         """Loss of each sample (B,) at spot ``k``; ``teacher`` is already detached."""

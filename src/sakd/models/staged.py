@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from sakd.errors import SakdError
+from sakd.models.tokens import TokenLayout, token_layout
 
 ROLES = ("stem", "stage", "pooled")
 
@@ -26,8 +27,10 @@ ROLES = ("stem", "stage", "pooled")
 class SpotInfo:
     """Description of one spot feature ``F[index]`` of a staged network.
 
-    ``reduction`` is input size / feature size along height (1 for full resolution); ``shape`` is the
-    feature shape without the batch dimension for the input size the info was computed for.
+    ``reduction`` is input size / feature size along height (1 for full resolution; the patch size
+    for a token map); ``shape`` is the feature shape without the batch dimension for the input size
+    the info was computed for: (C, H, W) for a map, (C,) for a pooled vector, (N, C) for a token map
+    (a transformer block's output), whose layout (prefix tokens, patch grid) is ``tokens``.
     ``name`` is what users read (logs, reports, ``sakd inspect``): the module path of the stage's
     last module for a user model cut by :func:`~sakd.models.wrap.stage_model` (e.g. ``layer2``),
     otherwise ``stem``, ``stage1`` … (counted from 1 after the stem, as in ``stage:N``), ``pooled``.
@@ -39,6 +42,7 @@ class SpotInfo:
     reduction: int
     shape: tuple[int, ...]
     name: str = ""
+    tokens: TokenLayout | None = None
 
     @property
     def label(self) -> str:
@@ -49,6 +53,11 @@ class SpotInfo:
     def is_map(self) -> bool:
         """True for (C, H, W) feature maps, False for pooled vectors."""
         return len(self.shape) == 3
+
+    @property
+    def is_tokens(self) -> bool:
+        """True for (N, C) token maps with a known patch grid (see :mod:`sakd.models.tokens`)."""
+        return self.tokens is not None
 
 
 class StagedNet(nn.Module):
@@ -191,15 +200,19 @@ def _describe(net: StagedNet, size: int) -> list[SpotInfo]:
     for i, (stage, role) in enumerate(zip(net.stages, net.stage_roles, strict=True)):
         x = _meta_call(stage, x)
         shape = tuple(x.shape[1:])
+        tokens = token_layout(shape, getattr(net, "num_prefix_tokens", None))
         reduction = size // shape[1] if len(shape) == 3 else 0
+        if tokens is not None:
+            reduction = size // tokens.grid[0]
         infos.append(
             SpotInfo(
                 index=i,
                 role=role,
-                channels=shape[0],
+                channels=shape[-1] if tokens is not None else shape[0],
                 reduction=reduction,
                 shape=shape,
                 name=names[i],
+                tokens=tokens,
             )
         )
     return infos

@@ -28,6 +28,7 @@ copies): loading a state dict into the original module updates the staged networ
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 from collections.abc import Callable
 
@@ -36,6 +37,7 @@ from torch import Tensor, fx, nn
 
 from sakd.errors import SakdError
 from sakd.models.staged import StagedNet, check_state_dict_keys
+from sakd.models.tokens import block_stages, num_prefix_tokens
 
 #: Equality tolerance of the construction check: max |staged - module| <= ATOL + RTOL * max |module|.
 CHECK_RTOL = 1e-4
@@ -181,7 +183,9 @@ def stage_model(
     of the forward, the last module output at that resolution where the network is a chain (1×1
     maps, the global pool, and maps larger than an earlier one excluded; when functional operations
     end the resolution, the last module before them); the path named is the outermost ``nn.Sequential`` that ends
-    with that module and contains no earlier cut. The first of these cuts is the stem.
+    with that module and contains no earlier cut. The first of these cuts is the stem. A vision
+    transformer (:func:`~sakd.models.tokens.transformer_blocks`) is cut instead after its blocks at
+    depth/4, depth/2, 3·depth/4 and depth (no stem); its spots are token maps (B, N, C).
 
     With ``check`` (default) the staged network must reproduce the module's output on a random
     input in eval mode and in train mode, else :class:`SakdError`. Also raises it for unknown paths,
@@ -195,8 +199,12 @@ def stage_model(
     if head is None:
         head = find_head(module)
     if stages is None:
-        cuts = find_stages(module, head, input_size)
-        stem, stages = (cuts[0], cuts[1:]) if len(cuts) > 1 else (None, cuts)
+        blocks = block_stages(module)
+        if blocks:
+            stages = blocks
+        else:
+            cuts = find_stages(module, head, input_size)
+            stem, stages = (cuts[0], cuts[1:]) if len(cuts) > 1 else (None, cuts)
     cut_paths = ([stem] if stem is not None else []) + list(stages)
     _check_paths(module, [*cut_paths, head])
 
@@ -226,6 +234,7 @@ def stage_model(
         stage_paths=tuple(cut_paths),
         head_path=head,
     )
+    staged.num_prefix_tokens = num_prefix_tokens(module)
     if check:
         check_staged(module, staged, input_size)
     return staged
@@ -548,7 +557,7 @@ def _restore_training_flags(module: nn.Module, flags: dict[nn.Module, bool]) -> 
 
 def _trace(module: nn.Module, named: set[str]) -> fx.Graph:
     try:
-        graph = _CutTracer(named).trace(module)
+        graph = _CutTracer(named).trace(module, concrete_args=_optional_inputs(module))
     except SakdError:
         raise
     except Exception as err:
@@ -558,9 +567,33 @@ def _trace(module: nn.Module, named: set[str]) -> fx.Graph:
             "remove data-dependent control flow from its forward or wrap that part in a module "
             "named as a stage path"
         ) from None
+    _drop_specialisation_guards(graph)
     graph = fx.GraphModule(module, graph).graph
     graph.eliminate_dead_code()
     return graph
+
+
+def _drop_specialisation_guards(graph: fx.Graph) -> None:
+    """Remove the ``torch._assert`` guards fx adds for fixed optional inputs (they read no image)."""
+    extra = [n for n in graph.nodes if n.op == "placeholder"][1:]
+    derived = set(extra)
+    guards = []
+    for node in graph.nodes:
+        inputs = node.all_input_nodes
+        if node.op == "call_function" and inputs and all(used in derived for used in inputs):
+            derived.add(node)
+            guards.append(node)
+    for node in reversed(guards):
+        if all(user in derived for user in node.users):
+            graph.erase_node(node)
+
+
+def _optional_inputs(module: nn.Module) -> dict[str, object] | None:
+    """The forward's parameters after the image that have defaults, fixed at them (timm's ``attn_mask``)."""
+    params = list(inspect.signature(module.forward).parameters.values())[1:]
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    fixed = {p.name: p.default for p in params if p.kind in kinds and p.default is not p.empty}
+    return fixed or None
 
 
 def _trace_eval(module: nn.Module, named: set[str]) -> fx.Graph:

@@ -15,19 +15,20 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from sakd.models.connectors import make_connector
 from sakd.models.staged import SpotInfo, StagedNet
+from sakd.models.token_adaptors import make_spot_adaptor
 
 
 def make_adaptors(
     student_spots: Sequence[SpotInfo], teacher_spots: Sequence[SpotInfo]
 ) -> tuple[nn.ModuleList, nn.ModuleList]:
-    """S→T and T→S adaptors (ConvReg for maps, Linear for vectors), one pair per feature spot."""
+    """S→T and T→S adaptors, one pair per feature spot: ConvReg for maps, Linear for vectors,
+    token adaptors and map ↔ token bridges where a token map is involved (``make_spot_adaptor``)."""
     s2t = nn.ModuleList(
-        make_connector(s.shape, t.shape) for s, t in zip(student_spots, teacher_spots, strict=True)
+        make_spot_adaptor(s, t) for s, t in zip(student_spots, teacher_spots, strict=True)
     )
     t2s = nn.ModuleList(
-        make_connector(t.shape, s.shape) for s, t in zip(student_spots, teacher_spots, strict=True)
+        make_spot_adaptor(t, s) for s, t in zip(student_spots, teacher_spots, strict=True)
     )
     return s2t, t2s
 
@@ -73,6 +74,8 @@ class RoutedNetwork:
     the student and teacher are referenced, not registered, so they never appear in the caller's
     parameters or state dict. Both nets run in eval mode (the frozen teacher is expected to be in
     eval mode already; it is walked only when its top-level flag says otherwise).
+    ``teacher_indices`` are the teacher's cuts when they differ from the student's
+    ``spot_indices`` (a CNN ↔ ViT pair: paired in order); by default the same stages.
     """
 
     def __init__(
@@ -82,15 +85,19 @@ class RoutedNetwork:
         spot_indices: Sequence[int],
         s2t: nn.ModuleList,
         t2s: nn.ModuleList,
+        teacher_indices: Sequence[int] | None = None,
     ) -> None:
         self.student = student
         self.teacher = teacher
         self.spot_indices = list(spot_indices)
+        self.teacher_indices = (
+            self.spot_indices if teacher_indices is None else list(teacher_indices)
+        )
         self.s2t = s2t
         self.t2s = t2s
         self._student_segments = _segments(student, self.spot_indices)
-        self._teacher_segments = _segments(teacher, self.spot_indices)
-        first_stage = self.spot_indices[0] if self.spot_indices else None
+        self._teacher_segments = _segments(teacher, self.teacher_indices)
+        first_stage = self.teacher_indices[0] if self.teacher_indices else None
         self._reuse_needs_relu = first_stage is not None and _ends_in_relu(
             teacher.stages[first_stage]
         )
@@ -124,6 +131,8 @@ class RoutedNetwork:
                     break
                 choice = _per_sample(decisions[:, j], teacher_out)
                 teacher_x = choice * teacher_out + (1 - choice) * self.s2t[j](student_out)
+                if student_out.dim() != teacher_out.dim():  # a map on one side, tokens on the other
+                    choice = _per_sample(decisions[:, j], student_out)
                 student_x = choice * self.t2s[j](teacher_out) + (1 - choice) * student_out
         choice = _per_sample(decisions[:, -1], teacher_out)
         return choice * teacher_out + (1 - choice) * student_out

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from sakd.collectives import global_rows
 from sakd.errors import SakdError
-from sakd.models.staged import StagedNet
+from sakd.models.staged import SpotInfo, StagedNet
 from sakd.seeding import SeededGenerator
 from sakd.spot_modes import SpotMode
 from sakd.spots.gumbel import GUMBEL_TAU, sample_gumbel, straight_through_gumbel
@@ -143,8 +143,12 @@ class AdaptiveSelector(SpotSelector):
         homogeneous: bool = False,
         input_size: int = 32,
         seed: int = 0,
+        teacher_spot_indices: Sequence[int] | None = None,
     ) -> None:
         super().__init__(spot_indices, seed)
+        self.teacher_spot_indices = (
+            self.spot_indices if teacher_spot_indices is None else list(teacher_spot_indices)
+        )
         self.routing_ce_weight = routing_ce_weight
         self.tau = tau
         student_spots = student.spot_info(input_size)
@@ -154,9 +158,11 @@ class AdaptiveSelector(SpotSelector):
         )
         self.s2t, self.t2s = make_adaptors(
             [student_spots[i] for i in self.spot_indices],
-            [teacher_spots[i] for i in self.spot_indices],
+            [teacher_spots[i] for i in self.teacher_spot_indices],
         )
-        self.routed = RoutedNetwork(student, teacher, self.spot_indices, self.s2t, self.t2s)
+        self.routed = RoutedNetwork(
+            student, teacher, self.spot_indices, self.s2t, self.t2s, self.teacher_spot_indices
+        )
 
     def sample_decisions(self, inp: SelectorInput) -> Tensor:
         """Straight-through decisions a (B, K): exactly 0/1, gradient of the soft Gumbel sample."""
@@ -168,8 +174,8 @@ class AdaptiveSelector(SpotSelector):
 
     def first_teacher_output(self, inp: SelectorInput) -> Tensor:
         """The teacher's first routed segment on the batch, taken from the normal pass."""
-        if self.spot_indices:
-            return inp.teacher_feats[self.spot_indices[0]]
+        if self.teacher_spot_indices:
+            return inp.teacher_feats[self.teacher_spot_indices[0]]
         return inp.teacher_logits
 
     def forward(self, inp: SelectorInput) -> SpotSelection:
@@ -233,6 +239,7 @@ def build_selector(
     seed: int = 0,
     random_scheme: str = "authors",
     logit_follows_last_spot: bool = False,
+    teacher_spot_indices: Sequence[int] | None = None,
 ) -> SpotSelector:
     """The selector for ``mode`` over the feature spots ``spot_indices`` (+ the logit spot).
 
@@ -243,10 +250,15 @@ def build_selector(
     ``random_scheme`` (random mode only): ``authors`` reproduces ``train_random.py`` (student CE ×
     ``routing_ce_weight``; the logit column copies the last feature spot's when
     ``logit_follows_last_spot``, which the builder takes from the distiller: AT, NST, VID);
-    ``independent`` draws every column on its own and leaves CE alone.
+    ``independent`` draws every column on its own and leaves CE alone. ``teacher_spot_indices``:
+    the teacher's stages paired in order with ``spot_indices`` when they differ (a pair with
+    token maps, see :mod:`sakd.models.tokens`).
     """
     spots = [int(index) for index in spot_indices]
-    _check_spots(spots, student, teacher, input_size)
+    teacher_spots = (
+        spots if teacher_spot_indices is None else [int(i) for i in teacher_spot_indices]
+    )
+    _check_spots(spots, student, teacher, input_size, teacher_spots)
     if mode == SpotMode.FIXED:
         return FixedSelector(spots, seed)
     if mode == SpotMode.RANDOM:
@@ -271,23 +283,49 @@ def build_selector(
         homogeneous=homogeneous,
         input_size=input_size,
         seed=seed,
+        teacher_spot_indices=teacher_spots,
     )
 
 
-def _check_spots(spots: list[int], student: StagedNet, teacher: StagedNet, input_size: int) -> None:
-    """Spot indices must be ascending, exist in both nets and pair maps with maps."""
-    if spots != sorted(set(spots)):
-        raise SakdError(f"spot indices {spots} must be strictly ascending: list each stage once")
+def _check_spots(
+    spots: list[int],
+    student: StagedNet,
+    teacher: StagedNet,
+    input_size: int,
+    teacher_indices: list[int],
+) -> None:
+    """Spot indices must be ascending, exist in both nets and pair maps (or token maps) with maps."""
+    for indices in (spots, teacher_indices):
+        if indices != sorted(set(indices)):
+            raise SakdError(
+                f"spot indices {indices} must be strictly ascending: list each stage once"
+            )
+    if len(teacher_indices) != len(spots):
+        raise SakdError(
+            f"student spots {spots} and teacher spots {teacher_indices} must pair up: give as "
+            "many of each"
+        )
     limit = min(student.num_stages, teacher.num_stages)
-    if spots and not 0 <= spots[0] <= spots[-1] < limit:
+    if teacher_indices == spots and spots and not 0 <= spots[0] <= spots[-1] < limit:
         raise SakdError(
             f"spot indices {spots} out of range: both nets have stages 0..{limit - 1} in common"
         )
+    for indices, net, role in ((spots, student, "student"), (teacher_indices, teacher, "teacher")):
+        if indices and not 0 <= indices[0] <= indices[-1] < net.num_stages:
+            raise SakdError(
+                f"{role} spot indices {indices} out of range: it has stages 0..{net.num_stages - 1}"
+            )
     student_spots = student.spot_info(input_size)
     teacher_spots = teacher.spot_info(input_size)
-    for index in spots:
-        if student_spots[index].is_map != teacher_spots[index].is_map:
+    for index, t_index in zip(spots, teacher_indices, strict=True):
+        student_spot, teacher_spot = student_spots[index], teacher_spots[t_index]
+        if _kind(student_spot) != _kind(teacher_spot):
             raise SakdError(
-                f"spot {index} pairs a {student_spots[index].shape} student feature with a "
-                f"{teacher_spots[index].shape} teacher feature: choose spots of the same kind"
+                f"spot {index} pairs a {student_spot.shape} student feature with a "
+                f"{teacher_spot.shape} teacher feature: choose spots of the same kind"
             )
+
+
+def _kind(spot: SpotInfo) -> str:
+    """``map`` for feature maps and token maps (adaptors bridge them), ``vector`` for pooled ones."""
+    return "map" if spot.is_map or spot.is_tokens else "vector"

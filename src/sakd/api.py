@@ -178,6 +178,11 @@ def train(
     Bad input raises one-line :class:`~sakd.errors.SakdError`\\ s before ``output_dir`` is touched.
     """
     options = _spots_alias(options, ("stages",), "sakd.train")
+    if options.get("baseline"):
+        raise SakdError(
+            "sakd.train: baseline=True compares a distilled student with the student alone; "
+            "sakd.train already trains the model alone: use it with sakd.distill"
+        )
     values = _values(options, TRAIN_KEYS, "sakd.train")
     modules = {"model": _model_entry(model, values, "model", "sakd.train")}
     return _execute("sakd.train", values, modules, train_data, val_data)

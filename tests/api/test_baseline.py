@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import sakd
 from sakd.engine.rundir import RunFolder
+from sakd.errors import SakdError
 
 from .conftest import OwnNet, TensorPairs
 
@@ -29,3 +31,9 @@ def test_baseline_trains_the_student_alone_from_the_same_start(tree, tmp_path, c
     torch.manual_seed(1)
     same = sakd.train(OwnNet(), train, val, output_dir=str(tmp_path / "alone"), **options)
     assert same.best_top1 == alone.best_top1
+
+
+def test_train_refuses_a_baseline_in_one_line(tmp_path):
+    with pytest.raises(SakdError, match="use it with sakd.distill") as info:
+        sakd.train("resnet8", "embedded", output_dir=tmp_path / "r", baseline=True)
+    assert "\n" not in str(info.value) and not (tmp_path / "r").exists()

@@ -242,12 +242,14 @@ def test_cli_distil_inspect_and_export_in_timms_own_names(tmp_path, monkeypatch,
         "spots.homogeneous=false",
     )
     assert main(["distill", "quickstart", *overrides]) == 0
-    assert main(["inspect", str(run), "--split", "test"]) == 0
+    assert main(["inspect", str(run), "--split", "test", "--trust-code"]) == 0
     header = (run / "inspect" / "decisions.csv").read_text().splitlines()[0]
     for block in ("blocks.0", "blocks.1", "blocks.2", "blocks.3", "logits"):
         assert f"p_teacher_{block}" in header
     out = tmp_path / "student.pt"
-    assert main(["export", str(run), "--out", str(out), "--checkpoint", "last"]) == 0
+    assert (
+        main(["export", str(run), "--out", str(out), "--checkpoint", "last", "--trust-code"]) == 0
+    )
     fresh = tiny_vits.vit()
     fresh.load_state_dict(torch.load(out, weights_only=True), strict=True)
     spots = json.loads((run / "run.json").read_text())["spots"]

@@ -6,11 +6,12 @@ import argparse
 import json
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import NoReturn
 
-from sakd.errors import SakdError, bounded
+from sakd.errors import SakdError, SakdWarning, bounded
 
 EXIT_USAGE = 2
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -359,9 +360,26 @@ def _distributed_timeout(exc: RuntimeError) -> str | None:
     )
 
 
+def _one_line_warnings(show):
+    """``warnings.showwarning`` printing sakd's own warnings as one ``sakd: warning:`` line.
+
+    Other warnings go to ``show`` (what was installed before).
+    """
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, SakdWarning):
+            print(f"sakd: warning: {bounded(str(message))}", file=sys.stderr, flush=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return show_warning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sakd`` console script; returns the exit status."""
     args = parse_args(argv)
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warnings(shown)
     previous = signal.getsignal(signal.SIGTERM)
     try:
         signal.signal(signal.SIGTERM, _terminate)
@@ -397,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sakd: error: {line}", file=sys.stderr)
         return 1
     finally:
+        warnings.showwarning = shown
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0

@@ -9,6 +9,10 @@ class SakdError(Exception):
     """An error caused by the user's input (config, files, names); printed as one line, exit 2."""
 
 
+class SakdWarning(UserWarning):
+    """Something the user should know, though sakd goes on; the CLI prints ``sakd: warning: ...``."""
+
+
 # The most characters of a user's value an error message quotes (a crafted value can be huge).
 QUOTE_LIMIT = 200
 

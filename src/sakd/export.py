@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,8 +24,9 @@ from torch import nn
 from sakd._autoload import stored_names
 from sakd.config import OBJECT_PREFIX
 from sakd.engine.checkpoint import atomic_write_bytes, atomic_write_text
+from sakd.engine.divergence import find_divergence, trained_names
 from sakd.engine.rundir import CHECKPOINTS, RunFolder
-from sakd.errors import SakdError
+from sakd.errors import SakdError, SakdWarning
 from sakd.models import StagedNet
 
 __all__ = [
@@ -95,6 +97,10 @@ def export(
     else:
         module = model
     state = source_state_dict(module, staged, model_cfg.get("head"), what)
+    for line in _divergence_warnings(
+        folder, saved.epoch, staged if isinstance(module, StagedNet) else state, module, checkpoint
+    ):
+        warnings.warn(line, SakdWarning, stacklevel=2)
     head = staged.get("head.weight")
     contract = folder.read_info().input
     card = {
@@ -123,6 +129,35 @@ def export(
         atomic_write_bytes(target, lambda handle: torch.save(state, handle))
     atomic_write_text(card_path(target), json.dumps(card, indent=2) + "\n")
     return target
+
+
+def _divergence_warnings(
+    folder: RunFolder, epoch: int | None, state: dict, module: nn.Module, checkpoint: str
+) -> list[str]:
+    """What to tell the user when the run diverged, or the exported weights look diverged.
+
+    ``state`` is in ``module``'s own names (its trained parameters are checked against
+    :data:`~sakd.engine.divergence.WEIGHT_LIMIT`, see :mod:`sakd.engine.divergence`).
+    """
+    lines = []
+    details = folder.read_divergence()
+    if details is not None:
+        where = ""
+        if isinstance(details.get("phase"), str) and isinstance(details.get("epoch"), int):
+            where = f" in {details['phase']} epoch {details['epoch'] + 1}"
+        cause = f" ({details['what']})" if isinstance(details.get("what"), str) else ""
+        lines.append(
+            f"the run in {str(folder.path)!r} diverged{where}{cause} and did not finish: the "
+            f"export holds checkpoints/{checkpoint}.pt (epoch {epoch}), saved before the "
+            "divergence; resume the run with a lower lr to finish it"
+        )
+    problem = find_divergence({"student": state}, {"student": trained_names(module)})
+    if problem is not None:
+        lines.append(
+            f"the exported weights look diverged ({problem}): the network will not predict "
+            "anything useful; retrain with a lower learning rate"
+        )
+    return lines
 
 
 def source_module(model_cfg: dict, state: dict, what: str) -> nn.Module:

@@ -11,6 +11,7 @@ leaves behind are removed when the next run starts in the folder (:func:`remove_
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import io
 import os
@@ -119,20 +120,18 @@ def append_text(path: Path, text: str) -> None:
         os.close(fd)
 
 
-TEMP_PREFIXES = ("last.pt", "best.pt", "best.pt.sha256", "config.yaml", "run.json", "summary.json")
-
-
-def remove_orphans(folder: Path) -> list[Path]:
+def remove_orphans(folder: Path, names: tuple[str, ...]) -> list[Path]:
     """Delete the temporary files (``.<name>.*``) that a killed atomic write left in ``folder``.
 
-    Only call it while no other process writes there (the run folder's lock is held).
+    ``names``: the files written there (the run folder's list). Only call it while no other
+    process writes there (the run folder's lock is held).
     """
     removed = []
     if not folder.is_dir():
         return removed
-    for name in TEMP_PREFIXES:
-        for orphan in folder.glob(f".{name}.*"):
-            if orphan.is_file() and len(orphan.name) > len(name) + 2:
+    for name in names:
+        for orphan in folder.glob(f".{glob.escape(name)}.*"):
+            if orphan.is_file() and not orphan.is_symlink() and len(orphan.name) > len(name) + 2:
                 orphan.unlink(missing_ok=True)
                 removed.append(orphan)
     return removed

@@ -25,11 +25,12 @@ from sakd.data import BatchSource, ImageSet, StreamSet
 from sakd.data.contract import InputContract
 from sakd.engine.auto_weights import resolve_auto_weights
 from sakd.engine.build import build_task, load_data
-from sakd.engine.checkpoint import atomic_write_text, remove_orphans, sha256_file
+from sakd.engine.checkpoint import atomic_write_text, sha256_file
 from sakd.engine.distributed import broadcast_from_main, join_launch, on_main_rank
 from sakd.engine.evaluate import accuracy
 from sakd.engine.faults import fault_point
 from sakd.engine.rundir import (
+    BEST_SHA256_NAME,
     DIVERGED_NAME,
     METRICS_NAME,
     PRETRAIN_NAME,
@@ -197,10 +198,9 @@ def _open_output_dir(
         raise SakdError(f"output_dir {str(run_dir)!r} is a file: choose a folder path")
     lock = lock_run_dir(run_dir)
     try:
+        RunFolder(run_dir).open_files()
         _check_output_dir(run_dir, cfg)
         _check_teacher_object(run_dir, cfg, teacher_sha256)
-        remove_orphans(run_dir)
-        remove_orphans(run_dir / "checkpoints")
     except BaseException:
         lock.release()
         raise
@@ -236,9 +236,17 @@ def _complete_summary(run_dir: Path, cfg: RunConfig) -> CompleteRunSummary | Non
     """The stored summary when ``run_dir`` already holds this complete run (and resume is on).
 
     A damaged summary counts as none: the run is finished again from ``checkpoints/last.pt``.
+    Its ``best.pt`` is checked (present, undamaged, the best epoch): rebuilt from ``last.pt`` when
+    the last epoch was the best, one line otherwise.
     """
-    summary = RunFolder(run_dir).read_summary() if cfg.resume else None
-    return None if summary is None else CompleteRunSummary(**summary.__dict__)
+    folder = RunFolder(run_dir)
+    summary = folder.read_summary() if cfg.resume else None
+    if summary is None:
+        return None
+    rebuilt = folder.repair_finished_best(summary.best_epoch)
+    if rebuilt is not None:
+        print(rebuilt, flush=True)
+    return CompleteRunSummary(**summary.__dict__)
 
 
 def _prepare_run_dir(cfg: RunConfig, run_dir: Path, info: dict[str, Any]) -> None:
@@ -253,7 +261,7 @@ def _prepare_run_dir(cfg: RunConfig, run_dir: Path, info: dict[str, Any]) -> Non
 def _finish_run_dir(run_dir: Path, summary: RunSummary) -> None:
     best = run_dir / "checkpoints" / "best.pt"
     if best.is_file():
-        atomic_write_text(best.with_name("best.pt.sha256"), f"{sha256_file(best)}  best.pt\n")
+        atomic_write_text(best.with_name(BEST_SHA256_NAME), f"{sha256_file(best)}  best.pt\n")
     RunFolder(run_dir).write_summary(summary)
 
 

@@ -37,14 +37,19 @@ from sakd.data.contract import InputContract
 from sakd.engine.checkpoint import (
     FORMAT,
     atomic_write_text,
+    check_regular_file,
     extract_state_dict,
     load_checkpoint,
     open_regular_file,
     os_error_line,
+    recorded_sha256,
+    remove_orphans,
+    save_checkpoint,
+    sha256_file,
 )
 from sakd.engine.records import EpochRecord
 from sakd.engine.records import read_records as read_record_file
-from sakd.errors import SakdError
+from sakd.errors import SakdError, SakdWarning
 
 CONFIG_NAME = "config.yaml"
 INFO_NAME = "run.json"
@@ -55,6 +60,20 @@ CHECKPOINT_DIR = "checkpoints"
 CHECKPOINTS = ("best", "last")
 LOCK_NAME = ".sakd.lock"
 DIVERGED_NAME = "diverged.json"
+BEST_SHA256_NAME = "best.pt.sha256"
+# Every file sakd writes into a run folder (``checkpoints/`` apart), and into ``checkpoints/``:
+# each must be a regular file (no link, no folder) and a kill's temporary copies of each are
+# removed at the next start (:meth:`RunFolder.open_files`).
+RUN_FILES = (
+    CONFIG_NAME,
+    INFO_NAME,
+    SUMMARY_NAME,
+    METRICS_NAME,
+    PRETRAIN_NAME,
+    DIVERGED_NAME,
+    LOCK_NAME,
+)
+CHECKPOINT_FILES = ("last.pt", "best.pt", BEST_SHA256_NAME)
 CHANGEABLE_AFTER_DIVERGENCE = frozenset({"lr", "precision"})
 
 
@@ -97,7 +116,9 @@ def lock_run_dir(run_dir: Path) -> RunDirLock:
             "to finish (or stop it), or choose another output_dir"
         ) from None
     except OSError as exc:  # e.g. a file system without locks
-        warnings.warn(f"cannot lock {path} ({exc.strerror}); running unlocked", stacklevel=2)
+        warnings.warn(
+            f"cannot lock {path} ({exc.strerror}); running unlocked", SakdWarning, stacklevel=2
+        )
         os.close(fd)
         return RunDirLock(None)
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -109,6 +130,17 @@ def lock_run_dir(run_dir: Path) -> RunDirLock:
 def write_divergence(run_dir: Path, details: dict[str, Any]) -> None:
     """Record that the run in ``run_dir`` diverged (allows a resume with another lr)."""
     atomic_write_text(run_dir / DIVERGED_NAME, json.dumps(details, indent=2) + "\n")
+
+
+def read_divergence(run_dir: Path) -> dict[str, Any] | None:
+    """What ``diverged.json`` records (None when the run has not diverged since its last save)."""
+    try:
+        details = json.loads((run_dir / DIVERGED_NAME).read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return details if isinstance(details, dict) else {}
 
 
 def clear_divergence(run_dir: Path) -> None:
@@ -443,6 +475,10 @@ class RunFolder:
         except (OSError, ValueError, RecursionError):
             return None
 
+    def read_divergence(self) -> dict[str, Any] | None:
+        """``diverged.json``: where training diverged (None when it has not since the last save)."""
+        return read_divergence(self.path)
+
     def read_records(self, pretrain: bool = False) -> list[EpochRecord]:
         """Every record of ``metrics.jsonl`` (or ``pretrain.jsonl``); one line when unreadable."""
         return read_record_file(self.records_path(pretrain))
@@ -457,6 +493,99 @@ class RunFolder:
                 f"{str(path)!r} does not exist: the run has not finished an epoch yet{hint}"
             )
         return TrainingCheckpoint.load(path)
+
+    # ------------------------------------------------------------------------ the files
+    def files(self) -> list[Path]:
+        """Every file sakd writes into this folder (:data:`RUN_FILES`, :data:`CHECKPOINT_FILES`)."""
+        return [self.path / name for name in RUN_FILES] + [
+            self.checkpoint_dir / name for name in CHECKPOINT_FILES
+        ]
+
+    def open_files(self) -> None:
+        """Before a run writes here (its lock held): refuse what is not a run's file, tidy up.
+
+        One line when one of :meth:`files` (or ``checkpoints/``) is a link, a folder or another
+        non-regular file, before anything is written; then the temporary files of atomic writes
+        that a kill interrupted are removed.
+        """
+        if self.checkpoint_dir.is_symlink() or (
+            self.checkpoint_dir.exists() and not self.checkpoint_dir.is_dir()
+        ):
+            raise SakdError(
+                f"{str(self.checkpoint_dir)!r} is not a folder of this run's checkpoints: "
+                "remove it (or choose another output_dir)"
+            )
+        for path in self.files():
+            check_regular_file(path)
+        remove_orphans(self.path, RUN_FILES)
+        remove_orphans(self.checkpoint_dir, CHECKPOINT_FILES)
+
+    # ------------------------------------------------------------------------- best.pt
+    def best_problem(self, epoch: int | None = None) -> str | None:
+        """Why ``checkpoints/best.pt`` cannot be trusted (None when it can).
+
+        It is missing, fails to load (damaged: its own checksum), does not match
+        ``best.pt.sha256`` (when present), or (with ``epoch``) was saved after another epoch.
+        """
+        path = self.checkpoint_path("best")
+        if not path.is_file():
+            return "is missing"
+        try:
+            recorded = recorded_sha256(path)
+            data = load_checkpoint(path)
+        except SakdError:
+            return "is damaged"
+        if recorded is not None and recorded != sha256_file(path):
+            return f"does not match {BEST_SHA256_NAME}"
+        if epoch is not None and data.get("epoch") != epoch:
+            return f"holds epoch {data.get('epoch')}, not the best epoch {epoch}"
+        return None
+
+    def rebuild_best(self, last: dict[str, Any], problem: str, certify: bool) -> str:
+        """Write ``best.pt`` from ``last``'s contents (last.pt, the best epoch); what was done.
+
+        ``certify``: the run is finished, so ``best.pt.sha256`` is rewritten as well.
+        """
+        best = self.checkpoint_path("best")
+        save_checkpoint(best, {k: v for k, v in last.items() if k not in ("format", "digest")})
+        if certify:
+            sidecar = self.checkpoint_dir / BEST_SHA256_NAME
+            atomic_write_text(sidecar, f"{sha256_file(best)}  best.pt\n")
+        return (
+            f"rebuilt {str(best)!r} from last.pt (best.pt {problem}; the last epoch, "
+            f"{last.get('epoch')}, is the best)"
+        )
+
+    def best_lost(self, problem: str, best_epoch: int, last_epoch: int | None) -> SakdError:
+        """The line for a ``best.pt`` that is untrustworthy and cannot be rebuilt from last.pt."""
+        held = (
+            "last.pt is unreadable" if last_epoch is None else f"last.pt holds epoch {last_epoch}"
+        )
+        return SakdError(
+            f"{str(self.checkpoint_path('best'))!r} {problem} and cannot be rebuilt: the best "
+            f"epoch was {best_epoch} and {held}; restore best.pt from a copy, use checkpoints/"
+            "last.pt instead (--checkpoint last), or start the run over with resume=false"
+        )
+
+    def repair_finished_best(self, best_epoch: int) -> str | None:
+        """A finished run's ``best.pt`` (epoch ``best_epoch``, 1-based) checked; rebuilt if it can be.
+
+        Returns what was rebuilt (None when ``best.pt`` is sound); :class:`SakdError` when it is
+        missing or damaged and ``last.pt`` is not the best epoch.
+        """
+        if best_epoch < 1:
+            return None
+        problem = self.best_problem(epoch=best_epoch)
+        if problem is None:
+            return None
+        try:
+            last = load_checkpoint(self.checkpoint_path("last"))
+        except SakdError:
+            raise self.best_lost(problem, best_epoch, None) from None
+        epoch = last.get("epoch")
+        if epoch != best_epoch or last.get("best_epoch") != best_epoch - 1:
+            raise self.best_lost(problem, best_epoch, epoch if isinstance(epoch, int) else None)
+        return self.rebuild_best(last, problem, certify=True)
 
     # ---------------------------------------------------------------------------- writing
     def write_config(self, config: RunConfig) -> None:

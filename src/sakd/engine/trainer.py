@@ -41,6 +41,7 @@ from sakd.engine.distributed import (
     broadcast_from_main,
     on_main_rank,
 )
+from sakd.engine.divergence import module_divergence
 from sakd.engine.evaluate import accuracy
 from sakd.engine.faults import fault_point
 from sakd.engine.meter import EpochMeter
@@ -57,6 +58,7 @@ from sakd.engine.optim import (
 from sakd.engine.records import EpochRecord
 from sakd.engine.rundir import (
     PRETRAIN_NAME,
+    RunFolder,
     RunSummary,
     clear_divergence,
     refused_changes,
@@ -299,17 +301,10 @@ class Trainer:
             )
 
     def _check_parameters(self, phase: Phase, epoch: int) -> None:
-        """Stop before saving when a weight or buffer of a checkpointed module is NaN/inf."""
-        for module_name, module in self.task.checkpoint_modules().items():
-            for name, tensor in module.state_dict().items():
-                if (
-                    isinstance(tensor, Tensor)
-                    and tensor.is_floating_point()
-                    and not bool(torch.isfinite(tensor).all())
-                ):
-                    self._diverged(
-                        f"{module_name} parameter {name!r} is not finite (NaN/inf)", phase, epoch
-                    )
+        """Stop before saving when a checkpointed module's weights diverged (:mod:`.divergence`)."""
+        problem = module_divergence(self.task.checkpoint_modules())
+        if problem is not None:
+            self._diverged(problem, phase, epoch)
 
     def _diverged(self, what: str, phase: Phase, epoch: int) -> None:
         """Raise the divergence error (after marking the run folder, so a resume may change lr)."""
@@ -319,7 +314,7 @@ class Trainer:
             how = f"run the same command again with a lower learning rate (e.g. {lower})"
         else:
             name, done = self._saved_at
-            good = f"checkpoints/last.pt (after {name} epoch {done}) holds the last finite weights"
+            good = f"checkpoints/last.pt (after {name} epoch {done}) holds the last healthy weights"
             how = (
                 f"resume from it with a lower learning rate: the same command with {lower} "
                 "(a changed lr or precision is accepted after a divergence; if it diverges "
@@ -381,25 +376,26 @@ class Trainer:
         self._saved_at = (self._phase_names[phase_index], epoch)
 
     def _repair_best(self, saved: dict[str, Any]) -> None:
-        """Rewrite best.pt from last.pt when last.pt is the best epoch and best.pt is not it.
+        """Check ``best.pt`` at resume; rewrite it from last.pt when last.pt is the best epoch.
 
-        (Left by a kill between the two writes of an older sakd, which wrote last.pt first.)
+        A ``best.pt`` that is missing, damaged or stale (left by a kill between the two writes of
+        an older sakd, which wrote last.pt first) is rebuilt from ``saved`` when that is the best
+        epoch; when it is not, one line says best.pt is lost (before any epoch is trained).
         """
         phase_index, epoch = int(saved["phase_index"]), int(saved["epoch"])
-        if phase_index != self._num_phases - 1 or int(saved["best_epoch"]) != epoch - 1:
+        best_epoch = int(saved["best_epoch"])
+        if best_epoch < 0:  # nothing evaluated yet: no best.pt to expect
             return
-        best = self.ckpt_dir / "best.pt"
-        try:
-            current = load_checkpoint(best) if best.is_file() else None
-        except SakdError:
-            current = None
-        if (
-            current is not None
-            and current.get("epoch") == epoch
-            and current.get("phase_index") == phase_index
-        ):
+        last_is_best = phase_index == self._num_phases - 1 and best_epoch == epoch - 1
+        folder = RunFolder(self.run_dir)
+        # best.pt may be an epoch ahead of last.pt (a kill between the two writes): any epoch
+        # is sound then, the resumed run rewrites it.
+        problem = folder.best_problem(epoch=epoch if last_is_best else None)
+        if problem is None:
             return
-        save_checkpoint(best, {k: v for k, v in saved.items() if k not in ("format", "digest")})
+        if not last_is_best:
+            raise folder.best_lost(problem, best_epoch + 1, epoch)
+        print(folder.rebuild_best(saved, problem, certify=False), flush=True)
 
     def _read_checkpoint(self, path: Path) -> dict[str, Any] | None:
         """Rank 0's ``last.pt`` (None when absent) on every rank, its tensors on the CPU."""
@@ -410,7 +406,7 @@ class Trainer:
         return broadcast_from_main(on_main_rank(read))
 
     def _restore(self, data: dict[str, Any], path: Path, phases: list[Phase]):
-        _check_resumable(data, path, len(phases))
+        _check_resumable(data, path, [p.epochs for p in phases])
         changed = config_differences(data["config"], self.config)
         refused = refused_changes(self.run_dir, changed)
         if refused:
@@ -436,6 +432,13 @@ class Trainer:
             )
         for name, module in modules.items():
             load_weights_strict(module, data["modules"][name], f"checkpoint {path} ({name})")
+        problem = module_divergence(modules)
+        if problem is not None:  # written by an older sakd, which saved diverging weights
+            raise SakdError(
+                f"{path} holds diverged weights ({problem}): there is no healthy checkpoint to "
+                f"resume from; start over with resume=false and a lower learning rate (e.g. "
+                f"lr={self.config.lr / 10:g})"
+            )
         phase_index, epoch = int(data["phase_index"]), int(data["epoch"])
         if epoch >= phases[phase_index].epochs and phase_index + 1 < len(phases):
             phase_index, epoch = phase_index + 1, 0
@@ -506,8 +509,8 @@ _CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def _check_resumable(data: dict[str, Any], path: Path, num_phases: int) -> None:
-    """One line when ``data`` is not a complete training checkpoint of this many phases."""
+def _check_resumable(data: dict[str, Any], path: Path, phase_epochs: list[int]) -> None:
+    """One line when ``data`` is not a complete training checkpoint of phases this long."""
     for key, kind in _CHECKPOINT_FIELDS.items():
         value = data.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
@@ -515,8 +518,10 @@ def _check_resumable(data: dict[str, Any], path: Path, num_phases: int) -> None:
                 f"{path} is not a complete sakd training checkpoint ({key!r} is missing or "
                 "malformed): delete it to start this run over, or use resume=false"
             )
-    if not 0 <= data["phase_index"] < num_phases or data["epoch"] < 0:
+    phase_index, epoch = data["phase_index"], data["epoch"]
+    if not 0 <= phase_index < len(phase_epochs) or not 0 <= epoch <= phase_epochs[phase_index]:
         raise SakdError(
-            f"{path} stops at phase {data['phase_index']}, epoch {data['epoch']}, which this run "
-            "does not have: use another output_dir, or resume=false to start over in this one"
+            f"{path} stops at phase {phase_index}, epoch {epoch}, which this run does not have "
+            f"(phases of {phase_epochs} epochs): use another output_dir, or resume=false to "
+            "start over in this one"
         )

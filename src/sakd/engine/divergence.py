@@ -1,0 +1,70 @@
+"""What counts as diverged weights, checked in one place for training, resume and export.
+
+Weights are *diverged* when a floating-point tensor of a saved module is not finite (NaN/inf),
+or when a trained parameter (``requires_grad``) has grown past :data:`WEIGHT_LIMIT` in magnitude.
+The second test matters because a run whose learning rate is far too high does not go to NaN at
+once: its weights first grow to 1e20–1e30 while every loss stays finite, and a checkpoint of such
+weights is useless to resume from or to export. The weights of a trained network stay many
+orders of magnitude below the limit (conv, linear and norm weights of the zoo end below 10);
+buffers (BatchNorm's running statistics, memory banks) follow the data's scale and are only
+checked for being finite.
+
+The trainer checks every module after every epoch, before anything is saved, so ``last.pt`` and
+``best.pt`` only ever hold healthy weights; a resume refuses a checkpoint that does not (one
+written by an older sakd), and ``sakd export`` warns about one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+# Magnitude past which a trained parameter counts as diverged.
+WEIGHT_LIMIT = 1e6
+
+
+def trained_names(module: nn.Module) -> set[str]:
+    """The state-dict names of ``module``'s trained parameters (``requires_grad``)."""
+    return {name for name, p in module.named_parameters() if p.requires_grad}
+
+
+def find_divergence(
+    states: Mapping[str, Mapping[str, object]], trained: Mapping[str, set[str]]
+) -> str | None:
+    """The first sign of divergence in ``states`` (module name -> state dict), or None.
+
+    ``trained[module]`` names the tensors that are trained parameters (checked against
+    :data:`WEIGHT_LIMIT`); every floating-point tensor is checked for being finite. The answer
+    reads as part of a sentence: ``"student parameter 'head.weight' reached 3.1e+24 ..."``.
+    """
+    for module, state in states.items():
+        names = [
+            name
+            for name, t in state.items()
+            if isinstance(t, Tensor) and t.is_floating_point() and t.numel() > 0
+        ]
+        if not names:
+            continue
+        with torch.no_grad():  # one device sync per module
+            peaks = torch.stack([state[n].detach().abs().amax().float() for n in names]).tolist()
+        limited = trained.get(module, set())
+        for name, peak in zip(names, peaks, strict=True):
+            kind = "parameter" if name in limited else "tensor"
+            if peak != peak or peak == float("inf"):
+                return f"{module} {kind} {name!r} is not finite (NaN/inf)"
+            if name in limited and peak > WEIGHT_LIMIT:
+                return (
+                    f"{module} parameter {name!r} reached {peak:.2g} in magnitude (the weights of "
+                    f"a trained network stay far below {WEIGHT_LIMIT:.0e})"
+                )
+    return None
+
+
+def module_divergence(modules: Mapping[str, nn.Module]) -> str | None:
+    """:func:`find_divergence` of live modules (their state dicts, their trained parameters)."""
+    return find_divergence(
+        {k: m.state_dict() for k, m in modules.items()},
+        {k: trained_names(m) for k, m in modules.items()},
+    )

@@ -10,8 +10,9 @@ uninterrupted run (data order and augmentation are a pure function of seed and e
 state, and the optimisers', schedules' and EMA's states, are in the checkpoint), however it was
 killed. Optimisers, per-iteration lr schedules and the student's moving average come from
 :mod:`sakd.engine.optim`; with ``ema.decay`` > 0 the average is what is evaluated. Training stops
-with one line when a loss or a weight is not finite, before anything is saved; a resume may then
-change ``lr`` (see :mod:`sakd.engine.rundir` and ``docs/runs.md``).
+with one line when a loss is not finite or the weights diverged (:mod:`sakd.engine.divergence`),
+before anything is saved; a resume may then change ``lr`` (see :mod:`sakd.engine.rundir` and
+``docs/runs.md``). At resume ``best.pt`` is checked and, when it can be, rebuilt from ``last.pt``.
 
 Under ``torchrun`` (see :mod:`sakd.engine.distributed`) each rank trains on its shard of every
 epoch through ``DistributedDataParallel``; the epoch's losses and statistics are summed over the

@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +223,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise SakdError(f"checkpoint {str(path)!r} does not exist: check the path")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a refusal follows anyway: one line, not torch's two
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
         raise SakdError(
             f"checkpoint {str(path)!r} cannot be loaded safely ({_load_failure(exc)}): it must be "

@@ -6,7 +6,7 @@
 Collects the test suite in this process (``pytest --collect-only``, nothing runs): every collected
 test (each parametrized case) whose closest ``@pytest.mark.fault(name)`` names a class of
 ``tests/fault_classes.py`` counts once for that class. A marker naming no listed class stops the
-collection (``tests/conftest.py``), and so this script, with exit status 2.
+collection of its file (``tests/conftest.py``), and so this script, with exit status 2.
 """
 
 from __future__ import annotations
@@ -75,15 +75,11 @@ def collect() -> dict[str, Counter]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         status = pytest.main(args, plugins=[collector])
     if status != 0:
-        text = (err.getvalue() + out.getvalue()).strip().splitlines()
-        lines = [
-            line.removeprefix("ERROR: ")
-            for line in text
-            if "fault(" in line or line.startswith("ERROR")
-        ]
+        text = (out.getvalue() + err.getvalue()).splitlines()
+        lines = [line.strip() for line in text if "names no fault class" in line]
+        lines = list(dict.fromkeys(lines)) or [line for line in text if line.strip()][-3:]
         raise FaultSummaryError(
-            f"collecting the tests failed (pytest status {int(status)}): "
-            + "; ".join(lines[:5] or text[-3:])
+            f"collecting the tests failed (pytest status {int(status)}): " + "; ".join(lines[:5])
         )
     return collector.counts
 
@@ -109,12 +105,12 @@ def table(counts: dict[str, Counter]) -> str:
     return "\n".join(rows)
 
 
-def render(doc: str, block: str) -> str:
+def render(doc: str, block: str, path: Path = DOC) -> str:
     """``doc`` with the text between the marker comments replaced by ``block``."""
     start, end = doc.find(START), doc.find(END)
     if start < 0 or end < start:
         raise FaultSummaryError(
-            f"{DOC.relative_to(ROOT)} lacks the lines {START!r} and {END!r}; add them where the table belongs"
+            f"{path.name} lacks the lines {START!r} and {END!r}; add them where the table belongs"
         )
     return doc[:start] + block + doc[end + len(END) :]
 
@@ -122,31 +118,33 @@ def render(doc: str, block: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
+        "--doc", type=Path, default=DOC, help="the Markdown file to update (default: docs/runs.md)"
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
-        help="exit 1 when docs/runs.md is out of date; change nothing",
+        help="exit 1 with one line when the table is out of date; change nothing",
     )
     args = parser.parse_args(argv)
-    doc = DOC.read_text(encoding="utf-8")
+    path = args.doc.resolve()
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    doc = path.read_text(encoding="utf-8")
     try:
-        new = render(doc, table(collect()))
+        new = render(doc, table(collect()), path)
     except FaultSummaryError as error:
         print(f"fault_summary: error: {error}", file=sys.stderr)
         return 2
     if args.check:
         if new != doc:
             print(
-                "fault_summary: docs/runs.md is out of date with the fault markers of the tests: run python scripts/fault_summary.py",
+                f"fault_summary: {shown} is out of date with the fault markers of the tests: run python scripts/fault_summary.py",
                 file=sys.stderr,
             )
             return 1
         return 0
     if new != doc:
-        DOC.write_text(new, encoding="utf-8")
-    print(
-        f"fault_summary: {DOC.relative_to(ROOT)} "
-        + ("updated" if new != doc else "already up to date")
-    )
+        path.write_text(new, encoding="utf-8")
+    print(f"fault_summary: {shown} " + ("updated" if new != doc else "already up to date"))
     return 0
 
 

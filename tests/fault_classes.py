@@ -2,7 +2,7 @@
 
 ``scripts/fault_summary.py`` counts the collected tests of each class and writes the table of
 ``docs/runs.md``; ``tests/conftest.py`` registers this module as a plugin, so a test that names a
-class not listed here (or gives the marker no single name) stops the collection with a usage error.
+class not listed here (or gives the marker no single name) fails to collect: a collection error.
 """
 
 from __future__ import annotations
@@ -98,8 +98,13 @@ def fault_class(item) -> str | None:
     return None if marker is None else marker.args[0]
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config, items):
-    errors = fault_errors(items)
-    if errors:
-        raise pytest.UsageError("\n".join(errors))
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    """A module or class holding a test whose marker names no class fails to collect (also under
+    pytest-xdist, whose workers report collection errors to the controller)."""
+    report = yield
+    if report.passed:
+        errors = fault_errors(x for x in report.result if isinstance(x, pytest.Item))
+        if errors:
+            report.outcome, report.longrepr, report.result = "failed", "\n".join(errors), []
+    return report

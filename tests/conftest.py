@@ -2,8 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+
+def _fault_classes():
+    """``tests/fault_classes.py``, loaded once by its path (the tests are not an installed package)."""
+    name = "sakd_tests_fault_classes"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).with_name("fault_classes.py")
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def pytest_configure(config):
+    """Every ``fault`` marker must name a class of ``tests/fault_classes.py``."""
+    if not config.pluginmanager.has_plugin("sakd-fault-classes"):
+        config.pluginmanager.register(_fault_classes(), "sakd-fault-classes")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -205,6 +205,7 @@ CASES = {
 }
 
 
+@pytest.mark.fault("api")
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_one_line_and_writes_nothing(case, tree, tmp_path, monkeypatch):
     if case == "cuda without CUDA" and torch.cuda.is_available():
@@ -238,6 +239,7 @@ def test_an_integer_classes_attribute_is_the_class_count(tree, tmp_path, loader)
     assert '"num_classes": 3' in info
 
 
+@pytest.mark.fault("api")
 def test_classes_that_are_no_names_are_one_line(tree, tmp_path):
     data = TensorPairs(tree / "train")
     data.classes = 2.5
@@ -257,6 +259,7 @@ class Broken(TensorPairs):
         return super().__getitem__(index)
 
 
+@pytest.mark.fault("user-code")
 @pytest.mark.parametrize("loader", ["memory", "stream"])
 def test_a_datasets_own_exception_keeps_its_type_with_the_sample_index(tree, tmp_path, loader):
     with pytest.raises(KeyError, match="no annotation for image 5") as info:
@@ -274,6 +277,7 @@ def test_a_datasets_own_exception_keeps_its_type_with_the_sample_index(tree, tmp
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.fault("user-code")
 def test_a_streamed_datasets_exception_during_training_names_the_index(tree, tmp_path):
     class Late(TensorPairs):
         """Raises only when an image is read for a batch (labels come from ``targets``)."""

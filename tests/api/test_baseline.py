@@ -33,6 +33,7 @@ def test_baseline_trains_the_student_alone_from_the_same_start(tree, tmp_path, c
     assert same.best_top1 == alone.best_top1
 
 
+@pytest.mark.fault("api")
 def test_train_refuses_a_baseline_in_one_line(tmp_path):
     with pytest.raises(SakdError, match="use it with sakd.distill") as info:
         sakd.train("resnet8", "embedded", output_dir=tmp_path / "r", baseline=True)

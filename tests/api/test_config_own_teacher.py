@@ -41,6 +41,7 @@ def test_user_recipe_builds_on_a_packaged_base(tmp_path):
     assert load_config(str(mine)).model.name == "resnet8"
 
 
+@pytest.mark.fault("config")
 def test_unknown_base_is_one_line(tmp_path):
     mine = tmp_path / "mine.yaml"
     mine.write_text("base: quickstart/nothing\n")
@@ -48,6 +49,7 @@ def test_unknown_base_is_one_line(tmp_path):
         load_config(str(mine))
 
 
+@pytest.mark.fault("teacher")
 @pytest.mark.parametrize(
     ("override", "message"),
     [

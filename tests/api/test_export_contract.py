@@ -145,6 +145,7 @@ def test_reload_recipe_on_a_streamed_folder_run_resizes_and_crops_like_evaluatio
     assert transform(val_ds[0][0]).shape == (3, 16, 16)
 
 
+@pytest.mark.fault("api")
 def test_cli_export_writes_the_card_and_load_export_refuses_bad_input(tmp_path, capsys):
     out = tmp_path / "run"
     from ..conftest import tiny_overrides

@@ -62,6 +62,7 @@ def test_train_then_eval(tmp_path, capsys):
     assert result["test_top1"] == pytest.approx(max(m["test_top1"] for m in metrics))
 
 
+@pytest.mark.fault("config")
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, capsys):
     out = tmp_path / "never"
     _fails_cleanly(capsys, ["train", str(tmp_path / "missing.yaml")], "neither a file")
@@ -116,6 +117,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, capsys):
     )
 
 
+@pytest.mark.fault("teacher")
 def test_eval_refuses_another_architecture(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "quickstart/student", *tiny_overrides(out, "epochs=1")]) == 0
@@ -127,6 +129,7 @@ def test_eval_refuses_another_architecture(tmp_path, capsys):
     )
 
 
+@pytest.mark.fault("teacher")
 def test_distill_refuses_a_teacher_of_another_architecture(tmp_path, capsys):
     out = tmp_path / "never"
     _fails_cleanly(

@@ -26,6 +26,7 @@ def _fails_cleanly(capsys, argv, needle):
     return err
 
 
+@pytest.mark.fault("config")
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
@@ -43,6 +44,7 @@ def test_bad_numbers_are_one_line(tmp_path, capsys, override, needle):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.fault("config")
 def test_binary_and_deeply_nested_recipes_are_one_line(tmp_path, capsys):
     binary, deep = tmp_path / "binary.yaml", tmp_path / "deep.yaml"
     binary.write_bytes(bytes(range(256)) * 4)
@@ -51,6 +53,7 @@ def test_binary_and_deeply_nested_recipes_are_one_line(tmp_path, capsys):
     _fails_cleanly(capsys, ["train", str(deep)], "nested too deeply")
 
 
+@pytest.mark.fault("user-code")
 def test_a_user_factory_with_the_wrong_signature_is_one_line(tmp_path, capsys):
     argv = [
         "train",
@@ -69,6 +72,7 @@ def _sakd_checkpoint(tmp_path, name, **content):
     return str(path)
 
 
+@pytest.mark.fault("stored-code")
 def test_eval_of_crafted_weights_only_files_is_one_line(tmp_path, capsys):
     weights = {"conv.weight": torch.zeros(1)}
     config = {"model": {"name": "resnet8"}, "data": {"name": "embedded", "test_limit": 8}}
@@ -96,6 +100,7 @@ def test_eval_of_crafted_weights_only_files_is_one_line(tmp_path, capsys):
     _fails_cleanly(capsys, ["eval", str(bare), "model.name=resnet8"], "no student weights")
 
 
+@pytest.mark.fault("stored-code")
 def test_eval_never_imports_a_module_named_by_the_checkpoint(tmp_path, capsys, monkeypatch):
     marker = tmp_path / "imported"
     (tmp_path / "planted_module.py").write_text(
@@ -122,6 +127,7 @@ class _Code:
         return (print, ("pickled code ran",))
 
 
+@pytest.mark.fault("stored-code")
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_checkpoint_with_code_is_refused_without_suggesting_weights_only_false(tmp_path, capsys):
     path = tmp_path / "code.pt"
@@ -154,6 +160,7 @@ def test_a_complete_run_started_again_says_so_and_changes_nothing(tmp_path, caps
     assert {p: p.read_bytes() for p in files} == files
 
 
+@pytest.mark.fault("data-parallel")
 def test_process_group_collectives_have_a_bounded_timeout(monkeypatch):
     seen = {}
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -170,12 +177,14 @@ def test_process_group_collectives_have_a_bounded_timeout(monkeypatch):
     assert _distributed_timeout(RuntimeError("an unrelated bug")) is None
 
 
+@pytest.mark.fault("divergence")
 def test_non_finite_distiller_parameters_are_one_line(tmp_path, capsys):
     argv = ["distill", "quickstart", f"output_dir={tmp_path / 'r'}", "distiller.params.p=.inf"]
     _fails_cleanly(capsys, argv, "distiller.params.p: Input should be a finite number")
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.fault("run-folder")
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
@@ -196,6 +205,7 @@ def test_inspect_of_a_garbage_or_deeply_nested_config_yaml_is_one_line(
     assert "config.yaml cannot be read" in (tmp_path / "report.md").read_text()
 
 
+@pytest.mark.fault("config")
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
@@ -213,6 +223,7 @@ def test_usage_errors_are_one_line(capsys, argv, needle):
     assert err.startswith("sakd: error:") and "\n" not in err and needle in err, err
 
 
+@pytest.mark.fault("config")
 def test_eval_of_a_folder_names_the_checkpoint_file_to_give(tmp_path, capsys):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

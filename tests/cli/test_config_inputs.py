@@ -32,6 +32,7 @@ def _one_bounded_line(capsys, argv: list[str]) -> str:
     return err
 
 
+@pytest.mark.fault("config")
 @pytest.mark.parametrize(
     ("overrides", "outside"),
     [
@@ -57,6 +58,7 @@ def test_milestones_at_the_ends_of_the_reference_schedule_are_accepted():
     assert cfg.schedule.scaled_milestones(cfg.epochs) == [1, 24]
 
 
+@pytest.mark.fault("config")
 def test_an_anchor_bomb_recipe_fails_fast_without_being_expanded(tmp_path, capsys):
     recipe = tmp_path / "bomb.yaml"
     recipe.write_text(_anchor_bomb(9))  # 9**9 strings once expanded
@@ -70,6 +72,7 @@ def test_an_anchor_bomb_recipe_fails_fast_without_being_expanded(tmp_path, capsy
         validate_config(data, source="run config.yaml", stored=True)
 
 
+@pytest.mark.fault("config")
 def test_a_value_under_the_size_limit_is_quoted_truncated(tmp_path, capsys):
     recipe = tmp_path / "small_bomb.yaml"
     recipe.write_text(_anchor_bomb(4, "model: {name: *top}"))  # 9**4 strings: under the limit
@@ -78,6 +81,7 @@ def test_a_value_under_the_size_limit_is_quoted_truncated(tmp_path, capsys):
     assert err.endswith("... (truncated))") and len(err) < QUOTE_LIMIT + 200
 
 
+@pytest.mark.fault("config")
 def test_a_huge_override_is_quoted_truncated(tmp_path, capsys):
     err = _one_bounded_line(
         capsys,

@@ -55,6 +55,7 @@ def _one_line(capsys, argv: list[str], *needles: str) -> str:
     return err
 
 
+@pytest.mark.fault("user-code")
 @pytest.mark.parametrize("case", list(MODULES))
 def test_a_failing_factory_module_is_one_line(case, tmp_path, capsys, monkeypatch):
     source, needle = MODULES[case]
@@ -73,6 +74,7 @@ def test_a_failing_factory_module_is_one_line(case, tmp_path, capsys, monkeypatc
     assert not out.exists()
 
 
+@pytest.mark.fault("teacher")
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
@@ -93,6 +95,7 @@ def test_a_bad_teacher_checksum_file_is_one_line(content, needle, tmp_path, caps
     assert not out.exists()
 
 
+@pytest.mark.fault("data")
 def test_blank_images_are_refused_where_their_statistics_are_computed(tmp_path, capsys):
     for split, count in (("train", 4), ("val", 2)):
         for name in ("a", "b"):

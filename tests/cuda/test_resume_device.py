@@ -22,6 +22,8 @@ import pytest
 
 from tests.engine.test_resume_faults import _records, _same_checkpoint
 
+pytestmark = pytest.mark.fault("interrupted")
+
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = (
     "import sys, torch; torch.use_deterministic_algorithms(True, warn_only=True); "

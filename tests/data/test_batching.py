@@ -148,6 +148,7 @@ def test_num_batches(n, batch, world, drop, expected):
     assert num_batches(n, batch, world_size=world, drop_last=drop) == expected
 
 
+@pytest.mark.fault("api")
 def test_bad_batch_settings_raise_sakd_error():
     data = make_set(n=10)
     with pytest.raises(SakdError, match="batch size"):

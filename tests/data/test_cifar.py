@@ -87,6 +87,7 @@ def test_local_archive_is_verified_and_extracted_without_download(tmp_path, form
     assert load_dataset("cifar100", str(root), train=False).images.shape == (2, 3, 32, 32)
 
 
+@pytest.mark.fault("data")
 def test_checksum_mismatch_leaves_nothing_and_never_opens_the_archive(
     tmp_path, formats, http_server, monkeypatch
 ):
@@ -105,6 +106,7 @@ def test_checksum_mismatch_leaves_nothing_and_never_opens_the_archive(
     assert listing(root) == []
 
 
+@pytest.mark.fault("data")
 def test_local_archive_with_wrong_checksum_is_refused(tmp_path, monkeypatch):
     root = tmp_path / "data"
     root.mkdir()
@@ -117,6 +119,7 @@ def test_local_archive_with_wrong_checksum_is_refused(tmp_path, monkeypatch):
     assert listing(root) == ["cifar-10-python.tar.gz"]
 
 
+@pytest.mark.fault("data")
 def test_http_error_leaves_nothing(tmp_path, http_server, monkeypatch):
     base_url, _ = http_server
     point_source_at(monkeypatch, "cifar10", f"{base_url}/missing.tar.gz", "0" * 32)
@@ -146,6 +149,7 @@ def malicious_archive(path: Path, kind: str) -> Path:
     return path
 
 
+@pytest.mark.fault("data")
 @pytest.mark.parametrize("kind", ["dotdot", "relative-link", "absolute-link"])
 def test_malicious_archive_is_refused(tmp_path, http_server, monkeypatch, kind):
     base_url, served = http_server
@@ -158,6 +162,7 @@ def test_malicious_archive_is_refused(tmp_path, http_server, monkeypatch, kind):
     assert not (tmp_path / "deep" / "evil").exists() and not (tmp_path / "evil").exists()
 
 
+@pytest.mark.fault("stored-code")
 def test_pickle_with_foreign_globals_is_refused(tmp_path, formats):
     folder = formats.write_cifar10(tmp_path)
     marker = tmp_path / "pwned"
@@ -172,6 +177,7 @@ def test_pickle_with_foreign_globals_is_refused(tmp_path, formats):
     assert not marker.exists()
 
 
+@pytest.mark.fault("data")
 def test_missing_data_and_incomplete_folder_raise_sakd_error(tmp_path, formats):
     with pytest.raises(SakdError, match="download=True"):
         load_dataset("cifar10", str(tmp_path / "nowhere"), train=True)
@@ -186,6 +192,7 @@ def test_missing_data_and_incomplete_folder_raise_sakd_error(tmp_path, formats):
         load_dataset("cifar10", str(tmp_path), train=True, image_size=64)
 
 
+@pytest.mark.fault("data")
 def test_cifar100_files_under_the_cifar10_name_are_rejected(tmp_path, formats):
     folder = formats.write_cifar100(tmp_path)
     (folder / "batches.meta").write_bytes(

@@ -55,6 +55,7 @@ def test_embedded_statistics_match_the_train_split():
     assert data.mean == pytest.approx(mean, abs=1e-4) and data.std == pytest.approx(std, abs=1e-4)
 
 
+@pytest.mark.fault("config")
 def test_registry_names_and_errors():
     assert list_datasets() == [
         "embedded",

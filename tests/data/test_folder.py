@@ -54,6 +54,7 @@ def test_eval_split_uses_train_classes_and_statistics(tmp_path, formats, eval_na
     assert torch.equal(evaluation.images[0, :, 8, 8], torch.tensor([255, 0, 0], dtype=torch.uint8))
 
 
+@pytest.mark.fault("data")
 def test_bad_trees_raise_sakd_error(tmp_path, formats):
     with pytest.raises(SakdError, match="train not found"):
         load_dataset("folder", str(tmp_path), train=True)

@@ -116,6 +116,7 @@ def test_auto_streams_what_does_not_fit(monkeypatch):
     assert isinstance(small, ImageSet) and isinstance(large, StreamSet)
 
 
+@pytest.mark.fault("user-code")
 @pytest.mark.parametrize(
     ("dataset", "message"),
     [

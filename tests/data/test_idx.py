@@ -86,6 +86,7 @@ IMAGES = "train-images-idx3-ubyte.gz"
 LABELS = "train-labels-idx1-ubyte.gz"
 
 
+@pytest.mark.fault("data")
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -144,6 +145,7 @@ def test_bad_files_are_one_line(tmp_path, damage, message):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.fault("data")
 def test_missing_root_and_wrong_size_are_one_line(tmp_path):
     with pytest.raises(SakdError, match="'mnist' needs a data root"):
         load_dataset("mnist", None, train=True)

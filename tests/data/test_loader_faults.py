@@ -13,6 +13,8 @@ import pytest
 from sakd.data import decoded, load_dataset
 from sakd.errors import SakdError
 
+pytestmark = pytest.mark.fault("data")
+
 
 def _png_header_only(path: Path, width: int, height: int) -> None:
     """A valid PNG signature and IHDR claiming ``width`` x ``height``, a tiny IDAT, IEND."""

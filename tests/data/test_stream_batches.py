@@ -143,6 +143,7 @@ def test_mean_and_std_are_configurable(tree):
     assert images.min() >= 0 and images.max() <= 1
 
 
+@pytest.mark.fault("data")
 def test_undecodable_file_is_one_line_even_from_a_worker(tree):
     streams = [open_stream("folder", str(tree), True, image_size=8, workers=w) for w in (0, 1)]
     bad = tree / "train" / "class1" / "0.jpg"
@@ -153,6 +154,7 @@ def test_undecodable_file_is_one_line_even_from_a_worker(tree):
         assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
 
 
+@pytest.mark.fault("api")
 def test_datasets_held_in_memory_refuse_to_stream():
     with pytest.raises(SakdError, match="cannot be streamed"):
         open_stream("cifar100", "/nowhere", True)

@@ -13,7 +13,7 @@ from sakd.errors import SakdError
 from .test_loader_faults import _png_header_only
 from .test_stream_runs import stream_overrides
 
-pytestmark = pytest.mark.xdist_group("stream-runs")
+pytestmark = [pytest.mark.xdist_group("stream-runs"), pytest.mark.fault("data")]
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ def stream_overrides(out, tree, *extra):
     ]
 
 
+@pytest.mark.fault("interrupted")
 def test_resumed_streaming_run_equals_uninterrupted_run(tmp_path, tree, monkeypatch):
     straight = tmp_path / "straight"
     resumed = tmp_path / "resumed"
@@ -99,6 +100,7 @@ def test_data_config_chooses_the_loader(tmp_path, tree):
     assert train.train_transform == train.eval_transform and len(test) == 4
 
 
+@pytest.mark.fault("config")
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -115,12 +117,14 @@ def test_bad_data_settings_are_one_clear_error(override, message):
         load_config("quickstart/student", [override])
 
 
+@pytest.mark.fault("config")
 def test_streaming_a_memory_dataset_is_refused():
     cfg = load_config("quickstart/student", ["data.loader=stream"])
     with pytest.raises(SakdError, match="cannot be streamed"):
         load_data(cfg)
 
 
+@pytest.mark.fault("config")
 def test_imagenet_in_memory_is_refused(tree):
     cfg = load_config("imagenet/train/resnet18", [f"data.root={tree}", "data.loader=memory"])
     with pytest.raises(SakdError, match="data.loader=stream"):

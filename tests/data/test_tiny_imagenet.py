@@ -121,6 +121,7 @@ def test_image_size_resizes(tmp_path, formats):
     ).images.shape == (4, 3, 32, 32)
 
 
+@pytest.mark.fault("data")
 def test_bad_layouts_raise_sakd_error(tmp_path, formats):
     with pytest.raises(SakdError, match="wnids.txt.*cs231n"):
         load_dataset("tiny-imagenet", str(tmp_path), train=True, download=True)
@@ -140,6 +141,7 @@ def test_bad_layouts_raise_sakd_error(tmp_path, formats):
         load_dataset("tiny-imagenet", str(tmp_path), train=False)
 
 
+@pytest.mark.fault("data")
 def test_corrupt_image_names_the_file(tmp_path, formats):
     folder = write_tree(tmp_path, formats)
     (folder / "val" / "images" / "val_1.JPEG").write_bytes(b"\xff\xd8 broken")

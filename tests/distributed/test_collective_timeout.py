@@ -13,7 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
+
+pytestmark = pytest.mark.fault("data-parallel")
 
 
 def _free_port() -> int:

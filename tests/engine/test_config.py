@@ -21,6 +21,7 @@ def test_overrides_are_typed_and_dotted():
     assert cfg.progress is False
 
 
+@pytest.mark.fault("config")
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
@@ -42,6 +43,7 @@ def test_bad_values_name_the_key(overrides, needle):
         load_config("quickstart", overrides)
 
 
+@pytest.mark.fault("config")
 def test_missing_and_malformed_recipes(tmp_path):
     with pytest.raises(SakdError, match="neither a file nor a packaged recipe"):
         load_config(str(tmp_path / "nope.yaml"))
@@ -55,6 +57,7 @@ def test_missing_and_malformed_recipes(tmp_path):
         load_config(str(listing))
 
 
+@pytest.mark.fault("config")
 def test_yaml_is_loaded_safely(tmp_path):
     evil = tmp_path / "evil.yaml"
     evil.write_text("model: !!python/object/apply:os.system ['echo pwned']\n")

@@ -37,6 +37,7 @@ OLD_VALUES = {
 }
 
 
+@pytest.mark.fault("config")
 @pytest.mark.parametrize("old", sorted(RENAMED_KEYS))
 def test_every_old_key_names_its_new_name_from_overrides_and_yaml(tmp_path, old):
     expected = f"config 'quickstart': key {old!r} was renamed to {RENAMED_KEYS[old]!r}"
@@ -55,6 +56,7 @@ def test_every_old_key_names_its_new_name_from_overrides_and_yaml(tmp_path, old)
     )
 
 
+@pytest.mark.fault("config")
 def test_old_key_on_the_command_line_is_one_line_and_a_non_zero_exit(tmp_path, capsys):
     code = main(["distill", "quickstart", f"output_dir={tmp_path / 'r'}", "spots.gamma=2"])
     err = capsys.readouterr().err
@@ -63,6 +65,7 @@ def test_old_key_on_the_command_line_is_one_line_and_a_non_zero_exit(tmp_path, c
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.fault("config")
 def test_old_key_in_grid_overrides_is_a_listed_bad_entry():
     with pytest.raises(SakdError, match="'loss.kd' was renamed to 'loss.kd_weight'"):
         plan_grid(GridSpec(pairs=["quickstart"], distillers=["at"], overrides=["loss.kd=1"]), "g")
@@ -108,6 +111,7 @@ def test_vanilla_kd_params_are_validated_and_used(tmp_path):
     assert cooler["kd"] != pytest.approx(default["kd"], rel=1e-3)
 
 
+@pytest.mark.fault("config")
 def test_unknown_params_of_any_distiller_are_errors_in_the_grid_too():
     spec = GridSpec(
         pairs=["quickstart"], distillers=["kd", "at"], overrides=["distiller.params.bogus=3"]
@@ -118,6 +122,7 @@ def test_unknown_params_of_any_distiller_are_errors_in_the_grid_too():
     assert "kd has no parameter 'bogus'" in message and "at has no parameter 'bogus'" in message
 
 
+@pytest.mark.fault("config")
 def test_kd_temperature_without_any_kd_term_is_an_error():
     with pytest.raises(SakdError, match=r"loss.kd_temperature is set \(command line\)"):
         load_config(
@@ -160,6 +165,7 @@ def test_the_kd_temperature_has_one_key_for_vanilla_kd_and_the_logit_kd_term(tmp
     assert config_differences(stored, kd) == ["loss"]
 
 
+@pytest.mark.fault("config")
 def test_vanilla_kd_with_the_logit_kd_term_as_well_is_an_error(tmp_path):
     with pytest.raises(SakdError, match="is the logit-KD term itself"):
         run(_distill(tmp_path / "r", "distiller.name=kd", "loss.kd_weight=0.5"))
@@ -170,6 +176,7 @@ class _Unpublished(AT):
     name = "unpublished_at"
 
 
+@pytest.mark.fault("config")
 def test_a_distiller_without_published_weights_is_an_error_naming_the_fix(monkeypatch):
     monkeypatch.setitem(registry._DISTILLERS, _Unpublished.name, _Unpublished)
     with pytest.raises(SakdError) as caught:

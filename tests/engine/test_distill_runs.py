@@ -84,6 +84,7 @@ KNOBS = {
 }
 
 
+@pytest.mark.fault("interrupted")
 @pytest.mark.parametrize("knobs", list(KNOBS))
 def test_resumed_adaptive_run_equals_uninterrupted(tmp_path, monkeypatch, knobs):
     extra = [
@@ -134,12 +135,14 @@ def test_resumed_adaptive_run_equals_uninterrupted(tmp_path, monkeypatch, knobs)
     ]
 
 
+@pytest.mark.fault("teacher")
 def test_teacher_checksum_is_verified(tmp_path):
     with pytest.raises(SakdError, match="SHA-256"):
         run(_distill(tmp_path / "r", "teacher.sha256=" + "ab" * 32))
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.fault("config")
 def test_unalignable_spots_are_refused_for_routing(tmp_path):
     with pytest.raises(SakdError, match="cannot be aligned"):
         # SP uses the last stage: F[4] of vgg8 but F[3] of resnet32.

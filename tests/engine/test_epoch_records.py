@@ -117,6 +117,7 @@ def test_records_of_a_single_network_have_no_spots(tmp_path):
     assert "spots" not in json.loads((tmp_path / "s" / "run.json").read_text())
 
 
+@pytest.mark.fault("run-folder")
 def test_bad_lines_are_named():
     good = EpochRecord(epoch=1, phase="train", lr=0.1, test_top1=50.0).to_json()
     assert parse_records(good + "\n\n")[0].test_top1 == 50.0
@@ -128,6 +129,7 @@ def test_bad_lines_are_named():
         parse_records('{"epoch": 1, "phase": "train", "lr": 0.1, "spot_rates": [1.0, 1.0]}')
 
 
+@pytest.mark.fault("run-folder")
 def test_reading_a_missing_file_is_one_line(tmp_path):
     with pytest.raises(SakdError, match="cannot read"):
         read_records(tmp_path / "metrics.jsonl")

@@ -98,6 +98,7 @@ def test_ls_recipes_give_the_authors_hyperparameters(pair):
     assert plain.distiller.label == "dkd"
 
 
+@pytest.mark.fault("config")
 def test_ls_recipe_refuses_a_distiller_without_ls_weights():
     with pytest.raises(SakdError, match="no published weights in the 'ls' table"):
         load_config("cifar100/ls/vgg13-vgg8", ["distiller.name=at"])

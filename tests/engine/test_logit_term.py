@@ -81,6 +81,7 @@ def test_at_beside_dkd_runs_and_records_the_logit_term(tmp_path, mode):
     assert weights["loss.logit_params.warmup_epochs"]["source"] == "default"
 
 
+@pytest.mark.fault("config")
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

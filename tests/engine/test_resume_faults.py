@@ -24,6 +24,8 @@ from sakd.config import load_config
 from sakd.engine import faults
 from sakd.engine.checkpoint import load_checkpoint, sha256_file
 
+pytestmark = pytest.mark.fault("interrupted")
+
 OVERRIDES = [
     "distiller.name=at",
     "spots.mode=adaptive",

@@ -63,6 +63,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 # ----------------------------------------------------------------- 4. damaged run folder
+@pytest.mark.fault("interrupted")
 def test_half_a_metrics_line_from_a_kill_is_dropped_at_resume(half_done, tmp_path):
     out = _copy(half_done, tmp_path)
     with open(out / "metrics.jsonl", "a") as handle:
@@ -72,6 +73,7 @@ def test_half_a_metrics_line_from_a_kill_is_dropped_at_resume(half_done, tmp_pat
     assert [r["epoch"] for r in records] == [1, 2]
 
 
+@pytest.mark.fault("run-folder")
 @pytest.mark.parametrize(
     ("name", "content", "needle"),
     [
@@ -92,6 +94,7 @@ def test_damaged_run_files_are_one_line(half_done, tmp_path, name, content, need
     assert (out / "checkpoints" / "last.pt").read_bytes() == last
 
 
+@pytest.mark.fault("run-folder")
 def test_last_pt_without_modules_is_one_line(half_done, tmp_path):
     out = _copy(half_done, tmp_path)
     path = out / "checkpoints" / "last.pt"
@@ -102,6 +105,7 @@ def test_last_pt_without_modules_is_one_line(half_done, tmp_path):
         run(_config(out))
 
 
+@pytest.mark.fault("run-folder")
 def test_a_changed_tensor_in_last_pt_is_refused(half_done, tmp_path):
     out = _copy(half_done, tmp_path)
     path = out / "checkpoints" / "last.pt"
@@ -113,6 +117,7 @@ def test_a_changed_tensor_in_last_pt_is_refused(half_done, tmp_path):
         run(_config(out))
 
 
+@pytest.mark.fault("run-folder")
 def test_a_bit_flipped_last_pt_is_refused_in_one_line(half_done, tmp_path):
     out = _copy(half_done, tmp_path)
     path = out / "checkpoints" / "last.pt"
@@ -134,6 +139,7 @@ def test_a_bit_flipped_last_pt_is_refused_in_one_line(half_done, tmp_path):
 
 
 # ------------------------------------------------------------------------ 5. OS errors
+@pytest.mark.fault("os-error")
 def test_a_full_disk_is_one_line_and_keeps_last_pt(half_done, tmp_path, monkeypatch):
     out = _copy(half_done, tmp_path)
     last = out / "checkpoints" / "last.pt"
@@ -152,6 +158,7 @@ def test_a_full_disk_is_one_line_and_keeps_last_pt(half_done, tmp_path, monkeypa
     assert not [p for p in last.parent.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.fault("os-error")
 def test_an_unwritable_output_dir_is_one_line(tmp_path, monkeypatch):
     out = tmp_path / "run"
     out.mkdir()
@@ -170,6 +177,7 @@ def test_an_unwritable_output_dir_is_one_line(tmp_path, monkeypatch):
     out.chmod(0o700)
 
 
+@pytest.mark.fault("os-error")
 def test_an_output_dir_under_a_file_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(SakdError, match="is a file, not a folder"):
@@ -177,6 +185,7 @@ def test_an_output_dir_under_a_file_is_one_line(tmp_path):
 
 
 # ------------------------------------------------------------------------------ 6. lock
+@pytest.mark.fault("run-folder")
 def test_a_second_run_on_a_locked_folder_is_refused(tmp_path):
     out = tmp_path / "run"
     held = lock_run_dir(out)
@@ -192,6 +201,7 @@ def test_a_second_run_on_a_locked_folder_is_refused(tmp_path):
 
 
 # ---------------------------------------------------------------------------- 7. orphans
+@pytest.mark.fault("interrupted")
 def test_temporary_files_of_a_killed_write_are_removed_at_the_next_start(half_done, tmp_path):
     out = _copy(half_done, tmp_path)
     orphans = [
@@ -208,6 +218,7 @@ def test_temporary_files_of_a_killed_write_are_removed_at_the_next_start(half_do
 
 
 # ---------------------------------------------------------------- 1. best.pt and last.pt
+@pytest.mark.fault("interrupted")
 def test_a_stale_best_pt_is_rewritten_from_last_pt_at_resume(tmp_path):
     out = tmp_path / "run"
     run(_config(out, "epochs=1"))
@@ -243,6 +254,7 @@ def _diverge_at(monkeypatch, epoch: int) -> None:
     monkeypatch.setattr(trainer_module.Trainer, "_train_epoch", train_epoch)
 
 
+@pytest.mark.fault("divergence")
 @pytest.mark.parametrize(
     ("schedule", "lrs"),
     # step: the milestone 150 of 240 falls on epoch 2 of 2; cosine: half-way down at epoch 2
@@ -281,12 +293,14 @@ def test_non_finite_parameters_stop_the_run_and_a_lower_lr_resumes_it(
         run(_config(out, "lr=0.05", f"schedule.name={schedule}"))
 
 
+@pytest.mark.fault("divergence")
 @pytest.mark.parametrize("lr", ["lr=.inf", "lr=1e999", "lr=nan"])
 def test_non_finite_config_numbers_are_refused(tmp_path, lr):
     with pytest.raises(SakdError, match="key 'lr': Input should be a finite number"):
         _config(tmp_path / "never", lr)
 
 
+@pytest.mark.fault("divergence")
 def test_a_huge_lr_never_ends_as_a_successful_run(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(SakdError, match="training diverged"):
@@ -300,6 +314,7 @@ def test_a_huge_lr_never_ends_as_a_successful_run(tmp_path):
 
 
 # --------------------------------------------------------------------- 3. finished runs
+@pytest.mark.fault("divergence")
 def test_summary_json_is_valid_json_without_nan(tmp_path):
     out = tmp_path / "run"
     run(_config(out, "epochs=1"))

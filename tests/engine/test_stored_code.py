@@ -21,6 +21,8 @@ from sakd.engine.checkpoint import FORMAT
 
 from ..conftest import tiny_overrides
 
+pytestmark = pytest.mark.fault("stored-code")
+
 MODULE = textwrap.dedent(
     """
     import pathlib

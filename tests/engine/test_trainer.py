@@ -51,6 +51,7 @@ def _interrupt_after_first_save(monkeypatch):
     monkeypatch.setattr(trainer_module.Trainer, "_save", save_then_stop)
 
 
+@pytest.mark.fault("interrupted")
 def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
     run(_train_config(tmp_path / "straight"))
     _interrupt_after_first_save(monkeypatch)
@@ -66,6 +67,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
 
 
+@pytest.mark.fault("run-folder")
 def test_resume_refuses_a_different_config(tmp_path, monkeypatch):
     _interrupt_after_first_save(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
@@ -77,6 +79,7 @@ def test_resume_refuses_a_different_config(tmp_path, monkeypatch):
     assert (tmp_path / "r" / "config.yaml").read_text() == before  # the folder still matches
 
 
+@pytest.mark.fault("divergence")
 def test_non_finite_loss_is_one_clear_error(tmp_path):
     with pytest.raises(SakdError, match="not finite"):
         run(_train_config(tmp_path / "r", "lr=1e12", "epochs=1"))
@@ -87,6 +90,7 @@ class _Evil:
         return (os.system, ("touch pwned",))
 
 
+@pytest.mark.fault("stored-code")
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoints_never_run_pickled_code(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

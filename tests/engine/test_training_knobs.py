@@ -327,6 +327,7 @@ COMBINATIONS = {
 }
 
 
+@pytest.mark.fault("interrupted")
 @pytest.mark.parametrize("combination", list(COMBINATIONS))
 def test_resumed_training_equals_uninterrupted_for_every_combination(
     tmp_path, monkeypatch, combination
@@ -378,6 +379,7 @@ def test_a_checkpoint_without_schedule_states_resumes_on_the_same_schedule(tmp_p
 # -------------------------------------------------------------------- errors
 
 
+@pytest.mark.fault("config")
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -402,6 +404,7 @@ def test_invalid_knobs_are_one_line_on_the_cli(tmp_path, capsys, override, messa
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.fault("api")
 def test_invalid_knobs_are_one_sakd_error_in_the_api(tmp_path):
     import sakd
 

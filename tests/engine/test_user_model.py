@@ -78,6 +78,7 @@ def test_train_and_distil_a_user_model(tmp_path, user_module, capsys):
     assert list(record["spot_rates"]) == ["layer1", "layer2", "logits"]
 
 
+@pytest.mark.fault("user-code")
 def test_a_user_model_that_cannot_be_imported_is_one_line(tmp_path, capsys):
     out = tmp_path / "never"
     argv = [

@@ -44,6 +44,7 @@ def test_paper_tables_are_every_pair_by_ten_distillers_by_two_modes(table, datas
     assert first.output_dir.startswith(f"runs/{dataset}/") and first.output_dir.endswith("seed0")
 
 
+@pytest.mark.fault("config")
 def test_a_bad_grid_lists_every_bad_entry_and_runs_nothing(tmp_path, capsys):
     grid = write_grid(
         tmp_path / "bad.yaml",
@@ -78,6 +79,7 @@ def test_a_bad_grid_lists_every_bad_entry_and_runs_nothing(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.fault("config")
 def test_malformed_grid_files(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text("pairs: [quickstart]\ndistillers: [kd]\nsedes: [0]\n")
@@ -92,12 +94,14 @@ def test_malformed_grid_files(tmp_path):
         plan_grid(GridSpec(pairs=["quickstart"], distillers=["kd", "kd"]), "g")
 
 
+@pytest.mark.fault("config")
 def test_runs_sharing_a_folder_are_refused(tmp_path):
     spec = GridSpec(pairs=["quickstart"], distillers=["kd", "at"])
     with pytest.raises(SakdError, match="share output_dir"):
         plan_grid(spec, "g", root=tmp_path)  # the quickstart recipe's output_dir has no fields
 
 
+@pytest.mark.fault("run-folder")
 def test_a_folder_holding_another_configuration_is_refused(tmp_path):
     grid = write_grid(tmp_path / "g.yaml")
     spec, name = load_grid(str(grid))
@@ -115,6 +119,7 @@ def test_a_folder_holding_another_configuration_is_refused(tmp_path):
         plan_grid(spec, name, ["lr=0.1"], root=tmp_path)
 
 
+@pytest.mark.fault("config")
 def test_a_missing_teacher_without_a_recipe_is_refused(tmp_path):
     spec = GridSpec(
         pairs=[{"recipe": "quickstart", "teacher_checkpoint": "nowhere/teacher.pt"}],

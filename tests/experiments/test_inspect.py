@@ -114,6 +114,7 @@ def test_inspect_on_the_test_split_and_last_checkpoint_from_the_cli(adaptive_run
     assert (adaptive_run / "inspect" / "decisions.csv").read_text() == first  # fixed seed
 
 
+@pytest.mark.fault("config")
 @pytest.mark.parametrize(
     ("recipe", "extra", "says"),
     [

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from sakd.cli import main
 from sakd.experiments.plot import make_plots
 from sakd.experiments.report import build_report
@@ -61,6 +63,7 @@ def test_report_with_plots_links_them(tmp_path, capsys):
     assert len(list((tmp_path / "again").glob("*.png"))) == 3
 
 
+@pytest.mark.fault("config")
 def test_plot_without_runs_is_one_line(tmp_path, capsys):
     assert main(["plot", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -34,6 +34,7 @@ def test_every_teacher_of_a_paper_grid_comes_from_the_folder(tmp_path, table):
     assert {r.config.teacher.checkpoint for r in plan.runs} == {t.checkpoint for t in plan.teachers}
 
 
+@pytest.mark.fault("teacher")
 def test_a_teacher_missing_from_the_folder_is_named(tmp_path, capsys):
     teachers = _teachers(tmp_path / "cifar_teachers", ["resnet56", "resnet110", "vgg13"])
     spec, name = load_grid("R1")

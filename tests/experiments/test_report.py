@@ -114,6 +114,7 @@ def test_means_and_sample_stds_match_hand_computation(tree):
     )
 
 
+@pytest.mark.fault("run-folder")
 def test_missing_runs_and_problems_are_reported_not_dropped(tree):
     root, grid = tree
     report = build_report(root, grid=str(grid))

@@ -27,6 +27,7 @@ from sakd.experiments.runner import LOCK_NAME, Shard, ensure_teacher, reproduce
 from .conftest import quiet, write_grid
 
 
+@pytest.mark.fault("interrupted")
 def test_interrupted_grid_runs_every_run_exactly_once(interrupted_grid):
     root, calls = interrupted_grid
     spec, name = load_grid(str(root / "grid.yaml"))
@@ -86,6 +87,7 @@ def test_shards_partition_the_runs_and_need_only_their_teachers(tmp_path):
             Shard.parse(bad)
 
 
+@pytest.mark.fault("interrupted")
 def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
     grid = write_grid(tmp_path / "g.yaml", overrides=[*_tiny_two_epochs(), "output_dir=runs/r"])
     saves: list[str] = []
@@ -182,6 +184,7 @@ def test_a_teacher_locked_by_another_process_is_waited_for(tmp_path, monkeypatch
     assert any(str(lock) in line and "another process" in line for line in lines)
 
 
+@pytest.mark.fault("run-folder")
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, monkeypatch):
     job = _job(tmp_path)
     job.run_dir.mkdir(parents=True)
@@ -212,6 +215,7 @@ def test_reproduce_from_the_command_line(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
 
 
+@pytest.mark.fault("config")
 def test_reproduce_refuses_torchrun_and_points_to_shards(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SakdError, match="--shard i/n"):

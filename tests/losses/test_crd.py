@@ -271,6 +271,7 @@ def test_soft_weights_scale_each_sample_term():
     assert torch.equal(crd.student_memory, half.student_memory)
 
 
+@pytest.mark.fault("api")
 def test_user_errors_are_reported():
     with pytest.raises(SakdError, match="at least two classes"):
         _crd_labelled(torch.zeros(NUM_TRAIN, dtype=torch.long))

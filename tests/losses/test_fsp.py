@@ -44,6 +44,7 @@ def test_declares_the_published_setup():
     assert list(fsp.parameters()) == [] and fsp.pretrain_parameters() == []
 
 
+@pytest.mark.fault("api")
 def test_unequal_channels_are_a_user_error():
     with pytest.raises(SakdError, match="fsp needs equal channel counts"):
         build("fsp", MOBILENETV2, VGG13)

@@ -78,6 +78,7 @@ def test_no_gradient_reaches_the_teacher():
     assert teacher.grad is None and student.grad is not None
 
 
+@pytest.mark.fault("api")
 def test_rejects_weights_of_the_wrong_shape():
     with pytest.raises(ValueError, match="weights must have shape"):
         _kd()([torch.randn(3, 4)], [torch.randn(3, 4)], torch.ones(3, 2), context(torch.zeros(3)))

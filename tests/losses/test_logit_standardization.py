@@ -135,6 +135,7 @@ def test_standardize_half_precision_is_computed_in_float32():
     torch.testing.assert_close(z, standardize_logits(STUDENT).float(), atol=0.05, rtol=0.05)
 
 
+@pytest.mark.fault("api")
 def test_standardize_refuses_a_single_class():
     with pytest.raises(ValueError, match="at least 2 classes"):
         standardize_logits(torch.zeros(3, 1))
@@ -261,6 +262,7 @@ def test_ls_is_off_by_default(name):
     assert get_distiller(name).Params().logit_standardization is False
 
 
+@pytest.mark.fault("config")
 @pytest.mark.parametrize("name", ["kd", "dkd"])
 @pytest.mark.parametrize(
     "bad",
@@ -277,6 +279,7 @@ def test_bad_ls_params_are_refused(name, bad):
         get_distiller(name).Params(**bad)
 
 
+@pytest.mark.fault("config")
 @pytest.mark.parametrize("bad", [{"alpha": -1.0}, {"beta": -0.5}, {"warmup_epochs": -1}])
 def test_bad_dkd_weights_are_refused(bad):
     with pytest.raises(ValidationError):

@@ -12,6 +12,7 @@ def test_a_module_path_names_a_distiller_class():
     assert published_weights_of("sakd.losses.at:AT", "sakd") == AT.published_weights("sakd")
 
 
+@pytest.mark.fault("config")
 @pytest.mark.parametrize(
     ("name", "message"),
     [

@@ -58,6 +58,7 @@ def test_zero_features_stay_finite():
     assert torch.isfinite(student.grad).all()
 
 
+@pytest.mark.fault("api")
 def test_rejects_weights_of_the_wrong_shape():
     student = PATTERN_B.tensor((4, 3, 2, 2), 0.1)
     with pytest.raises(ValueError, match="weights must have shape"):

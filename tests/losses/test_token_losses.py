@@ -134,6 +134,7 @@ def test_token_fitnet_masked_equals_sub_batch(case, pair):
     assert distiller.teacher_spots[0].is_tokens
 
 
+@pytest.mark.fault("config")
 @pytest.mark.parametrize("name", ["nst", "vid", "ft", "ab", "fsp"])
 def test_map_only_distillers_refuse_a_token_spot_naming_those_that_work(name):
     with pytest.raises(SakdError) as err:

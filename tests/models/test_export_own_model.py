@@ -95,6 +95,7 @@ def _one_line_error(capsys, argv, needle):
     assert err.count("\n") == 0 and err.startswith("sakd: error:") and needle in err, err
 
 
+@pytest.mark.fault("api")
 def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     out = tmp_path / "student.pt"
     _one_line_error(capsys, ["export", str(tmp_path / "nope"), "--out", str(out)], "does not exist")

@@ -80,6 +80,7 @@ def test_zoo_lists_every_required_model() -> None:
     assert required <= set(list_models())
 
 
+@pytest.mark.fault("config")
 def test_unknown_model_raises_sakd_error() -> None:
     with pytest.raises(SakdError, match="resnet9000"):
         create_model("resnet9000")

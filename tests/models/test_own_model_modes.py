@@ -154,6 +154,7 @@ def test_a_training_branch_in_an_ancestor_of_a_cut_switches_too() -> None:
     torch.testing.assert_close(seeded(staged, x), seeded(net, x), rtol=0, atol=0)
 
 
+@pytest.mark.fault("user-code")
 def test_a_train_graph_that_cannot_be_cut_alike_is_refused_naming_the_module() -> None:
     class AuxInTraining(OwnNet):
         """Returns (logits, aux) in training, like GoogLeNet/Inception: no single head output."""
@@ -199,6 +200,7 @@ def test_a_mode_switch_follows_to_and_meta_copies() -> None:
     assert [s.shape for s in staged.spot_info()][-1] == (24,)
 
 
+@pytest.mark.fault("user-code")
 def test_the_construction_check_refuses_a_staged_net_that_differs() -> None:
     net = own_net()
     staged = stage_model(net, input_size=32)
@@ -250,6 +252,7 @@ def test_a_head_inside_a_head_module_is_found() -> None:
         torch.testing.assert_close(staged.eval()(x), net.eval()(x), rtol=0, atol=0)
 
 
+@pytest.mark.fault("user-code")
 def test_stem_without_stages_is_refused() -> None:
     with pytest.raises(SakdError, match="give stages together with stem"):
         stage_model(own_net(), stem="stem")

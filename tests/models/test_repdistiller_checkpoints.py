@@ -130,6 +130,7 @@ def test_sakd_names_still_load_and_say_so(tmp_path):
     )
 
 
+@pytest.mark.fault("teacher")
 @pytest.mark.parametrize(
     ("edit", "needle"),
     [

@@ -183,6 +183,7 @@ def test_training_the_staged_net_trains_the_original() -> None:
     assert not torch.equal(model.layer3[0].conv1.weight, before)
 
 
+@pytest.mark.fault("user-code")
 def test_unknown_module_path_is_named() -> None:
     with pytest.raises(SakdError, match="'layer9'"):
         stage_model(mini_resnet(), ["layer1", "layer9"], "fc")
@@ -190,6 +191,7 @@ def test_unknown_module_path_is_named() -> None:
         stage_model(mini_resnet(), LAYERS, "head")
 
 
+@pytest.mark.fault("user-code")
 def test_skip_connection_across_a_cut_is_refused_naming_the_cut() -> None:
     with pytest.raises(SakdError, match="cannot cut the model at 'layer1'"):
         stage_model(LongSkip(), ["layer1", "layer2"], "fc", stem="stem")
@@ -202,16 +204,19 @@ def test_a_cut_after_the_skip_is_accepted() -> None:
     torch.testing.assert_close(staged(x), model(x), rtol=0, atol=0)
 
 
+@pytest.mark.fault("user-code")
 def test_module_called_twice_is_refused() -> None:
     with pytest.raises(SakdError, match="'block' is called 2 times"):
         stage_model(SharedTwice(), ["block"], "fc")
 
 
+@pytest.mark.fault("user-code")
 def test_out_of_order_paths_are_refused() -> None:
     with pytest.raises(SakdError, match="out of order"):
         stage_model(mini_resnet(), ["layer2", "layer1"], "fc")
 
 
+@pytest.mark.fault("user-code")
 def test_nested_and_repeated_paths_are_refused() -> None:
     with pytest.raises(SakdError, match="'layer1.0' is never called"):
         stage_model(mini_resnet(), ["layer1", "layer1.0"], "fc")

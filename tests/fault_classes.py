@@ -25,14 +25,16 @@ FAULT_CLASSES: dict[str, FaultClass] = {
     ),
     "run-folder": FaultClass(
         "damaged or foreign run-folder files",
-        "A damaged `config.yaml`, metrics file or checkpoint, a checkpoint of another run, a link, "
-        "a non-regular file or a held lock is refused in one line naming the file and the fix; "
-        "nothing is written through a link.",
+        "A damaged `config.yaml`, metrics file or checkpoint, a checkpoint of another run or past "
+        "its end, a link, a non-regular file or a held lock is refused in one line naming the file "
+        "and the fix; nothing is written through a link; a lost `best.pt` is rebuilt from "
+        "`last.pt` when that is the best epoch.",
     ),
     "divergence": FaultClass(
         "divergence (non-finite losses, weights or numbers)",
-        "Training stops in one line before a non-finite checkpoint is saved; a resume may then "
-        "lower `lr` or change `precision`, recorded under `config_changes`.",
+        "Training stops in one line before diverged weights (not finite, or a trained parameter "
+        "past 1e6) are saved; a resume may then lower `lr` or change `precision` (recorded under "
+        "`config_changes`), a checkpoint with diverged weights is not resumed, export warns.",
     ),
     "os-error": FaultClass(
         "OS errors (read-only folder, full disk, a file in the way)",

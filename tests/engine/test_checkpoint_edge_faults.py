@@ -22,7 +22,7 @@ from sakd.errors import SakdError
 
 from ..conftest import tiny_overrides
 
-pytestmark = pytest.mark.fault("resume-edges")
+pytestmark = pytest.mark.fault("run-folder")
 
 
 def _config(out, *extra):

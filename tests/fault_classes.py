@@ -33,7 +33,7 @@ FAULT_CLASSES: dict[str, FaultClass] = {
     "divergence": FaultClass(
         "divergence (non-finite losses, weights or numbers)",
         "Training stops in one line before diverged weights (not finite, or a trained parameter "
-        "past 1e6) are saved; a resume may then lower `lr` or change `precision` (recorded under "
+        "past 1e4) are saved; a resume may then lower `lr` or change `precision` (recorded under "
         "`config_changes`), a checkpoint with diverged weights is not resumed, export warns.",
     ),
     "os-error": FaultClass(

@@ -147,7 +147,7 @@ def _divergence_warnings(
             where = f" in {details['phase']} epoch {details['epoch'] + 1}"
         cause = f" ({details['what']})" if isinstance(details.get("what"), str) else ""
         lines.append(
-            f"the run in {str(folder.path)!r} diverged{where}{cause} and did not finish: the "
+            f"the run in {str(folder.path)!r} diverged{where} and did not finish{cause}; the "
             f"export holds checkpoints/{checkpoint}.pt (epoch {epoch}), saved before the "
             "divergence; resume the run with a lower lr to finish it"
         )

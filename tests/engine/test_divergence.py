@@ -61,8 +61,8 @@ def test_the_rule_limits_trained_parameters_and_checks_every_tensor_for_nan():
     net[1].running_mean.zero_()
     with torch.no_grad():
         net[0].weight[1, 1] = -3 * WEIGHT_LIMIT
-    assert "student parameter '0.weight' reached -3e+06" not in module_divergence({"student": net})
-    assert "student parameter '0.weight' reached 3e+06" in module_divergence({"student": net})
+    reached = f"student parameter '0.weight' reached {3 * WEIGHT_LIMIT:.2g} in magnitude"
+    assert reached in module_divergence({"student": net})
     net[0].weight.requires_grad_(False)  # frozen: the user's, not trained by sakd
     assert module_divergence({"student": net}) is None
     state = {"w": torch.full((2,), 2 * WEIGHT_LIMIT)}

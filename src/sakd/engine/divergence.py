@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 # Magnitude past which a trained parameter counts as diverged.
-WEIGHT_LIMIT = 1e6
+WEIGHT_LIMIT = 1e4
 
 
 def trained_names(module: nn.Module) -> set[str]:
@@ -56,8 +56,8 @@ def find_divergence(
                 return f"{module} {kind} {name!r} is not finite (NaN/inf)"
             if name in limited and peak > WEIGHT_LIMIT:
                 return (
-                    f"{module} parameter {name!r} reached {peak:.2g} in magnitude (the weights of "
-                    f"a trained network stay far below {WEIGHT_LIMIT:.0e})"
+                    f"{module} parameter {name!r} reached {peak:.2g} in magnitude, past the "
+                    f"limit of {WEIGHT_LIMIT:.0e} for trained weights"
                 )
     return None
 

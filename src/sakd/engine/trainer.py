@@ -335,9 +335,10 @@ class Trainer:
                     else "checkpoints/last.pt",
                 },
             )
+        fp32 = "" if self.runtime.precision == "fp32" else "use precision=fp32, or "
         raise SakdError(
-            f"training diverged in {phase.name} epoch {epoch + 1}: {what}; {good}; {how}, or use "
-            "precision=fp32, or check the data"
+            f"training diverged in {phase.name} epoch {epoch + 1}: {what}; {good}; {how}, or "
+            f"{fp32}check the data"
         )
 
     def _seconds(self) -> float:

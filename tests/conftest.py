@@ -59,3 +59,22 @@ def tiny_overrides(out, *extra: str) -> list[str]:
         "progress=false",
         *extra,
     ]
+
+
+def stop_after_saves(monkeypatch, saves: int = 1) -> None:
+    """Interrupt the next run (Ctrl-C, ``KeyboardInterrupt``) right after its ``saves``-th save.
+
+    What a user's Ctrl-C between two epochs leaves: ``last.pt`` of that epoch, no summary.
+    """
+    from sakd.engine import trainer as trainer_module
+
+    calls = {"n": 0}
+    original = trainer_module.Trainer._save
+
+    def save_then_stop(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == saves:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module.Trainer, "_save", save_then_stop)

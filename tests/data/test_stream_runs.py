@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from sakd.config import load_config
-from sakd.engine import trainer as trainer_module
 from sakd.engine.build import load_data
 from sakd.engine.checkpoint import load_checkpoint
 from sakd.engine.run import run
 from sakd.errors import SakdError
+
+from ..conftest import stop_after_saves
 
 pytestmark = pytest.mark.xdist_group("stream-runs")
 
@@ -45,13 +46,7 @@ def test_resumed_streaming_run_equals_uninterrupted_run(tmp_path, tree, monkeypa
     straight = tmp_path / "straight"
     resumed = tmp_path / "resumed"
     run(load_config("quickstart/student", stream_overrides(straight, tree)))
-    original = trainer_module.Trainer._save
-
-    def save_then_stop(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer_module.Trainer, "_save", save_then_stop)
+    stop_after_saves(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(load_config("quickstart/student", stream_overrides(resumed, tree)))
     monkeypatch.undo()

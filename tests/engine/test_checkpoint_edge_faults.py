@@ -43,24 +43,25 @@ def _scripted_top1(monkeypatch, values: list[float]) -> None:
     monkeypatch.setattr(trainer_module.Trainer, "evaluate", lambda self: (next(calls), 90.0))
 
 
+def _finished(tmp_path_factory, top1s: list[float]) -> Path:
+    """A finished 2-epoch run whose evaluations gave ``top1s``."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _scripted_top1(monkeypatch, top1s)
+        run(_config(out))
+    return out
+
+
 @pytest.fixture(scope="module")
 def last_is_best(tmp_path_factory) -> Path:
     """A finished 2-epoch run whose second (last) epoch is the best."""
-    out = tmp_path_factory.mktemp("best") / "run"
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        _scripted_top1(monkeypatch, [10.0, 20.0])
-        run(_config(out))
-    return out
+    return _finished(tmp_path_factory, [10.0, 20.0])
 
 
 @pytest.fixture(scope="module")
 def first_is_best(tmp_path_factory) -> Path:
     """A finished 2-epoch run whose first epoch is the best."""
-    out = tmp_path_factory.mktemp("first") / "run"
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        _scripted_top1(monkeypatch, [20.0, 10.0])
-        run(_config(out))
-    return out
+    return _finished(tmp_path_factory, [20.0, 10.0])
 
 
 def _copy(folder: Path, tmp_path: Path) -> Path:

@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from sakd.config import load_config
-from sakd.engine import trainer as trainer_module
 from sakd.engine.checkpoint import load_checkpoint
 from sakd.engine.run import run
 from sakd.errors import SakdError
 from sakd.losses import list_distillers
 
-from ..conftest import tiny_overrides
+from ..conftest import stop_after_saves, tiny_overrides
 
 PRETRAINED = {"ft", "ab", "fsp"}
 
@@ -95,16 +94,7 @@ def test_resumed_adaptive_run_equals_uninterrupted(tmp_path, monkeypatch, knobs)
         *KNOBS[knobs],
     ]
     run(load_config("quickstart", tiny_overrides(tmp_path / "straight", *extra)))
-    calls = {"n": 0}
-    original = trainer_module.Trainer._save
-
-    def save_then_stop(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer_module.Trainer, "_save", save_then_stop)
+    stop_after_saves(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(load_config("quickstart", tiny_overrides(tmp_path / "resumed", *extra)))
     monkeypatch.undo()

@@ -22,7 +22,7 @@ from sakd.engine.run import run
 from sakd.engine.rundir import DIVERGED_NAME
 from sakd.errors import SakdError
 
-from ..conftest import tiny_overrides
+from ..conftest import stop_after_saves, tiny_overrides
 
 pytestmark = pytest.mark.fault("divergence")
 
@@ -99,13 +99,7 @@ def test_a_huge_lr_stops_with_healthy_weights_or_none(tmp_path):
 def test_a_checkpoint_holding_diverged_weights_is_not_resumed(tmp_path):
     out = tmp_path / "run"
     with pytest.MonkeyPatch.context() as monkeypatch:  # stopped after epoch 1 of 2
-        original = trainer_module.Trainer._save
-
-        def save_then_stop(self, *args, **kwargs):
-            original(self, *args, **kwargs)
-            raise KeyboardInterrupt
-
-        monkeypatch.setattr(trainer_module.Trainer, "_save", save_then_stop)
+        stop_after_saves(monkeypatch)
         with pytest.raises(KeyboardInterrupt):
             run(_config(out, "epochs=2"))
     last = out / "checkpoints" / "last.pt"

@@ -23,7 +23,7 @@ from sakd.engine.run import run
 from sakd.engine.rundir import DIVERGED_NAME, lock_run_dir
 from sakd.errors import SakdError
 
-from ..conftest import tiny_overrides
+from ..conftest import stop_after_saves, tiny_overrides
 
 
 def _config(out, *extra):
@@ -34,17 +34,10 @@ def _config(out, *extra):
 def half_done(tmp_path_factory) -> Path:
     """A run folder of 2 epochs interrupted after its first epoch (to copy per test)."""
     out = tmp_path_factory.mktemp("half") / "run"
-    monkeypatch = pytest.MonkeyPatch()
-    original = trainer_module.Trainer._save
-
-    def save_then_stop(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer_module.Trainer, "_save", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        run(_config(out))
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        stop_after_saves(monkeypatch)
+        with pytest.raises(KeyboardInterrupt):
+            run(_config(out))
     return out
 
 

@@ -10,12 +10,11 @@ import pytest
 import torch
 
 from sakd.config import load_config
-from sakd.engine import trainer as trainer_module
 from sakd.engine.checkpoint import load_checkpoint
 from sakd.engine.run import run
 from sakd.errors import SakdError
 
-from ..conftest import tiny_overrides
+from ..conftest import stop_after_saves, tiny_overrides
 
 
 def _train_config(out, *extra):
@@ -38,23 +37,10 @@ def test_run_writes_the_contracted_files(tmp_path):
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(out / "tb"))
 
 
-def _interrupt_after_first_save(monkeypatch):
-    calls = {"n": 0}
-    original = trainer_module.Trainer._save
-
-    def save_then_stop(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer_module.Trainer, "_save", save_then_stop)
-
-
 @pytest.mark.fault("interrupted")
 def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
     run(_train_config(tmp_path / "straight"))
-    _interrupt_after_first_save(monkeypatch)
+    stop_after_saves(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(_train_config(tmp_path / "resumed"))
     monkeypatch.undo()
@@ -69,7 +55,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
 
 @pytest.mark.fault("run-folder")
 def test_resume_refuses_a_different_config(tmp_path, monkeypatch):
-    _interrupt_after_first_save(monkeypatch)
+    stop_after_saves(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(_train_config(tmp_path / "r"))
     monkeypatch.undo()

@@ -14,7 +14,6 @@ from torch import nn
 
 from sakd.cli import main
 from sakd.config import load_config
-from sakd.engine import trainer as trainer_module
 from sakd.engine.build import build_model, build_task, load_data
 from sakd.engine.checkpoint import (
     extract_state_dict,
@@ -35,7 +34,7 @@ from sakd.engine.runtime import Runtime
 from sakd.engine.task_contract import ParamGroup, Phase
 from sakd.errors import SakdError
 
-from ..conftest import tiny_overrides
+from ..conftest import stop_after_saves, tiny_overrides
 
 # Every knob at once: the combination an ImageNet-style recipe of a modern student uses.
 ALL_KNOBS = (
@@ -280,19 +279,6 @@ def test_with_ema_the_average_is_evaluated_checkpointed_and_exported(tmp_path):
 # -------------------------------------------------------------------- resume
 
 
-def _stop_after_first_save(monkeypatch) -> None:
-    calls = {"n": 0}
-    original = trainer_module.Trainer._save
-
-    def save_then_stop(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer_module.Trainer, "_save", save_then_stop)
-
-
 def _assert_same_state(a, b, where: str = "") -> None:
     if isinstance(a, torch.Tensor):
         assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
@@ -338,7 +324,7 @@ def test_resumed_training_equals_uninterrupted_for_every_combination(
         return load_config("quickstart/student", tiny_overrides(tmp_path / name, *extra))
 
     run(config("straight"))
-    _stop_after_first_save(monkeypatch)
+    stop_after_saves(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(config("resumed"))
     monkeypatch.undo()
@@ -358,7 +344,7 @@ def test_a_checkpoint_without_schedule_states_resumes_on_the_same_schedule(tmp_p
         return load_config("quickstart/student", tiny_overrides(tmp_path / name, *extra))
 
     run(config("straight"))
-    _stop_after_first_save(monkeypatch)
+    stop_after_saves(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(config("resumed"))
     monkeypatch.undo()

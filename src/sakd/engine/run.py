@@ -87,8 +87,23 @@ def run(
     fresh = None if student is None else copy.deepcopy(student)  # its weights before distilling
     summary = _run(cfg, device, data, modules)
     alone = _run(baseline_config(cfg), device, data, None if fresh is None else {"model": fresh})
+    summary = dataclasses.replace(
+        summary, baseline_best_top1=alone.best_top1, baseline_last_top1=alone.last_top1
+    )
+    on_main_rank(lambda: _record_baseline(Path(cfg.output_dir), summary))
     on_main_rank(lambda: print(describe_gain(summary, alone), flush=True))
     return summary
+
+
+def _record_baseline(run_dir: Path, summary: RunSummary) -> None:
+    """Add the student alone's top-1s to the distilled run's ``summary.json`` (when not there)."""
+    folder = RunFolder(run_dir)
+    if not folder.holds_summary(summary):
+        lock = lock_run_dir(run_dir)
+        try:
+            folder.write_summary(summary)
+        finally:
+            lock.release()
 
 
 BASELINE_DIR = "baseline"

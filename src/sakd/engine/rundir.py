@@ -160,7 +160,13 @@ def refused_changes(run_dir: Path, changed: list[str]) -> list[str]:
 
 @dataclasses.dataclass
 class RunSummary:
-    """What a finished run reports (``summary.json``; ``best_epoch`` 1-based, as in ``metrics.jsonl``)."""
+    """What a finished run reports (``summary.json``; ``best_epoch`` 1-based, as in ``metrics.jsonl``).
+
+    A distillation run with ``baseline: true`` also records the top-1s of the student trained
+    alone with the same budget and seed (``baseline_best_top1``, ``baseline_last_top1``; None
+    otherwise), and ``summary.json`` the gains of distilling over it (``gain_best``,
+    ``gain_last``, in points).
+    """
 
     best_top1: float
     best_epoch: int
@@ -168,12 +174,31 @@ class RunSummary:
     last_top5: float
     epochs: int
     seconds: float
+    baseline_best_top1: float | None = None
+    baseline_last_top1: float | None = None
+
+    @property
+    def gain_best(self) -> float | None:
+        """Best top-1 minus the student alone's best top-1 (points; None without a baseline)."""
+        alone = self.baseline_best_top1
+        return None if alone is None else self.best_top1 - alone
+
+    @property
+    def gain_last(self) -> float | None:
+        """Last top-1 minus the student alone's last top-1 (points; None without a baseline)."""
+        alone = self.baseline_last_top1
+        return None if alone is None else self.last_top1 - alone
 
     def to_json(self) -> str:
         """``summary.json``'s text: valid JSON always (a number that is not finite is ``null``)."""
+        values = dict(self.__dict__)
+        if self.baseline_best_top1 is None and self.baseline_last_top1 is None:
+            del values["baseline_best_top1"], values["baseline_last_top1"]
+        else:
+            values.update(gain_best=self.gain_best, gain_last=self.gain_last)
         values = {
             k: None if isinstance(v, float) and not math.isfinite(v) else v
-            for k, v in self.__dict__.items()
+            for k, v in values.items()
         }
         return json.dumps(values, indent=2, allow_nan=False) + "\n"
 
@@ -182,9 +207,17 @@ class RunSummary:
         """The summary in ``summary.json``'s text (``null`` back to NaN); ``ValueError`` if damaged."""
         data = json.loads(text)
         try:
-            values = {f.name: data[f.name] for f in dataclasses.fields(RunSummary)}
-            return cls(**{k: math.nan if v is None else v for k, v in values.items()})
-        except (KeyError, TypeError) as exc:
+            values = {
+                f.name: data[f.name] if f.default is dataclasses.MISSING else data.get(f.name)
+                for f in dataclasses.fields(RunSummary)
+            }
+            required = {
+                f.name for f in dataclasses.fields(RunSummary) if f.default is dataclasses.MISSING
+            }
+            return cls(
+                **{k: math.nan if v is None and k in required else v for k, v in values.items()}
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a run summary ({type(exc).__name__})") from None
 
 
@@ -478,6 +511,13 @@ class RunFolder:
     def read_divergence(self) -> dict[str, Any] | None:
         """``diverged.json``: where training diverged (None when it has not since the last save)."""
         return read_divergence(self.path)
+
+    def holds_summary(self, summary: RunSummary) -> bool:
+        """True when ``summary.json`` holds exactly ``summary`` (byte for byte)."""
+        try:
+            return self.summary_path.read_bytes() == summary.to_json().encode()
+        except OSError:
+            return False
 
     def read_records(self, pretrain: bool = False) -> list[EpochRecord]:
         """Every record of ``metrics.jsonl`` (or ``pretrain.jsonl``); one line when unreadable."""

@@ -44,6 +44,14 @@ class BadLabels(TensorPairs):
         return image, 7 if index == 2 else label
 
 
+class Negative(TensorPairs):
+    """Labels item 1 -1 (e.g. an 'ignore' marker)."""
+
+    def __getitem__(self, index):
+        image, label = super().__getitem__(index)
+        return image, -1 if index == 1 else label
+
+
 class GrayNet(OwnNet):
     """A net whose first convolution takes one channel."""
 
@@ -152,7 +160,17 @@ CASES = {
     ),
     "labels out of range": (
         lambda tree: sakd.train(OwnNet(), BadLabels(tree / "train"), TensorPairs(tree / "val")),
-        r"the train dataset has labels in \[0, 7\], outside \[0, 3\)",
+        r"the train dataset has labels in \[0, 7\], outside \[0, 3\) \(3 classes, from the train "
+        r"dataset's classes attribute\): fix the labels, or the train dataset's classes attribute",
+    ),
+    "val labels beyond the train classes": (
+        lambda tree: sakd.train(OwnNet(), TensorPairs(tree / "train"), BadLabels(tree / "val")),
+        r"the val dataset has labels in \[0, 7\], outside \[0, 3\) \(3 classes, from the largest "
+        r"train label\): the train dataset lacks the higher classes: give it a classes attribute",
+    ),
+    "negative labels": (
+        lambda tree: sakd.train(OwnNet(), Negative(tree / "train"), TensorPairs(tree / "val")),
+        r"labels in \[-1, 2\].*fix the negative ones",
     ),
     "len lies (memory)": (
         lambda tree: sakd.train(OwnNet(), Lying(tree / "train"), TensorPairs(tree / "val")),
@@ -238,12 +256,20 @@ def test_an_integer_classes_attribute_is_the_class_count(tree, tmp_path, loader)
     assert '"num_classes": 3' in info
 
 
-def test_classes_that_are_no_names_are_one_line(tree, tmp_path):
+@pytest.mark.parametrize(
+    ("classes", "needle"),
+    [
+        (2.5, r"classes attribute is a float"),
+        (0, r"classes attribute is 0: as a number it is the number of classes \(at least 1\)"),
+        (-3, r"classes attribute is -3: as a number"),
+        ("rgb", r"classes attribute is the string 'rgb': .* make it a list of names"),
+        ([], r"classes attribute is empty"),
+    ],
+)
+def test_classes_that_are_no_names_are_one_line(tree, tmp_path, classes, needle):
     data = TensorPairs(tree / "train")
-    data.classes = 2.5
-    with pytest.raises(
-        SakdError, match=r"the train dataset's classes attribute is a float"
-    ) as info:
+    data.classes = classes
+    with pytest.raises(SakdError, match=r"the train dataset's " + needle) as info:
         sakd.train(OwnNet(), data, TensorPairs(tree / "val"), output_dir=tmp_path / "run")
     assert "\n" not in str(info.value) and not (tmp_path / "run").exists()
 

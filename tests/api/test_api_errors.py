@@ -34,6 +34,19 @@ class Lying(TensorPairs):
         return len(self.items) + 5
 
 
+class OddLength(TensorPairs):
+    """``__len__`` returns what the class sets as ``length``."""
+
+    length: object = 2.5
+
+    def __len__(self):
+        return self.length
+
+
+class NegativeLength(OddLength):
+    length = -1
+
+
 class BadLabels(TensorPairs):
     """Names three classes but labels some items 7."""
 
@@ -182,6 +195,16 @@ CASES = {
         ),
         r"the train dataset's len\(\) is 29 but item 24 raised IndexError",
     ),
+    "len returns a float": (
+        lambda tree: sakd.train(OwnNet(), OddLength(tree / "train"), TensorPairs(tree / "val")),
+        r"the train dataset's __len__ returned 2\.5: make it return the number of items",
+    ),
+    "len returns a negative number": (
+        lambda tree: sakd.train(
+            OwnNet(), TensorPairs(tree / "train"), NegativeLength(tree / "val")
+        ),
+        r"the val dataset's __len__ returned -1: make it return the number of items",
+    ),
     "no findable head": (
         lambda tree: sakd.train(HeadlessNet(), tree),
         r"cannot find the head of HeadlessNet.*head='path'",
@@ -298,6 +321,19 @@ def test_a_datasets_own_exception_keeps_its_type_with_the_sample_index(tree, tmp
     # The user's traceback is kept: its last frame is their __getitem__.
     assert info.traceback[-1].name == "__getitem__"
     assert not (tmp_path / "run").exists()
+
+
+def test_a_datasets_own_exception_from_len_keeps_its_type_with_a_note(tree, tmp_path, monkeypatch):
+    class Unready(TensorPairs):
+        def __len__(self):
+            raise RuntimeError("index file not loaded")
+
+    monkeypatch.chdir(tmp_path)  # the default output_dir (runs/run) would land here
+    with pytest.raises(RuntimeError, match="index file not loaded") as info:
+        sakd.train(OwnNet(), TensorPairs(tree / "train"), Unready(tree / "val"))
+    assert getattr(info.value, "__notes__", []) == ["sakd: raised by the val dataset's __len__()"]
+    assert info.traceback[-1].name == "__len__"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_streamed_datasets_exception_during_training_names_the_index(tree, tmp_path):

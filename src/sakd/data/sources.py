@@ -10,6 +10,7 @@ disk as a stream; :func:`from_dataset` turns any torch ``Dataset`` into a pair o
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from sakd.data.streaming import (
     DatasetReader,
     FileReader,
     StreamSet,
+    add_note,
     labels_tensor,
     read_item,
     stream_transforms,
@@ -170,13 +172,31 @@ def _stream_set(
 
 
 def _dataset_length(dataset: Any, role: str) -> int:
-    try:
-        length = len(dataset)
-    except TypeError:
+    """``len(dataset)``; a missing ``__len__`` or one returning no count is one line.
+
+    An exception the user's ``__len__`` raises is theirs: it keeps its type and traceback, with
+    a note saying which dataset raised it.
+    """
+    method = getattr(type(dataset), "__len__", None)
+    if method is None:
         raise SakdError(
             f"the {role} dataset has no len(): give a map-style torch Dataset (with __len__ and "
             "__getitem__)"
-        ) from None
+        )
+    try:
+        raw = method(dataset)
+    except Exception as error:
+        add_note(error, f"sakd: raised by the {role} dataset's __len__()")
+        raise
+    try:
+        length = operator.index(raw)
+    except TypeError:
+        length = None
+    if length is None or isinstance(raw, bool) or length < 0:
+        raise SakdError(
+            f"the {role} dataset's __len__ returned {quoted(raw)}: make it return the number of "
+            "items (an int)"
+        )
     if length < 1:
         raise SakdError(f"the {role} dataset is empty: give it at least one (image, label) item")
     return length

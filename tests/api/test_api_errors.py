@@ -84,6 +84,18 @@ class HeadlessNet(nn.Module):
         return self.conv(x).mean(dim=(2, 3))
 
 
+class FlatNet(nn.Module):
+    """Flattens 3×16×16 images into a linear layer: it takes no other size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 8), nn.ReLU())
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
 class Blank(TensorPairs):
     """Every image black."""
 
@@ -238,6 +250,11 @@ CASES = {
     "a first layer for one channel": (
         lambda tree: sakd.train(GrayNet(), tree),
         r"GrayNet.*conv1 takes 1 input channel.*sakd feeds 3-channel",
+    ),
+    "a model for another image size": (
+        lambda tree: sakd.train(FlatNet(), tree),  # the folder is read at 32x32 by default
+        r"probe forward of FlatNet on a 32×32 input failed .*: feed the size the model expects: "
+        r"data.image_size=N \(sakd.train / sakd.distill: image_size=N",
     ),
     "blank images": (
         lambda tree: sakd.train(OwnNet(), Blank(tree / "train"), Blank(tree / "val")),

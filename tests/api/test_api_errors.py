@@ -379,3 +379,15 @@ def test_a_streamed_datasets_exception_during_training_names_the_index(tree, tmp
         "sakd: raised by the train dataset's __getitem__(3)"
     ]
     assert not (tmp_path / "run").exists()
+
+
+def test_load_export_mistakes_are_one_line(tmp_path):
+    weights = tmp_path / "student.pt"
+    with pytest.raises(SakdError, match=r"model is a str: give a fresh instance") as info:
+        sakd.load_export(weights, "resnet8")
+    assert "\n" not in str(info.value)
+    # The weights file itself is missing: named as such (not its .json card).
+    with pytest.raises(
+        SakdError, match=r"student\.pt' does not exist: give the file `sakd export`"
+    ):
+        sakd.load_export(weights, OwnNet())

@@ -103,8 +103,20 @@ def _import(module_name: str) -> ModuleType:
         if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
             raise
         raise user_code_error(f"importing module {module_name!r}", exc) from exc
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's module: one line
+    except BaseException as exc:  # the user's module: one line (interrupts pass, see below)
+        if passes_through(exc):
+            raise
         raise user_code_error(f"importing module {module_name!r}", exc) from exc
+
+
+def passes_through(exc: BaseException) -> bool:
+    """True for what user code must not turn into an error line: interrupts, sakd's own exceptions.
+
+    Everything else the user's code raises (any ``Exception``, ``SystemExit``, a ``BaseException``
+    subclass of its own) is theirs: :func:`user_code_error` makes it one line.
+    """
+    own = type(exc).__module__.partition(".")[0] == "sakd"
+    return own or isinstance(exc, (KeyboardInterrupt, GeneratorExit))
 
 
 def user_code_error(what: str, exc: BaseException) -> SakdError:
@@ -112,4 +124,5 @@ def user_code_error(what: str, exc: BaseException) -> SakdError:
     text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
     if isinstance(exc, SyntaxError) and exc.filename:
         text = f"{exc.msg} ({exc.filename}, line {exc.lineno})"
-    return SakdError(f"{what} failed ({type(exc).__name__}: {text}): fix that code")
+    raised = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return SakdError(f"{what} failed ({raised}): fix that code")

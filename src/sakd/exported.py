@@ -74,7 +74,14 @@ def load_export(path: str | Path, model: nn.Module) -> tuple[nn.Module, InputTra
     contract (``class_names``, ``mean``, ...). Raises :class:`SakdError` for a missing or damaged
     file, an ONNX export (run it with onnxruntime) or weights that do not fit ``model``.
     """
+    if not isinstance(model, nn.Module):
+        raise SakdError(
+            f"sakd.load_export: model is a {type(model).__name__}: give a fresh instance of the "
+            "exported architecture (an nn.Module, e.g. MyNet(num_classes=N)) to load the weights into"
+        )
     weights = Path(path).expanduser()
+    if not weights.exists():
+        raise SakdError(f"{str(weights)!r} does not exist: give the file `sakd export` wrote")
     card = ExportCard.read(weights)
     if card.values.get("weights_format", "pt") != "pt":
         raise SakdError(

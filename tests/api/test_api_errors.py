@@ -34,6 +34,19 @@ class Lying(TensorPairs):
         return len(self.items) + 5
 
 
+class OddLength(TensorPairs):
+    """``__len__`` returns what the class sets as ``length``."""
+
+    length: object = 2.5
+
+    def __len__(self):
+        return self.length
+
+
+class NegativeLength(OddLength):
+    length = -1
+
+
 class BadLabels(TensorPairs):
     """Names three classes but labels some items 7."""
 
@@ -42,6 +55,14 @@ class BadLabels(TensorPairs):
     def __getitem__(self, index):
         image, label = super().__getitem__(index)
         return image, 7 if index == 2 else label
+
+
+class Negative(TensorPairs):
+    """Labels item 1 -1 (e.g. an 'ignore' marker)."""
+
+    def __getitem__(self, index):
+        image, label = super().__getitem__(index)
+        return image, -1 if index == 1 else label
 
 
 class GrayNet(OwnNet):
@@ -61,6 +82,18 @@ class HeadlessNet(nn.Module):
 
     def forward(self, x):
         return self.conv(x).mean(dim=(2, 3))
+
+
+class FlatNet(nn.Module):
+    """Flattens 3×16×16 images into a linear layer: it takes no other size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 8), nn.ReLU())
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
 
 
 class Blank(TensorPairs):
@@ -152,7 +185,17 @@ CASES = {
     ),
     "labels out of range": (
         lambda tree: sakd.train(OwnNet(), BadLabels(tree / "train"), TensorPairs(tree / "val")),
-        r"the train dataset has labels in \[0, 7\], outside \[0, 3\)",
+        r"the train dataset has labels in \[0, 7\], outside \[0, 3\) \(3 classes, from the train "
+        r"dataset's classes attribute\): fix the labels, or the train dataset's classes attribute",
+    ),
+    "val labels beyond the train classes": (
+        lambda tree: sakd.train(OwnNet(), TensorPairs(tree / "train"), BadLabels(tree / "val")),
+        r"the val dataset has labels in \[0, 7\], outside \[0, 3\) \(3 classes, from the largest "
+        r"train label\): the train dataset lacks the higher classes: give it a classes attribute",
+    ),
+    "negative labels": (
+        lambda tree: sakd.train(OwnNet(), Negative(tree / "train"), TensorPairs(tree / "val")),
+        r"labels in \[-1, 2\].*fix the negative ones",
     ),
     "len lies (memory)": (
         lambda tree: sakd.train(OwnNet(), Lying(tree / "train"), TensorPairs(tree / "val")),
@@ -163,6 +206,16 @@ CASES = {
             OwnNet(), Lying(tree / "train"), TensorPairs(tree / "val"), loader="stream"
         ),
         r"the train dataset's len\(\) is 29 but item 24 raised IndexError",
+    ),
+    "len returns a float": (
+        lambda tree: sakd.train(OwnNet(), OddLength(tree / "train"), TensorPairs(tree / "val")),
+        r"the train dataset's __len__ returned 2\.5: make it return the number of items",
+    ),
+    "len returns a negative number": (
+        lambda tree: sakd.train(
+            OwnNet(), TensorPairs(tree / "train"), NegativeLength(tree / "val")
+        ),
+        r"the val dataset's __len__ returned -1: make it return the number of items",
     ),
     "no findable head": (
         lambda tree: sakd.train(HeadlessNet(), tree),
@@ -197,6 +250,11 @@ CASES = {
     "a first layer for one channel": (
         lambda tree: sakd.train(GrayNet(), tree),
         r"GrayNet.*conv1 takes 1 input channel.*sakd feeds 3-channel",
+    ),
+    "a model for another image size": (
+        lambda tree: sakd.train(FlatNet(), tree),  # the folder is read at 32x32 by default
+        r"probe forward of FlatNet on a 32×32 input failed .*: feed the size the model expects: "
+        r"data.image_size=N \(sakd.train / sakd.distill: image_size=N",
     ),
     "blank images": (
         lambda tree: sakd.train(OwnNet(), Blank(tree / "train"), Blank(tree / "val")),
@@ -240,12 +298,20 @@ def test_an_integer_classes_attribute_is_the_class_count(tree, tmp_path, loader)
 
 
 @pytest.mark.fault("api")
-def test_classes_that_are_no_names_are_one_line(tree, tmp_path):
+@pytest.mark.parametrize(
+    ("classes", "needle"),
+    [
+        (2.5, r"classes attribute is a float"),
+        (0, r"classes attribute is 0: as a number it is the number of classes \(at least 1\)"),
+        (-3, r"classes attribute is -3: as a number"),
+        ("rgb", r"classes attribute is the string 'rgb': .* make it a list of names"),
+        ([], r"classes attribute is empty"),
+    ],
+)
+def test_classes_that_are_no_names_are_one_line(tree, tmp_path, classes, needle):
     data = TensorPairs(tree / "train")
-    data.classes = 2.5
-    with pytest.raises(
-        SakdError, match=r"the train dataset's classes attribute is a float"
-    ) as info:
+    data.classes = classes
+    with pytest.raises(SakdError, match=r"the train dataset's " + needle) as info:
         sakd.train(OwnNet(), data, TensorPairs(tree / "val"), output_dir=tmp_path / "run")
     assert "\n" not in str(info.value) and not (tmp_path / "run").exists()
 
@@ -278,6 +344,20 @@ def test_a_datasets_own_exception_keeps_its_type_with_the_sample_index(tree, tmp
 
 
 @pytest.mark.fault("user-code")
+def test_a_datasets_own_exception_from_len_keeps_its_type_with_a_note(tree, tmp_path, monkeypatch):
+    class Unready(TensorPairs):
+        def __len__(self):
+            raise RuntimeError("index file not loaded")
+
+    monkeypatch.chdir(tmp_path)  # the default output_dir (runs/run) would land here
+    with pytest.raises(RuntimeError, match="index file not loaded") as info:
+        sakd.train(OwnNet(), TensorPairs(tree / "train"), Unready(tree / "val"))
+    assert getattr(info.value, "__notes__", []) == ["sakd: raised by the val dataset's __len__()"]
+    assert info.traceback[-1].name == "__len__"
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.fault("user-code")
 def test_a_streamed_datasets_exception_during_training_names_the_index(tree, tmp_path):
     class Late(TensorPairs):
         """Raises only when an image is read for a batch (labels come from ``targets``)."""
@@ -304,3 +384,16 @@ def test_a_streamed_datasets_exception_during_training_names_the_index(tree, tmp
         "sakd: raised by the train dataset's __getitem__(3)"
     ]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.fault("api")
+def test_load_export_mistakes_are_one_line(tmp_path):
+    weights = tmp_path / "student.pt"
+    with pytest.raises(SakdError, match=r"model is a str: give a fresh instance") as info:
+        sakd.load_export(weights, "resnet8")
+    assert "\n" not in str(info.value)
+    # The weights file itself is missing: named as such (not its .json card).
+    with pytest.raises(
+        SakdError, match=r"student\.pt' does not exist: give the file `sakd export`"
+    ):
+        sakd.load_export(weights, OwnNet())

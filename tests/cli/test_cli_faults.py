@@ -213,6 +213,10 @@ def test_inspect_of_a_garbage_or_deeply_nested_config_yaml_is_one_line(
         (["export"], "required: run, --out (usage: sakd export"),
         (["export", "runs/x"], "required: --out (usage: sakd export"),
         (["export", "runs/x", "--out", "s.pt", "--checkpoint", "first"], "invalid choice: 'first'"),
+        # Unknown flags and extra words: the command's own usage, not the top-level one.
+        (["eval", "x.pt", "--bogus"], "unrecognized arguments: --bogus (usage: sakd eval"),
+        (["export", "runs/x", "extra", "--out", "s.pt"], "arguments: extra (usage: sakd export"),
+        (["inspect", "runs/x", "a=b"], "unrecognized arguments: a=b (usage: sakd inspect"),
     ],
 )
 def test_usage_errors_are_one_line(capsys, argv, needle):

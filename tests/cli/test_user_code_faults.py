@@ -38,9 +38,18 @@ MODULES = {
         "import sys\nsys.exit('run me as a script')\n",
         "SystemExit: run me as a script",
     ),
+    "raises its own BaseException": (
+        "class Abort(BaseException):\n    pass\n\n\nraise Abort('licence server down')\n",
+        "(Abort: licence server down)",
+    ),
+    "raises without a message": ("raise RuntimeError()\n", "failed (RuntimeError): fix"),
     "factory raises": (
         "def factory(num_classes):\n    raise ValueError('width must be even')\n",
         "model factory 'faultymod_{case}:factory' failed (ValueError: width must be even)",
+    ),
+    "factory raises a TypeError of its own": (
+        "def factory(num_classes):\n    return [] + None\n",
+        "model factory 'faultymod_{case}:factory' failed (TypeError: can only concatenate",
     ),
 }
 
@@ -69,8 +78,10 @@ def test_a_failing_factory_module_is_one_line(case, tmp_path, capsys, monkeypatc
         err = _one_line(capsys, argv, needle.format(case=case.replace(" ", "_")))
     finally:
         sys.modules.pop(module, None)
-    if case != "factory raises":
+    if not case.startswith("factory"):
         assert f"importing module {module!r} failed" in err
+    else:  # the factory takes num_classes: its own error is not blamed on the signature
+        assert "must accept num_classes" not in err
     assert not out.exists()
 
 
@@ -107,4 +118,38 @@ def test_blank_images_are_refused_where_their_statistics_are_computed(tmp_path, 
     data = ["data.name=folder", f"data.root={tmp_path / 'data'}", "data.image_size=8"]
     argv = ["train", "quickstart/student", *tiny_overrides(out, *data)]
     _one_line(capsys, argv, "no spread to normalise by", "channel 0 is 0 everywhere", "train")
+    assert not out.exists()
+
+
+DISTILLERS = {
+    "no spot_role": (
+        "class Mine(Distiller):\n    name = 'mine'\n",
+        "distiller 'faultydist:Mine' sets no class attribute 'spot_role'",
+    ),
+    "no name": (
+        "class Mine(Distiller):\n    spot_role = 'stages'\n",
+        "distiller 'faultydist:Mine' sets no class attribute 'name'",
+    ),
+    "__init__ raises": (
+        "class Mine(Distiller):\n    name = 'mine'\n    spot_role = 'stages'\n\n"
+        "    def __init__(self, setup):\n        raise ValueError('needs 4 spots')\n",
+        "distiller faultydist:Mine failed (ValueError: needs 4 spots)",
+    ),
+}
+
+
+@pytest.mark.fault("user-code")
+@pytest.mark.parametrize("case", list(DISTILLERS))
+def test_a_faulty_distiller_class_is_one_line(case, tmp_path, capsys, monkeypatch):
+    body, needle = DISTILLERS[case]
+    (tmp_path / "faultydist.py").write_text("from sakd.losses import Distiller\n\n\n" + body)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "run"
+    weights = ["distiller.loss_weight=1", "loss.ce_weight=1", "loss.kd_weight=0"]
+    argv = ["distill", "quickstart", *tiny_overrides(out, "distiller.name=faultydist:Mine")]
+    try:
+        _one_line(capsys, [*argv, *weights, "spots.routing_ce_weight=1", "epochs=1"], needle)
+    finally:
+        sys.modules.pop("faultydist", None)
     assert not out.exists()

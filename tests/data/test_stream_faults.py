@@ -60,3 +60,14 @@ def test_a_folder_the_user_made_keeps_only_what_was_there(tmp_path, tree):
     with pytest.raises(SakdError, match="cannot decode image"):
         run(load_config("quickstart/student", stream_overrides(out, tree, "epochs=1")))
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    ("split", "needle"),
+    [("train", r"class3 holds no \.png"), ("val", r"class3 has no counterpart in the train split")],
+)
+def test_an_empty_class_folder_is_found_before_the_run_folder_is_made(
+    tmp_path, tree, split, needle
+):
+    (tree / split / "class3").mkdir()
+    _fails_and_leaves_nothing(tmp_path / "out", tree, needle)

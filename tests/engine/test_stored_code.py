@@ -191,3 +191,17 @@ def test_the_python_entry_points_take_trust_code(work, trained):
     assert not marker.exists()
     assert export(trained, work / "s.pt", "last", trust_code=True).is_file()
     assert marker.exists()
+
+
+def test_a_stored_logit_distiller_class_is_not_imported_unasked(work, capsys):
+    logit = "storedcode_mod:Distiller"
+    (work / "storedcode_mod.py").write_text(MODULE + DISTILLER)
+    run = _crafted_run(work, f"loss.logit_distiller={logit}", "loss.kd_weight=1")
+    marker = _forget(work)
+    _refused(capsys, ["inspect", str(run)], logit)
+    assert main(["report", str(work)]) == 0
+    capsys.readouterr()
+    argv = ["distill", "quickstart", f"output_dir={run}", "spots.mode=adaptive", "epochs=1"]
+    assert main(argv) == 2
+    assert "different configuration" in capsys.readouterr().err
+    assert not marker.exists()

@@ -10,6 +10,7 @@ disk as a stream; :func:`from_dataset` turns any torch ``Dataset`` into a pair o
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from sakd.data.streaming import (
     DatasetReader,
     FileReader,
     StreamSet,
+    add_note,
     labels_tensor,
     read_item,
     stream_transforms,
@@ -39,7 +41,7 @@ from sakd.data.streaming import (
 )
 from sakd.data.tiny_imagenet import tiny_imagenet_files
 from sakd.data.transforms import DEFAULT_CROP_FRACTION, DEFAULT_SCALE, IMAGENET_MEAN, IMAGENET_STD
-from sakd.errors import SakdError
+from sakd.errors import SakdError, quoted
 
 BatchSource = ImageSet | StreamSet
 
@@ -170,13 +172,31 @@ def _stream_set(
 
 
 def _dataset_length(dataset: Any, role: str) -> int:
-    try:
-        length = len(dataset)
-    except TypeError:
+    """``len(dataset)``; a missing ``__len__`` or one returning no count is one line.
+
+    An exception the user's ``__len__`` raises is theirs: it keeps its type and traceback, with
+    a note saying which dataset raised it.
+    """
+    method = getattr(type(dataset), "__len__", None)
+    if method is None:
         raise SakdError(
             f"the {role} dataset has no len(): give a map-style torch Dataset (with __len__ and "
             "__getitem__)"
-        ) from None
+        )
+    try:
+        raw = method(dataset)
+    except Exception as error:
+        add_note(error, f"sakd: raised by the {role} dataset's __len__()")
+        raise
+    try:
+        length = operator.index(raw)
+    except TypeError:
+        length = None
+    if length is None or isinstance(raw, bool) or length < 0:
+        raise SakdError(
+            f"the {role} dataset's __len__ returned {quoted(raw)}: make it return the number of "
+            "items (an int)"
+        )
     if length < 1:
         raise SakdError(f"the {role} dataset is empty: give it at least one (image, label) item")
     return length
@@ -217,32 +237,62 @@ def _materialise(dataset: Any, length: int, role: str) -> tuple[Tensor, Tensor]:
     return images, labels
 
 
-def _class_names(train: Any, num_classes: int | None, labels: Tensor) -> list[str]:
-    """``train.classes`` (names, or an int: the class count), else numbered classes."""
+def _class_names(train: Any, num_classes: int | None, labels: Tensor) -> tuple[list[str], str]:
+    """``train.classes`` (names, or an int: the class count), else numbered classes.
+
+    Returns the names and where their number came from (for the label check's message).
+    """
     names = getattr(train, "classes", None)
+    attribute = "the train dataset's classes attribute"
     if isinstance(names, int) and not isinstance(names, bool):
+        if names < 1:
+            raise SakdError(
+                f"{attribute} is {names}: as a number it is the number of classes (at least 1); "
+                "fix it, or make it the list of class names"
+            )
         names = [str(k) for k in range(names)]
+    elif isinstance(names, (str, bytes)):
+        raise SakdError(
+            f"{attribute} is the string {quoted(names)}: sakd reads it as the class names; make "
+            "it a list of names (or the number of classes)"
+        )
     elif names is not None:
         try:
             names = [str(n) for n in names]
         except TypeError:
             raise SakdError(
-                f"the train dataset's classes attribute is a {type(names).__name__}: sakd reads "
-                "it as the class names; make it a list of names (or the number of classes), or "
-                "pass num_classes"
+                f"{attribute} is a {type(names).__name__}: sakd reads it as the class names; "
+                "make it a list of names (or the number of classes)"
             ) from None
+        if not names:
+            raise SakdError(f"{attribute} is empty: list the class names (or their number)")
     if names is not None and (num_classes is None or len(names) == num_classes):
-        return [str(n) for n in names]
-    count = num_classes if num_classes is not None else int(labels.max()) + 1
-    return [str(i) for i in range(count)]
+        return names, attribute
+    if num_classes is not None:
+        return [str(i) for i in range(num_classes)], "num_classes"
+    return [str(i) for i in range(int(labels.max()) + 1)], "the largest train label"
 
 
-def _check_labels(labels: Tensor, num_classes: int, role: str) -> None:
-    if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
-        raise SakdError(
-            f"the {role} dataset has labels in [{int(labels.min())}, {int(labels.max())}], outside "
-            f"[0, {num_classes}): give num_classes, or labels 0..num_classes-1"
+def _check_labels(labels: Tensor, num_classes: int, role: str, origin: str) -> None:
+    """Every label a class index below ``num_classes`` (which ``origin`` set); else one line."""
+    if not labels.numel():
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if 0 <= low <= high < num_classes:
+        return
+    if low < 0:
+        fix = "labels must be class indices 0, 1, ...: fix the negative ones"
+    elif origin == "the largest train label":
+        fix = (
+            "the train dataset lacks the higher classes: give it a classes attribute naming "
+            "every class (or their number)"
         )
+    else:
+        fix = f"fix the labels, or {origin} (it must count every class)"
+    raise SakdError(
+        f"the {role} dataset has labels in [{low}, {high}], outside [0, {num_classes}) "
+        f"({num_classes} classes, from {origin}): {fix}"
+    )
 
 
 def from_dataset(
@@ -292,9 +342,9 @@ def from_dataset(
                 f"val images are {tuple(val_images.shape[1:])}, train images "
                 f"{tuple(train_images.shape[1:])}: give both splits one image size"
             )
-        names = _class_names(train, num_classes, train_labels)
+        names, origin = _class_names(train, num_classes, train_labels)
         for labels, role in ((train_labels, "train"), (val_labels, "val")):
-            _check_labels(labels, len(names), role)
+            _check_labels(labels, len(names), role, origin)
         computed = (
             channel_stats(train_images, what="the train dataset's images")
             if mean is None or std is None
@@ -317,9 +367,9 @@ def from_dataset(
             for images, labels in ((train_images, train_labels), (val_images, val_labels))
         )
     train_labels, val_labels = _labels(train, n_train, "train"), _labels(val, n_val, "val")
-    names = _class_names(train, num_classes, train_labels)
+    names, origin = _class_names(train, num_classes, train_labels)
     for labels, role in ((train_labels, "train"), (val_labels, "val")):
-        _check_labels(labels, len(names), role)
+        _check_labels(labels, len(names), role, origin)
     stats = _stats(mean, std, (IMAGENET_MEAN, IMAGENET_STD))
     sources = []
     splits = ((train, n_train, train_labels, "train"), (val, n_val, val_labels, "val"))

@@ -15,6 +15,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from sakd._autoload import passes_through, user_code_error
 from sakd.config import (
     AUTO,
     KD_DISTILLER,
@@ -451,16 +452,19 @@ def _loss_terms(
                 f"distiller {plan.cls.name!r} distils at the logits itself: set loss.kd_weight=0 "
                 "(the logit term, loss.logit_distiller, runs beside feature distillers)"
             )
-        logit = logit_cls(DistillerSetup((), (), logit_params, num_classes, train_set.labels))
+        logit = _new_distiller(
+            logit_cls, DistillerSetup((), (), logit_params, num_classes, train_set.labels)
+        )
         terms.append(LossTerm(logit_cls.name, cfg.loss.kd_weight, logit))
-    distiller = plan.cls(
+    distiller = _new_distiller(
+        plan.cls,
         DistillerSetup(
             tuple(plan.student_spots),
             tuple(plan.teacher_spots),
             plan.params,
             num_classes,
             train_set.labels,
-        )
+        ),
     )
     beta = cfg.distiller.loss_weight
     terms.append(
@@ -474,3 +478,15 @@ def _loss_terms(
         )
     )
     return terms
+
+
+def _new_distiller(cls: type[Distiller], setup: DistillerSetup) -> Distiller:
+    """``cls(setup)``; a user's own class (not sakd's) that raises is one line naming it."""
+    if cls.__module__.partition(".")[0] == "sakd":
+        return cls(setup)
+    try:
+        return cls(setup)
+    except BaseException as exc:  # the user's distiller: one line (interrupts pass)
+        if passes_through(exc):
+            raise
+        raise user_code_error(f"distiller {cls.__module__}:{cls.__qualname__}", exc) from exc

@@ -50,6 +50,12 @@ def _import_distiller(name: str) -> type[Distiller]:
             f"{name!r} is not a distiller: {module_name!r} must define a subclass {attr!r} of "
             "sakd.losses.Distiller"
         )
+    for key, example in (("name", "'my_distiller'"), ("spot_role", "'stages' or 'logits'")):
+        if not isinstance(getattr(found, key, None), str):
+            raise SakdError(
+                f"distiller {name!r} sets no class attribute {key!r}: give the class "
+                f"{key} = {example} (docs/distillers.md: Write your own distiller)"
+            )
     return found
 
 

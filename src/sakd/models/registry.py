@@ -16,13 +16,14 @@ Non-zoo modules are cut into a :class:`StagedNet` by :func:`~sakd.models.wrap.st
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
 
-from sakd._autoload import import_user_module, user_code_error
+from sakd._autoload import import_user_module, passes_through, user_code_error
 from sakd.errors import SakdError
 from sakd.models.staged import StagedNet
 
@@ -142,14 +143,19 @@ def create_source_module(
         return create_external_module(name, num_classes, pretrained)
     factory = import_factory(name)
     try:
-        module = factory(num_classes=num_classes)
-    except SakdError:
-        raise
+        inspect.signature(factory).bind(num_classes=num_classes)
     except TypeError as exc:
         raise SakdError(
-            f"model factory {name!r} failed ({exc}): it must accept num_classes=N"
+            f"model factory {name!r} cannot be called with num_classes ({exc}): it must accept "
+            "num_classes=N"
         ) from None
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's factory: one line
+    except ValueError:  # no signature to check (e.g. a builtin): calling it will tell
+        pass
+    try:
+        module = factory(num_classes=num_classes)
+    except BaseException as exc:  # the user's factory: one line (interrupts pass)
+        if passes_through(exc):
+            raise
         raise user_code_error(f"model factory {name!r}", exc) from exc
     if not isinstance(module, nn.Module):
         raise SakdError(

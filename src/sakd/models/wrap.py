@@ -43,6 +43,11 @@ from sakd.models.tokens import block_stages, num_prefix_tokens
 CHECK_RTOL = 1e-4
 CHECK_ATOL = 1e-5
 INPUT_CHANNELS = 3  # sakd feeds every model RGB images (grayscale data is repeated)
+# How a user gives a model the image size it expects (a probe forward on another size failed).
+INPUT_SIZE_FIX = (
+    "feed the size the model expects: data.image_size=N (sakd.train / sakd.distill: "
+    "image_size=N; a Dataset in memory: its own image size; stage_model: input_size=N)"
+)
 
 
 class TracedStagedNet(StagedNet):
@@ -454,8 +459,8 @@ def _probe_shapes(
         _refuse_other_input_channels(module)
         raise SakdError(
             f"the probe forward of {type(module).__name__} on a {input_size}×{input_size} input "
-            f"failed ({type(err).__name__}: {str(err).splitlines()[0][:160]}): set the input size "
-            "the model expects or name stages=[...]"
+            f"failed ({type(err).__name__}: {str(err).splitlines()[0][:160]}): {INPUT_SIZE_FIX}, "
+            "or name stages=[...]"
         ) from None
     finally:
         _restore_training_flags(module, flags)
@@ -512,8 +517,7 @@ def check_staged(module: nn.Module, staged: StagedNet, input_size: int) -> None:
                     raise SakdError(
                         f"the {mode}-mode check forward of {type(module).__name__} on a "
                         f"{input_size}×{input_size} input failed ({type(err).__name__}: "
-                        f"{str(err).splitlines()[0][:160]}): set input_size to the size the "
-                        "model expects"
+                        f"{str(err).splitlines()[0][:160]}): {INPUT_SIZE_FIX}"
                     ) from None
         expected, got = outputs
         if not isinstance(expected, Tensor) or expected.shape != got.shape:

@@ -247,3 +247,10 @@ def test_eval_resolves_the_sakd_prefix_like_teacher_paths(capsys):
         result["checkpoint"].endswith("quickstart_teacher.pt")
         and "sakd:" not in result["checkpoint"]
     )
+
+
+@pytest.mark.fault("config")
+@pytest.mark.parametrize("ref", ["sakd:../../etc/passwd", "sakd:/etc/passwd", "sakd:assets/../.."])
+def test_a_sakd_path_that_leaves_the_package_is_one_line(ref, capsys):
+    err = _fails_cleanly(capsys, ["eval", ref], "leaves the sakd package")
+    assert "give other files by their own path" in err

@@ -106,6 +106,22 @@ def test_a_bad_teacher_checksum_file_is_one_line(content, needle, tmp_path, caps
     assert not out.exists()
 
 
+@pytest.mark.fault("teacher")
+@pytest.mark.parametrize("kind", ["folder", "dangling link"])
+def test_a_teacher_checksum_file_that_is_no_file_is_one_line(kind, tmp_path, capsys):
+    teacher = tmp_path / "teacher.pt"
+    shutil.copyfile(resolve_path("sakd:assets/quickstart_teacher.pt"), teacher)
+    sidecar = tmp_path / "teacher.pt.sha256"
+    if kind == "folder":
+        sidecar.mkdir()
+    else:
+        sidecar.symlink_to(tmp_path / "gone")
+    out = tmp_path / "run"
+    argv = ["distill", "quickstart", *tiny_overrides(out, f"teacher.checkpoint={teacher}")]
+    _one_line(capsys, argv, "is not a readable file", "teacher.pt.sha256")
+    assert not out.exists()
+
+
 @pytest.mark.fault("data")
 def test_blank_images_are_refused_where_their_statistics_are_computed(tmp_path, capsys):
     for split, count in (("train", 4), ("val", 2)):

@@ -343,11 +343,22 @@ PACKAGE_PREFIX = "sakd:"
 
 
 def resolve_path(ref: str) -> Path:
-    """A file path, where ``sakd:<relative path>`` names a file shipped inside the package."""
+    """A file path, where ``sakd:<relative path>`` names a file shipped inside the package.
+
+    A ``sakd:`` path must stay inside the package (``sakd:../x`` or ``sakd:/abs`` is one line).
+    """
     if ref.startswith(PACKAGE_PREFIX):
         from importlib import resources
 
-        return Path(str(resources.files("sakd").joinpath(ref[len(PACKAGE_PREFIX) :])))
+        root = Path(str(resources.files("sakd"))).resolve()
+        relative = ref[len(PACKAGE_PREFIX) :]
+        path = (root / relative).resolve()
+        if Path(relative).is_absolute() or not path.is_relative_to(root):
+            raise SakdError(
+                f"{ref!r} leaves the sakd package: a {PACKAGE_PREFIX} path names a file shipped "
+                f"with sakd (e.g. {PACKAGE_PREFIX}assets/...); give other files by their own path"
+            )
+        return root / relative
     return Path(ref).expanduser()
 
 
@@ -369,8 +380,13 @@ def recorded_sha256(path: Path) -> str | None:
     A sidecar that cannot be read, is empty or does not start with 64 hex digits is one line.
     """
     sidecar = path.with_name(path.name + SHA256_SUFFIX)
-    if not sidecar.is_file():
+    if not sidecar.exists() and not sidecar.is_symlink():
         return None
+    if not sidecar.is_file():  # a folder, or a link to nothing: the checksum cannot be checked
+        raise SakdError(
+            f"checksum file {str(sidecar)!r} is not a readable file (a folder, or a link to "
+            f"nothing): replace it with the output of `sha256sum {path.name}`, or delete it"
+        )
     try:
         text = sidecar.read_bytes()[:4096].decode("ascii")
     except OSError as exc:

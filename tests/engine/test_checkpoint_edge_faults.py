@@ -196,3 +196,15 @@ def test_a_killed_metrics_truncation_leaves_no_temporary_file(last_is_best, tmp_
     run(_config(out))
     assert not list(out.glob(".metrics.jsonl.*"))
     assert (out / "summary.json").is_file()
+
+
+def test_checkpoints_may_be_a_link_to_a_folder_but_not_a_file(last_is_best, tmp_path):
+    out = _copy(last_is_best, tmp_path)
+    elsewhere = tmp_path / "scratch"
+    (out / "checkpoints").rename(elsewhere)
+    (out / "checkpoints").symlink_to(elsewhere)  # checkpoints on other storage: fine
+    assert type(run(_config(out))).__name__ == "CompleteRunSummary"
+    (out / "checkpoints").unlink()
+    (out / "checkpoints").write_text("not a folder")
+    with pytest.raises(SakdError, match="is not a folder of this run's checkpoints"):
+        run(_config(out))

@@ -544,13 +544,12 @@ class RunFolder:
     def open_files(self) -> None:
         """Before a run writes here (its lock held): refuse what is not a run's file, tidy up.
 
-        One line when one of :meth:`files` (or ``checkpoints/``) is a link, a folder or another
-        non-regular file, before anything is written; then the temporary files of atomic writes
-        that a kill interrupted are removed.
+        One line when one of :meth:`files` is a link, a folder or another non-regular file (or
+        ``checkpoints/`` is not a folder), before anything is written; then the temporary files
+        of atomic writes that a kill interrupted are removed.
         """
-        if self.checkpoint_dir.is_symlink() or (
-            self.checkpoint_dir.exists() and not self.checkpoint_dir.is_dir()
-        ):
+        # (``checkpoints/`` may be a link to a folder elsewhere, e.g. on scratch storage.)
+        if self.checkpoint_dir.exists() and not self.checkpoint_dir.is_dir():
             raise SakdError(
                 f"{str(self.checkpoint_dir)!r} is not a folder of this run's checkpoints: "
                 "remove it (or choose another output_dir)"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from sakd.data import decoded, load_dataset
+from sakd.data.folder import folder_files
 from sakd.errors import SakdError
 
 pytestmark = pytest.mark.fault("data")
@@ -75,3 +76,23 @@ def test_malformed_cifar_meta_is_one_line(tmp_path, formats):
         pickle.dump({"label_names": 10}, handle, protocol=2)
     with pytest.raises(SakdError, match="replace"):
         load_dataset("cifar10", str(tmp_path), train=False)
+
+
+@pytest.mark.parametrize("kind", ["dangling link", "folder"])
+def test_an_entry_named_like_an_image_that_is_no_file_is_one_line(tmp_path, formats, kind):
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            formats.solid_image(tmp_path / split / name / "ok.png", (1, 2, 3), (8, 8))
+    (tmp_path / "train" / "a" / "README.txt").write_text("skipped: not named like an image")
+    odd = tmp_path / "train" / "b" / "x.jpg"
+    if kind == "folder":
+        odd.mkdir()
+    else:
+        odd.symlink_to(tmp_path / "gone.jpg")
+    what = "a link to nothing" if kind == "dangling link" else "no file"
+    needle = f"x.jpg' is named like an image but is {what}"
+    with pytest.raises(SakdError, match=needle):  # decoded into memory
+        load_dataset("folder", str(tmp_path), train=True)
+    with pytest.raises(SakdError, match=needle):  # listed for streaming
+        folder_files(str(tmp_path), train=True)

@@ -180,9 +180,20 @@ def interleave(groups: Sequence[Sequence[Path]]) -> tuple[list[Path], list[int]]
 
 
 def list_images(folder: Path, extensions: frozenset[str]) -> list[Path]:
-    """Image files (by extension, case-insensitive) directly in ``folder``, sorted by name."""
-    return sorted(
-        entry
-        for entry in folder.iterdir()
-        if entry.is_file() and not entry.name.startswith(".") and entry.suffix.lower() in extensions
-    )
+    """Image files (by extension, case-insensitive) directly in ``folder``, sorted by name.
+
+    Other files (a README, hidden files) are skipped; an entry named like an image that is no
+    file (a link to nothing, a folder ``x.jpg``) is one line, so no image is silently lost.
+    """
+    images = []
+    for entry in folder.iterdir():
+        if entry.name.startswith(".") or entry.suffix.lower() not in extensions:
+            continue
+        if not entry.is_file():
+            what = "a link to nothing" if entry.is_symlink() and not entry.exists() else "no file"
+            raise SakdError(
+                f"{str(entry)!r} is named like an image but is {what}: fix or remove it (every "
+                f"image of {str(folder)!r} is used)"
+            )
+        images.append(entry)
+    return sorted(images)

@@ -358,7 +358,8 @@ def test_a_datasets_own_exception_from_len_keeps_its_type_with_a_note(tree, tmp_
 
 
 @pytest.mark.fault("user-code")
-def test_a_streamed_datasets_exception_during_training_names_the_index(tree, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])  # 2: torch re-raises it from a worker process
+def test_a_streamed_datasets_exception_during_training_names_the_index(tree, tmp_path, workers):
     class Late(TensorPairs):
         """Raises only when an image is read for a batch (labels come from ``targets``)."""
 
@@ -377,6 +378,7 @@ def test_a_streamed_datasets_exception_during_training_names_the_index(tree, tmp
             Late(tree / "train"),
             TensorPairs(tree / "val"),
             loader="stream",
+            workers=workers,
             epochs=1,
             output_dir=tmp_path / "run",
         )

@@ -29,6 +29,7 @@ from sakd.data.imageset import (
     channel_stats,
 )
 from sakd.data.streaming import (
+    NOTE_PREFIX,
     DatasetReader,
     FileReader,
     StreamSet,
@@ -186,7 +187,7 @@ def _dataset_length(dataset: Any, role: str) -> int:
     try:
         raw = method(dataset)
     except Exception as error:
-        add_note(error, f"sakd: raised by the {role} dataset's __len__()")
+        add_note(error, f"{NOTE_PREFIX}{role} dataset's __len__()")
         raise
     try:
         length = operator.index(raw)

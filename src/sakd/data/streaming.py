@@ -96,6 +96,10 @@ def to_label(label: Any, where: str) -> int:
     raise SakdError(f"{where} has label {label!r}: labels must be integer class indices")
 
 
+# How the note on a user's exception starts (it names the dataset and the sample index).
+NOTE_PREFIX = "sakd: raised by the "
+
+
 def add_note(error: BaseException, note: str) -> None:
     """Attach ``note`` to ``error`` (PEP 678; on Python 3.10 the ``__notes__`` list it defines)."""
     if hasattr(error, "add_note"):
@@ -121,7 +125,7 @@ def read_item(dataset: Any, index: int, length: int, role: str) -> Any:
             ) from error
         raise
     except Exception as error:
-        add_note(error, f"sakd: raised by the {role} dataset's __getitem__({index})")
+        add_note(error, f"{NOTE_PREFIX}{role} dataset's __getitem__({index})")
         raise
 
 
@@ -311,7 +315,12 @@ class StreamSet:
 
 
 def _one_line_errors(loader: DataLoader) -> Iterator[Any]:
-    """Iterate ``loader``; a worker's SakdError comes back as its own one line (no traceback)."""
+    """Iterate ``loader``; a worker's SakdError comes back as its own one line (no traceback).
+
+    A user's exception from a worker process is re-raised by torch as a new exception of its type
+    (a ``RuntimeError`` when that type cannot be rebuilt) whose message holds the worker's
+    traceback; the note naming the sample index is put back on it.
+    """
     iterator = iter(loader)
     while True:
         try:
@@ -324,6 +333,12 @@ def _one_line_errors(loader: DataLoader) -> Iterator[Any]:
                 last = [line for line in text.splitlines() if line.strip()][-1]
                 text = last.split("SakdError: ", 1)[-1]
             raise SakdError(text) from None
+        except Exception as error:  # the user's, re-raised by torch from a worker: keep its note
+            notes = getattr(error, "__notes__", [])
+            for line in str(error).splitlines():
+                if line.strip().startswith(NOTE_PREFIX) and line.strip() not in notes:
+                    add_note(error, line.strip())
+            raise
         yield batch
 
 

@@ -67,6 +67,7 @@ _TOP_KEYS = (
     "progress",
     "resume",
     "baseline",
+    "weight_limit",
 )
 # data.name / data.root / data.download come from train_data / val_data.
 _DATA_FROM_ARGUMENTS = ("name", "root", "download")

@@ -24,8 +24,8 @@ from torch import nn
 from sakd._autoload import stored_names
 from sakd.config import OBJECT_PREFIX
 from sakd.engine.checkpoint import atomic_write_bytes, atomic_write_text
-from sakd.engine.divergence import find_divergence, trained_names
-from sakd.engine.rundir import CHECKPOINTS, RunFolder
+from sakd.engine.divergence import WEIGHT_LIMIT, find_divergence, trained_names
+from sakd.engine.rundir import CHECKPOINTS, RunFolder, TrainingCheckpoint
 from sakd.errors import SakdError, SakdWarning
 from sakd.models import StagedNet
 
@@ -97,9 +97,8 @@ def export(
     else:
         module = model
     state = source_state_dict(module, staged, model_cfg.get("head"), what)
-    for line in _divergence_warnings(
-        folder, saved.epoch, staged if isinstance(module, StagedNet) else state, module, checkpoint
-    ):
+    checked = staged if isinstance(module, StagedNet) else state  # in the module's own names
+    for line in _divergence_warnings(folder, saved, checked, module):
         warnings.warn(line, SakdWarning, stacklevel=2)
     head = staged.get("head.weight")
     contract = folder.read_info().input
@@ -132,12 +131,12 @@ def export(
 
 
 def _divergence_warnings(
-    folder: RunFolder, epoch: int | None, state: dict, module: nn.Module, checkpoint: str
+    folder: RunFolder, saved: TrainingCheckpoint, state: dict, module: nn.Module
 ) -> list[str]:
     """What to tell the user when the run diverged, or the exported weights look diverged.
 
-    ``state`` is in ``module``'s own names (its trained parameters are checked against
-    :data:`~sakd.engine.divergence.WEIGHT_LIMIT`, see :mod:`sakd.engine.divergence`).
+    ``state`` (``saved``'s weights) is in ``module``'s own names: its trained parameters are
+    checked against the run's ``weight_limit`` (:mod:`sakd.engine.divergence`).
     """
     lines = []
     details = folder.read_divergence()
@@ -148,10 +147,13 @@ def _divergence_warnings(
         cause = f" ({details['what']})" if isinstance(details.get("what"), str) else ""
         lines.append(
             f"the run in {str(folder.path)!r} diverged{where} and did not finish{cause}; the "
-            f"export holds checkpoints/{checkpoint}.pt (epoch {epoch}), saved before the "
+            f"export holds checkpoints/{saved.path.name} (epoch {saved.epoch}), saved before the "
             "divergence; resume the run with a lower lr to finish it"
         )
-    problem = find_divergence({"student": state}, {"student": trained_names(module)})
+    limit = (saved.config or {}).get("weight_limit", WEIGHT_LIMIT)
+    if limit is not None and not isinstance(limit, int | float):  # a crafted config
+        limit = WEIGHT_LIMIT
+    problem = find_divergence({"student": state}, {"student": trained_names(module)}, limit)
     if problem is not None:
         lines.append(
             f"the exported weights look diverged ({problem}): the network will not predict "

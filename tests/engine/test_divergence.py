@@ -87,6 +87,17 @@ def test_weights_that_blow_up_stop_the_run_before_they_are_saved(tmp_path, monke
     assert summary.epochs == 3 and not (out / DIVERGED_NAME).exists()
 
 
+def test_weight_limit_sets_the_limit_and_may_change_at_resume(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _grow_weights_at(monkeypatch, epoch=0, factor=1e5)  # head weights of ~1e4 after epoch 1
+    with pytest.raises(SakdError, match=r"past the limit of 1e\+02 for trained weights"):
+        run(_config(out, "weight_limit=100"))
+    assert not (out / "checkpoints" / "last.pt").exists()  # stopped before the first save
+    summary = run(_config(out, "weight_limit=null"))  # the user's call: no limit
+    assert summary.epochs == 2
+    assert _peak(load_checkpoint(out / "checkpoints" / "last.pt")["modules"]["student"]) > 100
+
+
 def test_a_huge_lr_stops_with_healthy_weights_or_none(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(SakdError, match="training diverged"):

@@ -330,6 +330,9 @@ class RunConfig(_Strict):
     multiplies every learning rate by W (the global batch is W × ``batch_size``), ``none`` keeps it.
     ``progress`` ``auto``: a progress bar when stderr is a terminal, the per-epoch line alone
     otherwise (no carriage-return bars in log files); ``true`` / ``false`` force it on / off.
+    ``weight_limit``: training stops (diverged) when a trained parameter grows past this magnitude
+    (:mod:`sakd.engine.divergence`); ``null`` turns that test off (weights that are not finite
+    always stop it).
     """
 
     name: str = "run"
@@ -348,6 +351,7 @@ class RunConfig(_Strict):
     # Distillation runs: also train the student alone, same budget and seed, in output_dir/baseline.
     baseline: bool = False
     resume: bool = True
+    weight_limit: float | None = Field(default=1e4, gt=0)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)

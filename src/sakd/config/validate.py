@@ -18,7 +18,15 @@ from sakd.config.stored import RENAMED_KEYS, renamed_key_error, upgrade_renamed_
 from sakd.config.weights import resolve
 from sakd.errors import SakdError, quoted
 
-RESUME_IGNORED_KEYS = ("progress", "resume", "device", "output_dir", "name", "baseline")
+RESUME_IGNORED_KEYS = (
+    "progress",
+    "resume",
+    "device",
+    "output_dir",
+    "name",
+    "baseline",
+    "weight_limit",
+)
 
 
 def validate_config(data: dict | Recipe, source: str = "config", stored: bool = False) -> RunConfig:

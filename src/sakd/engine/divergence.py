@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-# Magnitude past which a trained parameter counts as diverged.
+# Magnitude past which a trained parameter counts as diverged (the default of ``weight_limit``).
 WEIGHT_LIMIT = 1e4
 
 
@@ -31,12 +31,14 @@ def trained_names(module: nn.Module) -> set[str]:
 
 
 def find_divergence(
-    states: Mapping[str, Mapping[str, object]], trained: Mapping[str, set[str]]
+    states: Mapping[str, Mapping[str, object]],
+    trained: Mapping[str, set[str]],
+    limit: float | None = WEIGHT_LIMIT,
 ) -> str | None:
     """The first sign of divergence in ``states`` (module name -> state dict), or None.
 
     ``trained[module]`` names the tensors that are trained parameters (checked against
-    :data:`WEIGHT_LIMIT`); every floating-point tensor is checked for being finite. The answer
+    ``limit``; None: not checked); every floating-point tensor is checked for being finite. The answer
     reads as part of a sentence: ``"student parameter 'head.weight' reached 3.1e+24 ..."``.
     """
     for module, state in states.items():
@@ -54,17 +56,20 @@ def find_divergence(
             kind = "parameter" if name in limited else "tensor"
             if peak != peak or peak == float("inf"):
                 return f"{module} {kind} {name!r} is not finite (NaN/inf)"
-            if name in limited and peak > WEIGHT_LIMIT:
+            if limit is not None and name in limited and peak > limit:
                 return (
                     f"{module} parameter {name!r} reached {peak:.2g} in magnitude, past the "
-                    f"limit of {WEIGHT_LIMIT:.0e} for trained weights"
+                    f"limit of {limit:.0e} for trained weights (weight_limit)"
                 )
     return None
 
 
-def module_divergence(modules: Mapping[str, nn.Module]) -> str | None:
+def module_divergence(
+    modules: Mapping[str, nn.Module], limit: float | None = WEIGHT_LIMIT
+) -> str | None:
     """:func:`find_divergence` of live modules (their state dicts, their trained parameters)."""
     return find_divergence(
         {k: m.state_dict() for k, m in modules.items()},
         {k: trained_names(m) for k, m in modules.items()},
+        limit,
     )

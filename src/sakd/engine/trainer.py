@@ -303,7 +303,7 @@ class Trainer:
 
     def _check_parameters(self, phase: Phase, epoch: int) -> None:
         """Stop before saving when a checkpointed module's weights diverged (:mod:`.divergence`)."""
-        problem = module_divergence(self.task.checkpoint_modules())
+        problem = module_divergence(self.task.checkpoint_modules(), self.config.weight_limit)
         if problem is not None:
             self._diverged(problem, phase, epoch)
 
@@ -434,7 +434,7 @@ class Trainer:
             )
         for name, module in modules.items():
             load_weights_strict(module, data["modules"][name], f"checkpoint {path} ({name})")
-        problem = module_divergence(modules)
+        problem = module_divergence(modules, self.config.weight_limit)
         if problem is not None:  # written by an older sakd, which saved diverging weights
             raise SakdError(
                 f"{path} holds diverged weights ({problem}): there is no healthy checkpoint to "

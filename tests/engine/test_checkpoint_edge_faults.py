@@ -37,6 +37,15 @@ def _files(folder: Path) -> dict[str, bytes]:
     }
 
 
+def _checkpoints_and_records(folder: Path) -> dict[str, bytes]:
+    """:func:`_files` but config.yaml and run.json, which every start rewrites (here with the
+    copy's output_dir)."""
+    files = _files(folder)
+    for rewritten in ("config.yaml", "run.json"):
+        files.pop(rewritten)
+    return files
+
+
 def _scripted_top1(monkeypatch, values: list[float]) -> None:
     """Make the evaluations return ``values`` in turn (which epoch is the best is then known)."""
     calls = iter(values)
@@ -135,13 +144,10 @@ def test_a_lost_best_pt_at_resume_is_one_line_before_any_epoch(first_is_best, tm
     out = _copy(first_is_best, tmp_path)
     (out / "summary.json").unlink()  # not finished: the trainer resumes from last.pt
     (out / "checkpoints" / "best.pt").unlink()
-    before = _files(out)
+    before = _checkpoints_and_records(out)
     with pytest.raises(SakdError, match="best.pt' is missing and cannot be rebuilt"):
         run(_config(out))
-    after = _files(out)
-    for rewritten in ("config.yaml", "run.json"):  # at every start (this copy's output_dir)
-        before.pop(rewritten), after.pop(rewritten)
-    assert after == before  # no epoch was trained, no record written
+    assert _checkpoints_and_records(out) == before  # no epoch trained, no record written
 
 
 def test_a_last_pt_past_the_last_epoch_is_refused(last_is_best, tmp_path):
@@ -152,13 +158,10 @@ def test_a_last_pt_past_the_last_epoch_is_refused(last_is_best, tmp_path):
     del data["digest"]
     data["epoch"] = 500
     save_checkpoint(last, data)
-    before = _files(out)
+    before = _checkpoints_and_records(out)
     with pytest.raises(SakdError, match="epoch 500, which this run does not have"):
         run(_config(out))
-    after = _files(out)
-    for rewritten in ("config.yaml", "run.json"):  # at every start (this copy's output_dir)
-        before.pop(rewritten), after.pop(rewritten)
-    assert after == before
+    assert _checkpoints_and_records(out) == before
 
 
 @pytest.mark.parametrize("name", ["last.pt", "best.pt.sha256", "summary.json", "metrics.jsonl"])

@@ -25,12 +25,10 @@ from sakd.data import BatchSource, ImageSet, StreamSet
 from sakd.data.contract import InputContract
 from sakd.engine.auto_weights import resolve_auto_weights
 from sakd.engine.build import build_task, load_data
-from sakd.engine.checkpoint import atomic_write_text, sha256_file
 from sakd.engine.distributed import broadcast_from_main, join_launch, on_main_rank
 from sakd.engine.evaluate import accuracy
 from sakd.engine.faults import fault_point
 from sakd.engine.rundir import (
-    BEST_SHA256_NAME,
     DIVERGED_NAME,
     METRICS_NAME,
     PRETRAIN_NAME,
@@ -274,10 +272,9 @@ def _prepare_run_dir(cfg: RunConfig, run_dir: Path, info: dict[str, Any]) -> Non
 
 
 def _finish_run_dir(run_dir: Path, summary: RunSummary) -> None:
-    best = run_dir / "checkpoints" / "best.pt"
-    if best.is_file():
-        atomic_write_text(best.with_name(BEST_SHA256_NAME), f"{sha256_file(best)}  best.pt\n")
-    RunFolder(run_dir).write_summary(summary)
+    folder = RunFolder(run_dir)
+    folder.certify_best()
+    folder.write_summary(summary)
 
 
 def _check_output_dir(run_dir: Path, cfg: RunConfig) -> None:

@@ -132,17 +132,6 @@ def write_divergence(run_dir: Path, details: dict[str, Any]) -> None:
     atomic_write_text(run_dir / DIVERGED_NAME, json.dumps(details, indent=2) + "\n")
 
 
-def read_divergence(run_dir: Path) -> dict[str, Any] | None:
-    """What ``diverged.json`` records (None when the run has not diverged since its last save)."""
-    try:
-        details = json.loads((run_dir / DIVERGED_NAME).read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return details if isinstance(details, dict) else {}
-
-
 def clear_divergence(run_dir: Path) -> None:
     """Forget a divergence (a checkpoint was saved since)."""
     (run_dir / DIVERGED_NAME).unlink(missing_ok=True)
@@ -207,16 +196,14 @@ class RunSummary:
         """The summary in ``summary.json``'s text (``null`` back to NaN); ``ValueError`` if damaged."""
         data = json.loads(text)
         try:
-            values = {
-                f.name: data[f.name] if f.default is dataclasses.MISSING else data.get(f.name)
-                for f in dataclasses.fields(RunSummary)
-            }
-            required = {
-                f.name for f in dataclasses.fields(RunSummary) if f.default is dataclasses.MISSING
-            }
-            return cls(
-                **{k: math.nan if v is None and k in required else v for k, v in values.items()}
-            )
+            values = {}
+            for field in dataclasses.fields(RunSummary):
+                if field.default is dataclasses.MISSING:  # required: null is a non-finite number
+                    value = data[field.name]
+                    values[field.name] = math.nan if value is None else value
+                else:  # optional (the baseline's): absent or null is None
+                    values[field.name] = data.get(field.name)
+            return cls(**values)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a run summary ({type(exc).__name__})") from None
 
@@ -509,8 +496,17 @@ class RunFolder:
             return None
 
     def read_divergence(self) -> dict[str, Any] | None:
-        """``diverged.json``: where training diverged (None when it has not since the last save)."""
-        return read_divergence(self.path)
+        """``diverged.json``: where training diverged (None when it has not since the last save).
+
+        A damaged file is an empty mapping (the run diverged; where is unknown).
+        """
+        try:
+            details = json.loads((self.path / DIVERGED_NAME).read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, RecursionError):
+            return {}
+        return details if isinstance(details, dict) else {}
 
     def holds_summary(self, summary: RunSummary) -> bool:
         """True when ``summary.json`` holds exactly ``summary`` (byte for byte)."""
@@ -588,8 +584,7 @@ class RunFolder:
         best = self.checkpoint_path("best")
         save_checkpoint(best, {k: v for k, v in last.items() if k not in ("format", "digest")})
         if certify:
-            sidecar = self.checkpoint_dir / BEST_SHA256_NAME
-            atomic_write_text(sidecar, f"{sha256_file(best)}  best.pt\n")
+            self.certify_best()
         return (
             f"rebuilt {str(best)!r} from last.pt (best.pt {problem}; the last epoch, "
             f"{last.get('epoch')}, is the best)"
@@ -627,6 +622,14 @@ class RunFolder:
         return self.rebuild_best(last, problem, certify=True)
 
     # ---------------------------------------------------------------------------- writing
+    def certify_best(self) -> None:
+        """Write ``best.pt.sha256`` (``sha256sum`` format) for the final ``best.pt``, if any."""
+        best = self.checkpoint_path("best")
+        if best.is_file():
+            atomic_write_text(
+                self.checkpoint_dir / BEST_SHA256_NAME, f"{sha256_file(best)}  {best.name}\n"
+            )
+
     def write_config(self, config: RunConfig) -> None:
         """Write the resolved ``config.yaml``."""
         atomic_write_text(self.config_path, dump_config(config))
